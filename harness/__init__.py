@@ -1,0 +1,1 @@
+"""The mechanism of seqbench: registries, configuration, training, checkpoints, results."""

@@ -1,0 +1,65 @@
+"""Optimizer parameter groups and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.config import OptimConfig
+from harness.errors import ConfigError
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """AdamW groups: decay, no decay (norms and biases), and one group per distinct `p._optim`.
+
+    A model declares per-parameter settings by setting `param._optim = {"lr": ..., "weight_decay": ...}`
+    (S4's SSM parameters, SGConv's kernel); those override the global values for that parameter.
+    """
+    in_norm = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    decay, no_decay, special = [], [], {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        hint = getattr(p, "_optim", None)
+        if hint:
+            special.setdefault(tuple(sorted(hint.items())), []).append(p)
+        elif not cfg.decay_norm_and_bias and (name.endswith("bias") or id(p) in in_norm):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups += [{"params": ps, **dict(key)} for key, ps in special.items()]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+    if cfg.optimizer == "adam":
+        # Adam's weight decay is an L2 term in the gradient, as torch.optim.Adam defines it.
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
+    raise ConfigError(f"optim.optimizer must be adamw or adam, got {cfg.optimizer!r}")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of every group's base lr at optimizer step `step` (0-based), stepped per iteration.
+
+    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total` (or constant),
+    the schedule of HF's get_cosine_schedule_with_warmup that the published scripts use.
+    """
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+    raise ConfigError(f"train.schedule must be cosine or constant, got {schedule!r}")

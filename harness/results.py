@@ -1,0 +1,89 @@
+"""The results store: one JSON record per run, `<store>/<run_id>.json`.
+
+A record is written to a temporary file in the same directory, flushed to disk and renamed over
+its final name, so a reader sees either the previous record or the new one and never half of one,
+also with many jobs writing at once on a shared filesystem. Readers skip files that do not parse
+(and say so) instead of treating them as results.
+
+Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
+(complete | failed | oom | preempted), config, metrics, throughput, memory, params, timing, env,
+error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA = 1
+STATUSES = ("complete", "failed", "oom", "preempted")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that no reader ever sees a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """A directory of run records."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def path(self, run_id: str) -> Path:
+        return self.root / f"{run_id}.json"
+
+    def write(self, record: dict[str, Any]) -> Path:
+        if record.get("status") not in STATUSES:
+            raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
+        record = {"schema": SCHEMA, **record}
+        path = self.path(record["run_id"])
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        return path
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        path = self.path(run_id)
+        if not path.exists():
+            return None
+        return _parse(path)
+
+    def is_complete(self, run_id: str) -> bool:
+        record = self.get(run_id)
+        return record is not None and record.get("status") == "complete"
+
+    def records(self, warn: bool = True) -> Iterator[dict[str, Any]]:
+        """Every readable record; unreadable files are reported on stderr and skipped."""
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.glob("*.json")):
+            record = _parse(path)
+            if record is None:
+                if warn:
+                    print(f"seqbench: skipping unreadable record {path}", file=sys.stderr)
+                continue
+            yield record
+
+
+def _parse(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or "run_id" not in record or record.get("status") not in STATUSES:
+        return None
+    return record

@@ -1,0 +1,38 @@
+"""seqbench entry point (a Hydra app).
+
+    python run.py                                   the quickstart: a small leaderboard on generated ListOps
+    python run.py task=listops model=transformer    train, evaluate, write one record
+    python run.py -m task=listops model=transformer,multires seed=0,1,2     a sweep
+    python run.py +experiment=multires_scifar       a paper preset from sweeps/experiment/
+    python run.py job=bench ...                     the throughput and memory benchmark
+    python -m harness list                          registered tasks and models with their options
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from harness import config as _config  # noqa: F401  (registers the run schema)
+from harness.errors import UserError
+from harness.jobs import dispatch
+from harness.registry import MODELS, TASKS
+
+# Registration must happen before Hydra composes the config, so that task=... and model=... resolve.
+TASKS.discover()
+MODELS.discover()
+
+
+@hydra.main(version_base="1.3", config_path="sweeps", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        dispatch(cfg)
+    except UserError as exc:
+        print(f"seqbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What every task gives the harness: a spec the models adapt to, datasets, a loss and a metric.
+
+A batch is a dict: ``x`` (LongTensor [B, L] of token ids, or FloatTensor [B, L, d_input]),
+``y`` (targets), and optionally ``lengths`` (LongTensor [B], true lengths before right padding).
+A model is called as ``model(x, lengths=lengths)`` and returns [B, n_outputs] for pooled tasks or
+[B, L, n_outputs] for sequence tasks (autoregressive density).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a model needs to know about a task, so that models hold no per-task code."""
+
+    name: str
+    input: Literal["tokens", "signal"]
+    seq_len: int  # maximum length the model sees
+    n_outputs: int  # classes, labels, or output channels per position
+    metric: str  # accuracy | auroc | bpd
+    vocab_size: int | None = None  # tokens only
+    d_input: int | None = None  # signal only: channels per step
+    output: Literal["pooled", "sequence"] = "pooled"
+    causal: bool = False  # the model must not look ahead (autoregressive tasks)
+    pad_id: int = 0  # tokens only
+    variable_length: bool = False  # batches carry `lengths`
+
+
+class Metric:
+    """Accumulates over batches; `compute` returns one number."""
+
+    name: str = ""
+    higher_is_better: bool = True
+
+    def update(self, output: torch.Tensor, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        raise NotImplementedError
+
+
+class Accuracy(Metric):
+    name = "accuracy"
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.total = 0
+
+    def update(self, output: torch.Tensor, batch: Batch) -> None:
+        self.correct += int((output.argmax(-1) == batch["y"]).sum())
+        self.total += int(batch["y"].numel())
+
+    def compute(self) -> float:
+        return self.correct / max(self.total, 1)
+
+
+def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve for one binary label (Mann-Whitney U with average ranks for ties)."""
+    scores = scores.double()
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
+    # Tied scores share the mean of their ranks.
+    uniq, inverse, counts = torch.unique(sorted_scores, return_inverse=True, return_counts=True)
+    if len(uniq) < scores.numel():
+        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks[order])
+        ranks[order] = (sums / counts)[inverse]
+    rank_sum = ranks[labels.bool()].sum().item()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+class MacroAUROC(Metric):
+    """Mean over labels of each label's AUROC (labels with one class only in the split are skipped)."""
+
+    name = "auroc"
+
+    def __init__(self) -> None:
+        self.outputs: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def update(self, output: torch.Tensor, batch: Batch) -> None:
+        self.outputs.append(output.detach().float().cpu())
+        self.targets.append(batch["y"].detach().cpu())
+
+    def compute(self) -> float:
+        scores, labels = torch.cat(self.outputs), torch.cat(self.targets)
+        per_label = [roc_auc(scores[:, j], labels[:, j]) for j in range(labels.shape[1])]
+        valid = [a for a in per_label if not math.isnan(a)]
+        return sum(valid) / len(valid) if valid else float("nan")
+
+
+@dataclass
+class Objective:
+    """A loss to train with and the metric to select and report with."""
+
+    loss: Callable[[torch.Tensor, Batch], torch.Tensor]
+    metric: Callable[[], Metric]
+
+
+def cross_entropy(output: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(output.float(), batch["y"])
+
+
+def multilabel_bce(output: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(output.float(), batch["y"].float())
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "accuracy": Objective(cross_entropy, Accuracy),
+    "auroc": Objective(multilabel_bce, MacroAUROC),
+}
+
+
+@dataclass
+class Task:
+    """Datasets for train/val/test and how to batch, train and score them."""
+
+    spec: TaskSpec
+    splits: dict[str, Dataset]
+    collate: Callable[[list[Any]], Batch] | None = None
+    objective: Objective | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # provenance for the record (source, sizes)
+
+    def __post_init__(self) -> None:
+        if self.objective is None:
+            self.objective = OBJECTIVES[self.spec.metric]
+        missing = {"train", "val", "test"} - set(self.splits)
+        if missing:
+            raise ValueError(f"task {self.spec.name}: missing splits {sorted(missing)}")

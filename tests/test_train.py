@@ -1,0 +1,140 @@
+"""The training loop: optimizer groups, schedule, exact resume, and the runner's records."""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import tests.toy as toy
+from harness import checkpoint, runner
+from harness.config import OptimConfig, TrainConfig
+from harness.errors import UserError
+from harness.optim import lr_factor, param_groups
+from harness.registry import MODELS, TASKS
+from harness.train import EpochBatches, fit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose_run(tmp_path: Path, *overrides: str) -> DictConfig:
+    MODELS.discover()
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        return compose("config", overrides=[f"paths.root={tmp_path}", f"paths.data={tmp_path / 'data'}",
+                                             "train.progress=false", *overrides])
+
+
+def small_model(spec):  # noqa: ANN001, ANN201
+    return MODELS.build(MODELS.config("transformer", d_model=16, n_layers=1, n_heads=2, d_ff=32), spec)
+
+
+def test_param_groups_exempt_norms_and_biases_and_honour_hints() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2, bias=False))
+    model[2].weight._optim = {"lr": 1e-4, "weight_decay": 0.0}
+    groups = param_groups(model, OptimConfig(weight_decay=0.1))
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    assert by_id[id(model[0].weight)]["weight_decay"] == 0.1
+    assert by_id[id(model[0].bias)]["weight_decay"] == 0.0
+    assert by_id[id(model[1].weight)]["weight_decay"] == 0.0
+    assert by_id[id(model[2].weight)] == {"params": [model[2].weight], "lr": 1e-4, "weight_decay": 0.0}
+    everything = param_groups(model, OptimConfig(weight_decay=0.1, decay_norm_and_bias=True))
+    assert everything[0]["weight_decay"] == 0.1 and len(everything[0]["params"]) == 4
+
+
+def test_cosine_schedule_with_linear_warmup() -> None:
+    assert lr_factor(0, 100, 10, "cosine") == 0.0
+    assert lr_factor(5, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(37, 100, 0, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.37)))
+    assert lr_factor(99, 100, 10, "constant") == 1.0
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
+    a = list(EpochBatches(10, 3, True, seed=1, epoch=2))
+    assert sorted(i for b in a for i in b) == list(range(10))
+    assert a == list(EpochBatches(10, 3, True, seed=1, epoch=2))
+    assert a != list(EpochBatches(10, 3, True, seed=1, epoch=3))
+    assert list(EpochBatches(10, 3, True, seed=1, epoch=2, start=2)) == a[2:]
+
+
+def _fit(task, run_dir: Path, epochs: int = 3):  # noqa: ANN001, ANN202
+    checkpoint.seed_everything(0)
+    model = small_model(task.spec)
+    return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=False, warmup_epochs=0.5),
+               OptimConfig(lr=3e-3), 0, run_dir, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("stop_at_call", [6, 9])  # after the first epoch's 6 batches; inside the second epoch
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int) -> None:
+    task = toy.build(toy.ToyConfig(), tmp_path)
+    reference = _fit(task, tmp_path / "uninterrupted")
+
+    calls = {"n": 0}
+    collate = task.collate
+
+    def signalling_collate(items):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == stop_at_call:
+            signal.raise_signal(signal.SIGTERM)  # what a scheduler sends before it kills the job
+        return collate(items)
+
+    task.collate = signalling_collate
+    with pytest.raises(checkpoint.Preempted):
+        _fit(task, tmp_path / "interrupted")
+    assert (tmp_path / "interrupted" / "last.pt").exists()
+    task.collate = collate
+    resumed = _fit(task, tmp_path / "interrupted")
+    assert resumed.history == reference.history  # losses, val metrics and lrs, exactly
+    assert (resumed.val, resumed.test, resumed.best_epoch, resumed.steps) == (
+        reference.val, reference.test, reference.best_epoch, reference.steps)
+
+
+def test_runner_writes_a_record_then_skips_the_completed_run(tmp_path: Path) -> None:
+    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "model.n_layers=1",
+                      "train.epochs=2", "train.batch_size=16")
+    first = runner.run(cfg)
+    assert first["status"] == "complete"
+    assert first["metrics"]["metric"] == "accuracy" and 0.0 <= first["metrics"]["test"] <= 1.0
+    assert len(first["metrics"]["history"]) == 2
+    assert first["params"] == sum(p.numel() for p in small_model_for(cfg).parameters())
+    assert first["throughput"]["train_samples_per_s"] > 0 and first["memory"]["peak_bytes"] > 0
+    assert first["env"]["torch"] == torch.__version__
+    record_path = tmp_path / "store" / f"{first['run_id']}.json"
+    mtime = record_path.stat().st_mtime_ns
+    lines = (tmp_path / "runs" / first["run_id"] / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+
+    again = runner.run(cfg)
+    assert again == first and record_path.stat().st_mtime_ns == mtime  # skipped, not rerun
+    forced = runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16",
+                                    "model.n_layers=1", "train.epochs=2", "train.batch_size=16", "force=true"))
+    assert forced["run_id"] == first["run_id"] and record_path.stat().st_mtime_ns != mtime
+
+
+def small_model_for(cfg: DictConfig) -> torch.nn.Module:
+    return MODELS.build(cfg.model, TASKS.build(cfg.task, Path("unused")).spec)
+
+
+def test_a_crashing_run_writes_a_failed_record(tmp_path: Path) -> None:
+    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=15", "model.n_heads=2",
+                      "train.epochs=1")
+    with pytest.raises(ValueError, match="divisible"):
+        runner.run(cfg)  # d_model 15 with 2 heads fails while building: no record, nothing ran
+    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "train.epochs=1",
+                      "optim.optimizer=sgd")
+    with pytest.raises(UserError, match="adamw or adam"):
+        runner.run(cfg)
+
+
+def test_missing_model_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no model chosen"):
+        runner.run(compose_run(tmp_path, "task=toy"))
+    with pytest.raises(Exception, match="Could not find 'model/nosuch'"):
+        compose_run(tmp_path, "task=toy", "model=nosuch")
