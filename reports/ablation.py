@@ -1,0 +1,85 @@
+"""Ablation tables: a sweep's runs grouped by the config keys the sweep varied, the metric per group.
+
+The varied keys are found, not declared: every flat config key (seed and non-semantic keys excluded)
+whose value differs between the sweep's runs of one task. When the sweep varies the model, the other
+models' hyper-parameters differ only because each model has its own; a `model.*` key that has a single
+value within every model is therefore left out (it says nothing the model name does not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from reports.leaderboard import display, fmt_mean_std, status_text, varied_keys
+from reports.stats import summarize
+
+
+@dataclass
+class Ablation:
+    sweep: str
+    task: str
+    keys: list[str]
+    metric: str | None
+    rows: pd.DataFrame  # numeric: the varied keys, n, mean, std, ci95, val_mean, val_std, status
+    table: pd.DataFrame  # display strings
+
+
+def ablation_keys(runs: pd.DataFrame) -> list[str]:
+    configs = list(runs.drop_duplicates("config_key")["flat_config"])
+    keys = varied_keys(configs)
+    if "model.name" in keys:
+        def single_within_models(key: str) -> bool:
+            per_model: dict[str, set[str]] = {}
+            for c in configs:
+                per_model.setdefault(str(c.get("model.name")), set()).add(json.dumps(c.get(key), default=str))
+            return all(len(v) == 1 for v in per_model.values())
+
+        keys = [k for k in keys if k == "model.name" or not (k.startswith("model.") and single_within_models(k))]
+    return keys
+
+
+def ablation(sweep: str, task: str, runs: pd.DataFrame) -> Ablation | None:
+    """The ablation table of one sweep and task, or None when only the seed varies."""
+    keys = ablation_keys(runs)
+    if not keys:
+        return None
+    done = runs[runs["status"] == "complete"]
+    metric = done["metric"].mode().iloc[0] if done["metric"].notna().any() else None
+    disp = display(metric)
+    values = runs["flat_config"].map(lambda c: tuple(json.dumps(c.get(k), default=str) for k in keys))
+    rows, table = [], []
+    for value, group in runs.groupby(values, sort=True):
+        ok = group[group["status"] == "complete"]
+        test, val = summarize(ok["test"] * disp.scale), summarize(ok["val"] * disp.scale)
+        setting = {k: json.loads(v) for k, v in zip(keys, value, strict=True)}
+        status = status_text(list(group["status"]), [])
+        rows.append({**setting, "n": test.n, "mean": test.mean, "std": test.std, "ci95": test.ci95,
+                     "val_mean": val.mean, "val_std": val.std, "status": status})
+        table.append({**{k: "—" if v is None else str(v) for k, v in setting.items()}, "n": str(test.n),
+                      f"test {disp.name}": fmt_mean_std(test.mean, test.std, test.n, disp.digits),
+                      "95% CI ±": "—" if not math.isfinite(test.ci95) else f"{test.ci95:.{disp.digits}f}",
+                      f"val {disp.name}": fmt_mean_std(val.mean, val.std, val.n, disp.digits), "status": status})
+    # Numbers in numeric order (64 before 128), missing values last.
+    order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(rows[i][k]) for k in keys))
+    return Ablation(sweep, task, keys, metric, pd.DataFrame([rows[i] for i in order]).reset_index(drop=True),
+                    pd.DataFrame([table[i] for i in order]).reset_index(drop=True))
+
+
+def _sort_key(value: object) -> tuple[int, float, str]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return (1 if value is not None else 2, 0.0, str(value))
+    return (0, float(value), "")
+
+
+def ablations(runs: pd.DataFrame) -> list[Ablation]:
+    """One table per (sweep, task) whose runs vary more than the seed."""
+    result = []
+    for (sweep, task), group in runs.groupby(["sweep", "task"], sort=True, dropna=False):
+        table = ablation(str(sweep), str(task), group)
+        if table is not None:
+            result.append(table)
+    return result
