@@ -34,7 +34,8 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
             decay.append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    groups += [{"params": ps, **dict(key)} for key, ps in special.items()]
+    # A hint overrides only what it names: an unnamed weight decay stays the global one, as in S4's code.
+    groups += [{"params": ps, "weight_decay": cfg.weight_decay, **dict(key)} for key, ps in special.items()]
     return [g for g in groups if g["params"]]
 
 

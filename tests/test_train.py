@@ -42,6 +42,8 @@ def test_param_groups_exempt_norms_and_biases_and_honour_hints() -> None:
     assert by_id[id(model[0].bias)]["weight_decay"] == 0.0
     assert by_id[id(model[1].weight)]["weight_decay"] == 0.0
     assert by_id[id(model[2].weight)] == {"params": [model[2].weight], "lr": 1e-4, "weight_decay": 0.0}
+    model[2].weight._optim = {"lr": 1e-4}  # names no weight decay: the global one applies
+    assert param_groups(model, OptimConfig(weight_decay=0.1))[-1]["weight_decay"] == 0.1
     everything = param_groups(model, OptimConfig(weight_decay=0.1, decay_norm_and_bias=True))
     assert everything[0]["weight_decay"] == 0.1 and len(everything[0]["params"]) == 4
 
@@ -122,15 +124,28 @@ def small_model_for(cfg: DictConfig) -> torch.nn.Module:
     return MODELS.build(cfg.model, TASKS.build(cfg.task, Path("unused")).spec)
 
 
-def test_a_crashing_run_writes_a_failed_record(tmp_path: Path) -> None:
-    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=15", "model.n_heads=2",
-                      "train.epochs=1")
-    with pytest.raises(ValueError, match="divisible"):
-        runner.run(cfg)  # d_model 15 with 2 heads fails while building: no record, nothing ran
-    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "train.epochs=1",
-                      "optim.optimizer=sgd")
-    with pytest.raises(UserError, match="adamw or adam"):
+@pytest.mark.parametrize(("error", "status"), [(RuntimeError("boom"), "failed"),
+                                              (torch.OutOfMemoryError("CUDA out of memory"), "oom")])
+def test_a_crashing_run_writes_its_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception,
+                                          status: str) -> None:
+    def crash(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise error
+
+    monkeypatch.setattr(runner, "fit", crash)
+    cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "train.epochs=1")
+    with pytest.raises(type(error)):
         runner.run(cfg)
+    record = next(runner.store_for(cfg).records())
+    assert record["status"] == status and str(error) in record["error"]
+    assert record["params"] > 0 and record["config"]["model"]["d_model"] == 16
+
+
+def test_bad_values_fail_before_training(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not divisible"):
+        runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=15", "model.n_heads=2"))
+    with pytest.raises(UserError, match="adamw or adam"):
+        runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "optim.optimizer=sgd"))
+    assert not list(runner.store_for(compose_run(tmp_path)).records())
 
 
 def test_missing_model_is_a_user_error(tmp_path: Path) -> None:

@@ -1,0 +1,150 @@
+"""SGConv: structured global convolution with a multi-scale kernel (Li et al., ICLR 2023).
+
+Written from /work/shared/specs/sgconv_wavspa.md (Part A, ctlllll/SGConv `GConv`). The kernel of each feature
+is assembled from n small sub-kernels of kernel_dim taps: sub-kernel i is upsampled by 2^max(0, i-1) (linear
+interpolation, align_corners=False), weighted by m_h^(n-1-i) (the finest scale gets the largest factor, so
+scale i carries the paper's alpha^i decay, alpha = 1/m) and concatenated; n = 1 + ceil(log2(l_max / K)).
+The full-length kernel is divided by its L2 norm at initialisation (a frozen buffer, as published).
+
+Speed: only the scales that start before the batch length are built, the kernel is assembled in fp32 and
+the convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.s4`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import ModelConfig
+from harness.errors import ConfigError
+from models import MODELS
+from models.s4 import ConvMixer, SeqBackbone, build_backbone, check_causal
+from tasks.base import TaskSpec
+
+
+class SGConvLayer(ConvMixer):
+    """[B, L, H] -> multi-scale global convolution (+ D u) -> activation -> dropout (no length masking)."""
+
+    def __init__(self, d_model: int, l_max: int, kernel_dim: int = 64, n_scales: int | None = None,
+                 init_scale: int = 0, mode: str = "cat_randn", decay_min: float = 2.0, decay_max: float = 2.0,
+                 bidirectional: bool = False, kernel_lr: float | None = 0.001, activation: str = "gelu",
+                 dropout: float = 0.0):
+        # SGConv's dropout sits after the activation and is elementwise (transposed=False in the LRA configs).
+        super().__init__(d_model, activation, dropout, tie_dropout=False, inner_dropout=False)
+        H, K = d_model, kernel_dim
+        if K < 1 or l_max < K * 2 ** init_scale:
+            raise ConfigError(f"SGConv needs l_max >= kernel_dim * 2^init_scale, got l_max={l_max}, "
+                              f"kernel_dim={K}, init_scale={init_scale}")
+        if ("cat" in mode) == ("sum" in mode) or ("randn" in mode) == ("cos" in mode):
+            raise ConfigError(f"SGConv mode must contain one of cat|sum and one of randn|cos, got {mode!r}")
+        self.mode, self.K, self.s0, self.bidirectional = mode, K, init_scale, bidirectional
+        self.n = n_scales if n_scales is not None else 1 + math.ceil(math.log2(l_max / K)) - init_scale
+        if self.n < 1:
+            raise ConfigError(f"SGConv n_scales must be >= 1, got {self.n}")
+        self.interp = "nearest" if "nearest" in mode else "linear"
+        channels = 2 if bidirectional else 1
+        self.kernel_list = nn.ParameterList()
+        for _ in range(self.n):
+            if "randn" in mode:
+                w = torch.randn(channels, H, K)
+            else:  # row h = cos(linspace(0, 2 pi h, K)), rows randomly permuted
+                w = torch.stack([torch.cos(torch.linspace(0, 2 * math.pi * h, K)) for h in range(H)])
+                w = w[torch.randperm(H)].expand(channels, H, K).clone()
+            p = nn.Parameter(w)
+            if kernel_lr is not None:
+                # Published: only the lr is overridden; the kernel keeps the global weight decay.
+                p._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
+            self.kernel_list.append(p)
+        if "learnable" in mode:  # polynomial envelope (t+1)^-a_h instead of per-scale weights
+            self.decay = nn.Parameter(torch.rand(H) * (decay_max - decay_min) + decay_min,
+                                      requires_grad="fixed" not in mode)
+            if "fixed" not in mode and kernel_lr is not None:
+                self.decay._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
+            self.register_buffer("multiplier", torch.ones(1, H, 1))
+        else:
+            self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, H).view(1, H, 1))
+        self.D = nn.Parameter(torch.randn(1, H))
+        # Normalise by the norm of the full kernel at initialisation, then keep that constant (published).
+        self.register_buffer("kernel_norm", torch.ones(channels, H, 1))
+        with torch.no_grad():
+            self.kernel_norm.copy_(self.raw_kernel(self.full_length).norm(dim=-1, keepdim=True))
+
+    @property
+    def full_length(self) -> int:
+        return self.K * 2 ** (self.n - 1 + self.s0)
+
+    def _scale(self, i: int) -> tuple[int, int]:
+        """(upsampling factor, start position) of sub-kernel i."""
+        if "cat" in self.mode:
+            f = 2 ** (max(0, i - 1) + self.s0)
+            start = 0 if i == 0 else self.K * 2 ** (self.s0 + i - 1)
+            return f, start
+        return 2 ** (i + self.s0), 0
+
+    def raw_kernel(self, L: int) -> torch.Tensor:
+        """Un-normalised kernel [C, H, min(L, full_length)], building only the scales that start before L."""
+        L = min(L, self.full_length)
+        parts = []
+        for i, w in enumerate(self.kernel_list):
+            f, start = self._scale(i)
+            if start >= L:
+                break
+            up = F.interpolate(w.float(), scale_factor=f, mode=self.interp) if f > 1 else w.float()
+            parts.append((start, up * self.multiplier ** (self.n - 1 - i)))
+        if "cat" in self.mode:
+            total = torch.cat([p for _, p in parts], dim=-1)
+        else:
+            total = sum(F.pad(p, (0, self.full_length - p.shape[-1])) for _, p in parts)  # type: ignore[assignment]
+        total = total[..., :L]
+        if "learnable" in self.mode:
+            t = torch.arange(L, device=total.device, dtype=torch.float32)
+            total = total * torch.exp(-self.decay.float()[None, :, None] * torch.log1p(t))
+        return total
+
+    def kernel(self, L: int) -> torch.Tensor:
+        k = self.raw_kernel(L) / self.kernel_norm
+        return F.pad(k, (0, L - k.shape[-1])) if k.shape[-1] < L else k
+
+
+@dataclass
+class SGConvConfig(ModelConfig):
+    """SGConv: multi-scale global convolution (Li et al. 2023), defaults of the published LRA configs."""
+
+    name: str = "sgconv"
+    d_model: int = 128
+    n_layers: int = 4
+    kernel_dim: int = 64
+    n_scales: int | None = None  # null: 1 + ceil(log2(l_max / kernel_dim)) - init_scale
+    init_scale: int = 0
+    mode: str = "cat_randn"  # cat|sum _ randn|cos [_nearest] [_learnable[_fixed]]
+    decay_min: float = 2.0
+    decay_max: float = 2.0
+    kernel_lr: float | None = 0.001  # lr of the sub-kernels (null: global)
+    bidirectional: bool = False
+    activation: str = "gelu"
+    final_act: str = "glu"
+    dropout: float = 0.0
+    tie_dropout: bool = True  # residual dropout tied over length (the S4 codebase's model default)
+    prenorm: bool = True
+    norm: str = "layer"
+    l_max: int | None = None  # null: the task's seq_len
+    d_state: int = 64  # unused by the layer (published signature); kept for config compatibility
+
+
+@MODELS.register("sgconv", SGConvConfig)
+def build(cfg: SGConvConfig, spec: TaskSpec) -> nn.Module:
+    """SGConv: multi-scale global convolution (Li et al. 2023), defaults of the published LRA configs."""
+    check_causal(cfg, spec)
+    l_max = cfg.l_max or spec.seq_len
+    mixers: list[Any] = [
+        SGConvLayer(cfg.d_model, l_max, cfg.kernel_dim, cfg.n_scales, cfg.init_scale, cfg.mode, cfg.decay_min,
+                    cfg.decay_max, cfg.bidirectional, cfg.kernel_lr, cfg.activation, cfg.dropout)
+        for _ in range(cfg.n_layers)
+    ]
+    model: SeqBackbone = build_backbone(cfg, spec, mixers)
+    return model

@@ -1,0 +1,248 @@
+"""S4 / S4D: kernels against the recurrence and the dense SSM, FFT conv against direct convolution, step ==
+forward, parameter counts of the published configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from harness.errors import ConfigError
+from harness.registry import MODELS
+from models.s4 import S4Layer, dense_discretisation, exp_sum, fft_conv, hippo_legs_nplr, legs_dense
+from tasks.base import TaskSpec
+
+LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)
+SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)
+SC = TaskSpec("speech_commands", "signal", 16000, 35, "accuracy", d_input=1)
+
+
+def direct_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """Brute-force loop of the published causal / bidirectional convolution (spec A.3, s4_lra §1.7)."""
+    B, H, L = u.shape
+    y = torch.zeros(B, H, L, dtype=torch.float64)
+    for t in range(L):
+        for s in range(L):
+            if s <= t:
+                y[..., t] += k[0, :, t - s].double() * u[..., s].double()
+            elif bidirectional:
+                y[..., t] += k[1, :, s - t - 1].double() * u[..., s].double()
+    return y
+
+
+def test_hippo_legs_nplr_is_legs():
+    lam, P, B = hippo_legs_nplr(8)
+    # spec §1.4: N=8 -> Lambda ~ -0.5 - i {19.857, 5.354, 1.958, 0.427}
+    assert torch.allclose(lam.real, torch.full((4,), -0.5, dtype=torch.float64))
+    assert torch.allclose(lam.imag, -torch.tensor([19.857, 5.354, 1.958, 0.427], dtype=torch.float64), atol=1e-3)
+    full = lambda z: torch.cat([z, z.conj()])  # noqa: E731
+    A = torch.diag(full(lam)) - full(P)[:, None] * full(P).conj()[None, :]
+    eig = torch.linalg.eigvals(A).real.sort().values
+    assert torch.allclose(eig, torch.linalg.eigvals(legs_dense(8)).real.sort().values, atol=1e-6)
+    assert torch.allclose(eig, -torch.arange(8, 0, -1, dtype=torch.float64), atol=1e-6)
+
+
+@pytest.mark.parametrize("L", [1, 7, 16, 37])
+def test_exp_sum_equals_naive(L):
+    torch.manual_seed(0)
+    v = torch.randn(3, 4, 5, dtype=torch.complex64)
+    x = torch.complex(-torch.rand(4, 5) * 0.3, torch.randn(4, 5))
+    naive = 2 * (v[..., None] * torch.exp(x[..., None] * torch.arange(L))).sum(-2).real
+    assert torch.allclose(exp_sum(v, x, L), naive, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["diag-lin", "diag-inv", "legs"])
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_s4d_kernel_equals_unrolled_recurrence(init, disc):
+    torch.manual_seed(0)
+    layer = S4Layer(4, 8, "diag", init, disc, l_max=40, n_ssm=2, dt_min=0.01, dt_max=0.5)
+    p = layer.params()
+    dtA = p["dt"].double() * p["A"].cdouble()
+    # Independent discretisation per diagonal mode, in float64.
+    if disc == "zoh":
+        a_bar, b_bar = torch.exp(dtA), (torch.exp(dtA) - 1) / p["A"].cdouble() * p["B"].cdouble()
+    else:
+        a_bar = (1 + dtA / 2) / (1 - dtA / 2)
+        b_bar = p["dt"].double() / (1 - dtA / 2) * p["B"].cdouble()
+    state, ks = b_bar.clone(), []
+    for _ in range(40):  # impulse response of x_{k+1} = A x_k + B u_k, y = 2 Re C x
+        ks.append(2 * (p["C"][0].cdouble() * state).sum(-1).real)
+        state = a_bar * state
+    with torch.no_grad():
+        assert torch.allclose(layer.kernel(40)[0].double(), torch.stack(ks, -1), atol=1e-5)
+
+
+def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
+    """K_l = C A_bar^l B_bar from materialised 2N x 2N matrices, C = C~ (I - A_bar^Lk)^-1, float64."""
+    p = layer.params()
+    A_bar, B_bar = dense_discretisation(p["A"], p["P"], p["B"], p["dt"])
+    C_t = torch.cat([p["C"], p["C"].conj()], -1).cdouble()
+    eye = torch.eye(A_bar.shape[-1], dtype=torch.complex128)
+    M = eye - torch.linalg.matrix_power(A_bar, int(layer.l_kernel))
+    C = torch.linalg.solve(M.transpose(-1, -2)[None], C_t[..., None])[..., 0]
+    x, ks = B_bar, []
+    for _ in range(L):
+        ks.append((C * x).sum(-1).real)
+        x = torch.einsum("hnm,hm->hn", A_bar, x)
+    return torch.stack(ks, -1)
+
+
+@pytest.mark.parametrize("N,L,bidirectional", [(4, 16, False), (8, 32, True), (16, 20, False)])
+def test_s4_kernel_equals_dense_ssm(N, L, bidirectional):
+    torch.manual_seed(1)
+    layer = S4Layer(3, N, "dplr", "legs", l_max=L, bidirectional=bidirectional, n_ssm=None, dt_min=0.01,
+                    dt_max=0.3)
+    with torch.no_grad():
+        k = layer.kernel(L).double()
+        assert k.shape == (2 if bidirectional else 1, 3, L)
+        assert torch.allclose(k, dense_s4_kernel(layer, L), atol=2e-5)
+        assert torch.allclose(layer.kernel(L - 5).double(), k[..., : L - 5])  # shorter = truncated
+
+
+def test_s4_length_doubling_keeps_the_ssm():
+    torch.manual_seed(2)
+    layer = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+    with torch.no_grad():
+        short = dense_s4_kernel(layer, 16)
+        long = layer.kernel(40)  # attunes C~ to 64 = 16 * 2 * 2
+        assert int(layer.l_kernel) == 64
+        assert torch.allclose(long[..., :16].double(), short, atol=2e-5)
+        assert torch.allclose(long.double(), dense_s4_kernel(layer, 40), atol=2e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fft_conv_equals_direct_convolution(bidirectional):
+    torch.manual_seed(0)
+    u, k = torch.randn(2, 3, 13), torch.randn(2 if bidirectional else 1, 3, 13)
+    assert torch.allclose(fft_conv(u, k, bidirectional).double(), direct_conv(u, k, bidirectional), atol=1e-4)
+
+
+def test_causal_layer_ignores_the_future_and_bidirectional_does_not():
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, 8)
+    x2 = x.clone()
+    x2[:, 15:] += 1.0
+    for mode, init in [("dplr", "legs"), ("diag", "diag-inv")]:
+        causal = S4Layer(8, 8, mode, init, l_max=24).eval()
+        assert torch.allclose(causal(x)[:, :15], causal(x2)[:, :15], atol=1e-5)
+        bi = S4Layer(8, 8, mode, init, l_max=24, bidirectional=True).eval()
+        assert not torch.allclose(bi(x)[:, :15], bi(x2)[:, :15], atol=1e-3)
+
+
+def test_layer_output_equals_conv_plus_D_then_gelu():
+    torch.manual_seed(0)
+    layer = S4Layer(3, 8, "diag", "diag-lin", l_max=11, bidirectional=True).eval()
+    x = torch.randn(2, 11, 3)
+    with torch.no_grad():
+        ref = direct_conv(x.transpose(1, 2), layer.kernel(11), True) + layer.D.double()[0, :, None] * x.transpose(
+            1, 2).double()
+        assert torch.allclose(layer(x).double(), torch.nn.functional.gelu(ref).transpose(1, 2), atol=1e-4)
+
+
+def test_padding_is_masked_at_each_block_input():
+    """ListOps: positions >= length are zeroed before the SSM, so padding values cannot leak (even bidirectional)."""
+    torch.manual_seed(0)
+    model = MODELS.build(MODELS.config("s4", d_model=16, n_layers=2, bidirectional=True, d_state=8, norm="layer"),
+                         LISTOPS).eval()
+    x = torch.randint(3, 18, (2, 30))
+    lengths = torch.tensor([30, 17])
+    x2 = x.clone()
+    x2[1, 17:] = torch.randint(3, 18, (13,))
+    out1, out2 = model(x, lengths=lengths), model(x2, lengths=lengths)
+    assert torch.allclose(out1, out2, atol=1e-5)
+
+
+def causal_spec(input_kind: str) -> TaskSpec:
+    if input_kind == "tokens":
+        return TaskSpec("gen", "tokens", 12, 7, "bpd", vocab_size=9, output="sequence", causal=True)
+    return TaskSpec("gen", "signal", 12, 7, "bpd", d_input=3, output="sequence", causal=True)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4"])
+@pytest.mark.parametrize("input_kind,prenorm,norm", [("tokens", True, "layer"), ("signal", False, "batch")])
+def test_step_equals_forward(name, input_kind, prenorm, norm):
+    torch.manual_seed(0)
+    spec = causal_spec(input_kind)
+    cfg = MODELS.config(name, d_model=8, n_layers=2, d_state=8, prenorm=prenorm, norm=norm, dropout=0.1)
+    model = MODELS.build(cfg, spec)
+    model.train()
+    model(torch.randint(0, 9, (4, 12)) if input_kind == "tokens" else torch.randn(4, 12, 3))  # BN statistics
+    model.eval()
+    x = torch.randint(0, 9, (2, 12)) if input_kind == "tokens" else torch.randn(2, 12, 3)
+    with torch.no_grad():
+        full = model(x)
+        state = model.init_state(2, "cpu")
+        for t in range(12):
+            y, state = model.step(x[:, t], state)
+            assert torch.allclose(y, full[:, t], atol=1e-4), t
+
+
+def test_config_errors():
+    gen = causal_spec("tokens")
+    with pytest.raises(ConfigError, match="bidirectional"):
+        MODELS.build(MODELS.config("s4d", bidirectional=True), gen)
+    with pytest.raises(ConfigError, match="n_ssm"):
+        MODELS.build(MODELS.config("s4", d_model=10, n_ssm=3), SCIFAR)
+    with pytest.raises(ConfigError, match="init"):
+        MODELS.build(MODELS.config("s4d", init="fourier"), SCIFAR)
+    with pytest.raises(ConfigError, match="bilinear"):
+        MODELS.build(MODELS.config("s4", disc="zoh"), SCIFAR)
+
+
+def test_ssm_parameters_carry_their_optimizer_settings():
+    layer = S4Layer(8, 8, "dplr", "legs", l_max=16, ssm_lr=0.001, dt_lr=None)
+    for name in ("A_real", "A_imag", "B", "P"):
+        assert getattr(layer, name)._optim == {"lr": 0.001, "weight_decay": 0.0}
+    assert layer.inv_dt._optim == {"weight_decay": 0.0}  # dt at the global lr (v3 ListOps config)
+    assert not hasattr(layer.C, "_optim") and not hasattr(layer.D, "_optim")
+    dt = torch.nn.functional.softplus(layer.inv_dt.detach())
+    assert float(dt.min()) >= 0.001 - 1e-6 and float(dt.max()) <= 0.1 + 1e-6
+
+
+def test_kernel_and_fft_stay_fp32_under_bf16_autocast():
+    layer = S4Layer(8, 8, "diag", "diag-lin", l_max=32)
+    x = torch.randn(2, 32, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), layer(x), atol=0.05)
+
+
+# Published parameter counts, obtained by instantiating state-spaces/s4 HEAD e757cef (src/models/sequence/
+# backbones/model.py SequenceModel with the S4Block layer config of each experiment file, CPU, outside the repo,
+# pytorch_lightning/rich stubbed) plus the encoder (Embedding(18, H) / Linear(d_input, H)) and the pooled decoder
+# Linear(H, n_classes) that the configs use.
+PUBLISHED = {
+    # lra/old/v3-s4-listops (8 x 128, N 64, n_ssm = H, bidirectional, post BatchNorm)
+    ("s4", "listops"): (599_562, LISTOPS, dict(d_model=128, n_layers=8, n_ssm=None, prenorm=False, norm="batch",
+                                               bidirectional=True)),
+    ("s4d", "listops"): (534_026, LISTOPS, dict(d_model=128, n_layers=8, n_ssm=None, prenorm=False, norm="batch",
+                                                bidirectional=True)),
+    # cifar/s4-cifar (RGB, 6 x 512, n_ssm 2, bidirectional, post LayerNorm)
+    ("s4", "scifar"): (3_566_858, SCIFAR, dict(d_model=512, n_layers=6, n_ssm=2, prenorm=False, norm="layer",
+                                               bidirectional=True)),
+    ("s4d", "scifar"): (3_566_090, SCIFAR, dict(d_model=512, n_layers=6, n_ssm=2, prenorm=False, norm="layer",
+                                                bidirectional=True)),
+    # sc/s4-sc (6 x 128, n_ssm 2, bidirectional, pre BatchNorm + final norm, 35 classes)
+    ("s4", "speech_commands"): (306_851, SC, dict(d_model=128, n_layers=6, n_ssm=2, prenorm=True, norm="batch",
+                                                  bidirectional=True)),
+    ("s4d", "speech_commands"): (306_083, SC, dict(d_model=128, n_layers=6, n_ssm=2, prenorm=True, norm="batch",
+                                                   bidirectional=True)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(PUBLISHED))
+def test_parameter_counts_equal_published(key):
+    expected, spec, overrides = PUBLISHED[key]
+    model = MODELS.build(MODELS.config(key[0], d_state=64, **overrides), spec)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert isinstance(model.blocks[0].mixer, S4Layer)
+
+
+def test_blocks_expose_the_sequence_layer_alone():
+    model = MODELS.build(MODELS.config("s4d", d_model=16, n_layers=2, d_state=8), SCIFAR)
+    mixer = model.blocks[0].mixer
+    x = torch.randn(2, 50, 16)
+    assert mixer(x, None).shape == x.shape and model.blocks[0](x).shape == x.shape
+    assert math.isfinite(float(model(torch.randn(2, 50, 3)).detach().sum()))
