@@ -46,7 +46,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (the schedule spans them)
     batch_size: int = 32
     eval_batch_size: int | None = None  # None: same as batch_size
-    schedule: str = "cosine"  # cosine | constant
+    schedule: str = "cosine"  # cosine | constant | rsqrt
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs when set
     grad_clip: float = 0.0  # max global grad norm; 0 disables

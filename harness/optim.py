@@ -53,9 +53,12 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of every group's base lr at optimizer step `step` (0-based), stepped per iteration.
 
-    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total` (or constant),
-    the schedule of HF's get_cosine_schedule_with_warmup that the published scripts use.
+    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total` (HF's
+    get_cosine_schedule_with_warmup, which the published scripts use), a constant, or an inverse
+    square root decay (the LRA codebase's schedule, used by the WavSpA presets).
     """
+    if schedule == "rsqrt":  # LRA / WavSpA: linear warm-up, then decay as 1/sqrt(step)
+        return min(1.0, step / max(1, warmup)) * math.sqrt(max(1, warmup) / max(step, warmup, 1))
     if step < warmup:
         return step / max(1, warmup)
     if schedule == "constant":
@@ -63,4 +66,4 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-    raise ConfigError(f"train.schedule must be cosine or constant, got {schedule!r}")
+    raise ConfigError(f"train.schedule must be cosine, constant or rsqrt, got {schedule!r}")

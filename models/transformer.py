@@ -2,20 +2,35 @@
 
 Attention goes through `F.scaled_dot_product_attention`, so GPUs use the fused flash or
 memory-efficient kernels and no (L x L) matrix is kept for the backward pass.
+
+Two flavours from one config:
+- the defaults: a plain pre-norm Transformer (biases, exact GELU, LayerNorm eps 1e-5, mean pooling);
+- the LRA baseline (google-research/long-range-arena `models/transformer/transformer.py`, preset
+  `sweeps/experiment/transformer_lra_listops.yaml`): bias-free q/k/v/out projections, xavier-uniform
+  kernels, biases N(0, 1e-6^2), tanh-GELU (Flax `nn.gelu`), LayerNorm eps 1e-6 (Flax default), a learned
+  CLS token (zero init) prepended before the positions, pooled at position 0 and fed to the LRA classifier
+  head Dense(mlp_dim) -> ReLU -> Dense(classes).
+
+Causal models (autoregressive density) also run step by step with a key-value cache:
+`model.init_state(batch_size, device)` then `y_t, state = model.step(x_t, state)`; stepping t = 0..L-1
+equals `model(x)[:, t]`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.config import ModelConfig
+from harness.errors import ConfigError
 from models import MODELS
-from models.backbone import Backbone, Encoder, ResidualBlock, length_mask
+from models.backbone import Backbone, Encoder, Norm, ResidualBlock, length_mask, masked_mean
 from tasks.base import TaskSpec
 
 
@@ -27,14 +42,25 @@ class TransformerConfig(ModelConfig):
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
-    d_ff: int = 512
+    qkv_dim: int | None = None  # width of q/k/v (LRA `qkv_dim`); None: d_model
+    d_ff: int = 512  # MLP hidden width (LRA `mlp_dim`); also the hidden width of the `mlp` head
     dropout: float = 0.1
-    attn_dropout: float = 0.0
+    attn_dropout: float = 0.0  # on the attention weights
     positions: str = "sinusoidal"  # sinusoidal | learned | none
+    pooling: str = "mean"  # mean (over true lengths) | cls (learned token at position 0, as LRA)
+    head: str = "linear"  # linear | mlp (LRA classifier: Dense(d_ff) -> ReLU -> Dense(classes))
+    bias: bool = True  # biases in the q/k/v/out projections (LRA: False)
+    gelu: str = "exact"  # exact | tanh (Flax nn.gelu is the tanh approximation)
+    norm_eps: float = 1e-5  # LayerNorm epsilon (Flax default 1e-6)
+    init: str = "default"  # default (PyTorch) | xavier (LRA: xavier-uniform kernels, biases N(0, 1e-6^2))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Positions and the encoder
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """[length, dim]: sin on even channels, cos on odd ones (Vaswani et al.)."""
+    """[length, dim]: sin on even channels, cos on odd ones (Vaswani et al.; LRA `sinusoidal_init`)."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim)
@@ -44,68 +70,277 @@ def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
 
 
 class PositionalEncoder(nn.Module):
-    """The task's encoder plus fixed sinusoidal or learned absolute positions."""
+    """The task's encoder, an optional CLS token, then fixed sinusoidal or learned absolute positions.
 
-    def __init__(self, spec: TaskSpec, d_model: int, kind: str):
+    As in LRA, the CLS token (zero init) is prepended *before* the positions are added, so it takes
+    position 0 and the table has `max_len + 1` rows.
+    """
+
+    def __init__(self, spec: TaskSpec, d_model: int, kind: str, cls_token: bool = False,
+                 max_len: int | None = None):
         super().__init__()
         self.inner = Encoder(spec, d_model)
         self.kind = kind
+        self.max_len = (max_len or spec.seq_len) + (1 if cls_token else 0)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if cls_token else None
         if kind == "learned":
-            self.table = nn.Parameter(torch.randn(spec.seq_len, d_model) * 0.02)
+            self.table = nn.Parameter(torch.randn(self.max_len, d_model) * 0.02)  # LRA: N(0, 0.02^2)
         elif kind == "sinusoidal":
-            self.register_buffer("table", sinusoidal_positions(spec.seq_len, d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_positions(self.max_len, d_model), persistent=False)
         elif kind != "none":
-            raise ValueError(f"positions must be sinusoidal, learned or none, got {kind!r}")
+            raise ConfigError(f"positions must be sinusoidal, learned or none, got {kind!r}")
+
+    def _add_positions(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
+        if self.kind == "none":
+            return h
+        end = start + h.shape[1]
+        if end > self.max_len:
+            raise ConfigError(f"sequence of length {end} is longer than the position table ({self.max_len}); "
+                              f"the task's seq_len sets the table size")
+        return h + self.table[start:end].to(h.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inner(x)
-        if self.kind == "none":
-            return h
-        return h + self.table[: h.shape[1]].to(h.dtype)
+        if self.cls is not None:
+            h = torch.cat([self.cls.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)
+        return self._add_positions(h)
+
+    def step(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        """Embed one step ([B] tokens or [B, d_input]) at position t -> [B, 1, D]."""
+        if self.cls is not None:
+            raise ConfigError("step mode does not support a CLS token (use pooling=mean for causal models)")
+        return self._add_positions(self.inner(x_t[:, None]), start=t)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Attention and MLP
+
+
+def key_padding_mask(lengths: torch.Tensor | None, seq_len: int, device: torch.device) -> torch.Tensor | None:
+    """[B, 1, 1, L] bool (True = attend) for `F.scaled_dot_product_attention`, or None without padding.
+
+    A boolean mask broadcast over heads and queries is a form the memory-efficient kernel accepts (flash
+    takes no mask at all); it is never expanded to a materialised (L x L) tensor here.
+    """
+    keys = length_mask(lengths, seq_len, device)
+    return None if keys is None else keys[:, None, None, :]
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, causal: bool = False):
+    """Multi-head softmax self-attention; q/k/v fused in one projection of width 3 * qkv_dim."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, causal: bool = False,
+                 qkv_dim: int | None = None, bias: bool = True):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        qkv_dim = qkv_dim or d_model
+        if qkv_dim % n_heads:
+            raise ConfigError(f"qkv_dim {qkv_dim} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
+        self.qkv_dim = qkv_dim
         self.causal = causal
         self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.qkv = nn.Linear(d_model, 3 * qkv_dim, bias=bias)
+        self.out = nn.Linear(qkv_dim, d_model, bias=bias)
+
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.qkv_dim // self.n_heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        b, _, t, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, self.qkv_dim))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        mask = None
-        if not self.causal:
-            keys = length_mask(lengths, t, x.device)
-            mask = None if keys is None else keys[:, None, None, :]
+        q, k, v = self._heads(x)
         # With causal attention, padding sits after every real position and is never attended to.
+        mask = None if self.causal else key_padding_mask(lengths, x.shape[1], x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(b, t, d))
+        return self._merge(y)
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None, t: int,
+             max_len: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One position: x [B, 1, D] at time t -> ([B, 1, D], cache). The cache ([B, H, max_len, hd] keys and
+        values) is allocated on the first call and written in place."""
+        q, k, v = self._heads(x)
+        if cache is None:
+            shape = (x.shape[0], self.n_heads, max_len, k.shape[-1])
+            cache = (k.new_zeros(shape), v.new_zeros(shape))
+        keys, values = cache
+        keys[:, :, t] = k[:, :, 0].to(keys.dtype)
+        values[:, :, t] = v[:, :, 0].to(values.dtype)
+        # The query at t sees keys 0..t: exactly row t of the causal forward.
+        y = F.scaled_dot_product_attention(q, keys[:, :, : t + 1].to(q.dtype), values[:, :, : t + 1].to(q.dtype),
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self._merge(y), cache
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, dropout: float):
+    """Position-wise Linear -> GELU -> Dropout -> Linear (the output dropout belongs to the residual block)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, approximate: str = "none"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(approximate=approximate), nn.Dropout(dropout),
                                  nn.Linear(d_ff, d_model))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
 
 
+def lra_init_(module: nn.Module) -> None:
+    """LRA/Flax initialisation of attention and MLP layers: xavier-uniform kernels, biases N(0, 1e-6^2).
+
+    Flax initialises the DenseGeneral kernels of q, k, v (D, heads, head_dim) on the flattened (D, heads *
+    head_dim) shape, which is the torch Linear weight transposed; xavier is symmetric in fan-in/fan-out, so
+    `xavier_uniform_` on each projection's weight gives the same distribution. q, k and v are separate
+    Dense layers in Flax, hence the per-chunk init of the fused qkv weight.
+    """
+    for m in module.modules():
+        if isinstance(m, SelfAttention):
+            for chunk in m.qkv.weight.data.chunk(3, dim=0):
+                nn.init.xavier_uniform_(chunk)
+            nn.init.xavier_uniform_(m.out.weight)
+            for lin in (m.qkv, m.out):
+                if lin.bias is not None:
+                    nn.init.normal_(lin.bias, std=1e-6)
+        elif isinstance(m, MLP):
+            for lin in m.net:
+                if isinstance(lin, nn.Linear):
+                    nn.init.xavier_uniform_(lin.weight)
+                    nn.init.normal_(lin.bias, std=1e-6)
+
+
+def lecun_normal_(linear: nn.Linear) -> None:
+    """Flax Dense default: truncated normal (+-2 std) with variance 1/fan_in, zero bias."""
+    std = math.sqrt(1.0 / linear.in_features) / 0.87962566103423978  # stddev of N(0,1) truncated at +-2
+    nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+    nn.init.zeros_(linear.bias)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The backbone with LRA pooling/head conventions and step mode
+
+
+class SequenceModel(Backbone):
+    """`Backbone` plus: CLS or masked-mean pooling, a linear or LRA-MLP head, optional right padding of every
+    batch to a fixed length (the LRA pipelines pad to 2000 and some models depend on it), and step mode.
+
+    `blocks` keeps the backbone contract: `blocks[i]` are `ResidualBlock`s and `blocks[0].mixer` is the
+    sequence layer alone.
+    """
+
+    def __init__(self, spec: TaskSpec, d_model: int, blocks: Sequence[nn.Module], encoder: PositionalEncoder,
+                 embed_dropout: float = 0.0, pooling: str = "mean", head: str = "linear",
+                 head_dim: int | None = None, norm_eps: float = 1e-5, pad_to: int | None = None):
+        super().__init__(spec, d_model, blocks, final_norm="layer", encoder=encoder, embed_dropout=embed_dropout)
+        if pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling must be mean or cls, got {pooling!r}")
+        if pooling == "cls" and spec.output == "sequence":
+            raise ConfigError(f"pooling=cls needs a pooled task, but {spec.name} has per-position outputs; "
+                              f"use pooling=mean")
+        if pooling == "cls" and encoder.cls is None:
+            raise ConfigError("pooling=cls needs an encoder built with cls_token=True")
+        self.pooling = pooling
+        self.pad_to = pad_to
+        self.final_norm = Norm("layer", d_model, eps=norm_eps)
+        if head == "mlp":
+            hidden = head_dim or d_model
+            self.decoder = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, spec.n_outputs))
+            lecun_normal_(self.decoder[0])
+            lecun_normal_(self.decoder[2])
+        elif head != "linear":
+            raise ConfigError(f"head must be linear or mlp, got {head!r}")
+
+    def _encode(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        length = x.shape[1]
+        if self.pad_to is not None and length < self.pad_to:
+            # Fixed-length padding: the padded tail is masked like any padding, so lengths must exist.
+            if lengths is None:
+                lengths = torch.full((x.shape[0],), length, dtype=torch.long, device=x.device)
+            extra = self.pad_to - length
+            if x.dim() == 2:
+                x = F.pad(x, (0, extra), value=self.spec.pad_id)
+            else:
+                x = F.pad(x, (0, 0, 0, extra))
+        h = self.embed_dropout(self.encoder(x))
+        if self.pooling == "cls" and lengths is not None:
+            lengths = lengths + 1  # the CLS token is a real position (LRA copies the mask of position 0)
+        for block in self.blocks:
+            h = block(h, lengths)
+        return self.final_norm(h), lengths
+
+    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self._encode(x, lengths)[0]
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        length = x.shape[1]
+        h, lengths = self._encode(x, lengths)
+        if self.spec.output == "sequence":
+            return self.decoder(h[:, :length])
+        if self.pooling == "cls":
+            return self.decoder(h[:, 0])
+        return self.decoder(masked_mean(h, lengths))
+
+    # -- step mode (causal models only) ---------------------------------------------------------------------------
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
+        """Empty generation state; key/value caches are allocated on the first step."""
+        if not self.spec.causal:
+            raise ConfigError(f"step mode needs a causal task; {self.spec.name} is not causal")
+        del batch_size, device  # the caches take batch, device and dtype from the first input
+        return {"t": 0, "caches": [None] * len(self.blocks)}
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """x_t [B] tokens or [B, d_input] -> (y_t [B, n_outputs], state); equals forward(x)[:, t]."""
+        t = state["t"]
+        assert isinstance(self.encoder, PositionalEncoder)
+        h = self.embed_dropout(self.encoder.step(x_t, t))
+        caches = list(state["caches"])
+        for i, block in enumerate(self.blocks):
+            if not hasattr(block.mixer, "step"):
+                h = block(h, None)  # position-wise (MLP)
+                continue
+            z = block.norm(h) if block.prenorm else h
+            y, caches[i] = block.mixer.step(z, caches[i], t, self.encoder.max_len)
+            y = block.dropout(block.channel_mixer(y))
+            h = h + y if block.prenorm else block.norm(h + y)
+        y_t = self.decoder(self.final_norm(h))[:, 0]
+        return y_t, {"t": t + 1, "caches": caches}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Builder
+
+
+def _choice(value: str, options: tuple[str, ...], what: str) -> str:
+    if value not in options:
+        raise ConfigError(f"model.{what} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
 @MODELS.register("transformer", TransformerConfig)
 def build(cfg: TransformerConfig, spec: TaskSpec) -> nn.Module:
     """Pre-norm Transformer encoder (causal for autoregressive tasks)."""
+    _choice(cfg.pooling, ("mean", "cls"), "pooling")
+    _choice(cfg.head, ("linear", "mlp"), "head")
+    gelu = {"exact": "none", "tanh": "tanh"}[_choice(cfg.gelu, ("exact", "tanh"), "gelu")]
+    _choice(cfg.init, ("default", "xavier"), "init")
+    if spec.causal and cfg.pooling == "cls":
+        raise ConfigError("a causal task cannot use pooling=cls (the CLS token would sit before every position); "
+                          "use model.pooling=mean")
     blocks: list[nn.Module] = []
     for _ in range(cfg.n_layers):
-        attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, causal=spec.causal)
-        blocks.append(ResidualBlock(attn, cfg.d_model, "layer", prenorm=True, dropout=cfg.dropout))
-        blocks.append(ResidualBlock(MLP(cfg.d_model, cfg.d_ff, cfg.dropout), cfg.d_model, "layer",
-                                    prenorm=True, dropout=cfg.dropout))
-    return Backbone(spec, cfg.d_model, blocks, final_norm="layer",
-                    encoder=PositionalEncoder(spec, cfg.d_model, cfg.positions), embed_dropout=cfg.dropout)
+        attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, causal=spec.causal,
+                             qkv_dim=cfg.qkv_dim, bias=cfg.bias)
+        mlp = MLP(cfg.d_model, cfg.d_ff, cfg.dropout, approximate=gelu)
+        for mixer in (attn, mlp):
+            block = ResidualBlock(mixer, cfg.d_model, "layer", prenorm=True, dropout=cfg.dropout)
+            block.norm = Norm("layer", cfg.d_model, eps=cfg.norm_eps)
+            blocks.append(block)
+    encoder = PositionalEncoder(spec, cfg.d_model, cfg.positions, cls_token=cfg.pooling == "cls")
+    model = SequenceModel(spec, cfg.d_model, blocks, encoder, embed_dropout=cfg.dropout, pooling=cfg.pooling,
+                          head=cfg.head, head_dim=cfg.d_ff, norm_eps=cfg.norm_eps)
+    if cfg.init == "xavier":
+        lra_init_(model)
+    return model

@@ -56,6 +56,8 @@ def test_cosine_schedule_with_linear_warmup() -> None:
     assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(37, 100, 0, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.37)))
     assert lr_factor(99, 100, 10, "constant") == 1.0
+    assert lr_factor(500, 80_000, 1000, "rsqrt") == pytest.approx(0.5)
+    assert lr_factor(4000, 80_000, 1000, "rsqrt") == pytest.approx(0.5)  # sqrt(1000 / 4000)
 
 
 def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
