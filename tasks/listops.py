@@ -2,7 +2,7 @@
 
 Three parts, each usable alone:
 - the generator, a reimplementation of `lra_benchmarks/data/listops.py` of the LRA release;
-- the LRA release format: `basic_{train,val,test}.tsv`, tab-separated, header `Source  Target`;
+- the LRA release format: `basic_{train,val,test}.tsv`, tab-separated, header `Source<TAB>Target`;
 - the task: tokenised as the LRA and S4 pipelines do it, padded, with true lengths for pooling.
 
 Generate a set in the release format:
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import random
 import statistics
@@ -47,7 +48,8 @@ class GeneratorSettings:
     n_train: int = 96_000
     n_val: int = 2_000
     n_test: int = 2_000
-    min_length: int = 500  # exclusive bounds on the number of tokens (digits, operators, brackets)
+    # Exclusive bounds on the tokens as the reference counts them: digits, operators and ']', no parentheses.
+    min_length: int = 500
     max_length: int = 2_000
     max_depth: int = 10
     max_args: int = 10
@@ -103,28 +105,67 @@ def to_value(tree: Tree) -> int:
     return apply(op, [to_value(first), *reversed(args)])
 
 
+def longest_tree(max_depth: int, max_args: int) -> int:
+    """The most tokens a tree can have: every node above max_depth an operator with max_args arguments."""
+    length = 1  # a node at max_depth is always a digit
+    for _ in range(max_depth - 1):
+        length = 2 + max_args * length
+    return length
+
+
+def check_settings(settings: GeneratorSettings) -> None:
+    """Reject settings under which generation could never finish, before it starts."""
+    if min(settings.n_train, settings.n_val, settings.n_test) < 1:
+        raise ConfigError(f"ListOps needs at least one example per split, got train/val/test = "
+                          f"{settings.n_train}/{settings.n_val}/{settings.n_test}")
+    if settings.max_args < 2 or settings.max_depth < 1:
+        raise ConfigError(f"ListOps max_args must be at least 2 and max_depth at least 1, got "
+                          f"max_args={settings.max_args}, max_depth={settings.max_depth}")
+    if settings.max_length - settings.min_length < 2:
+        raise ConfigError(f"no ListOps length lies strictly between min_length={settings.min_length} and "
+                          f"max_length={settings.max_length}; widen the window")
+    longest = longest_tree(settings.max_depth, settings.max_args)
+    if longest <= settings.min_length:
+        raise ConfigError(f"ListOps trees with max_depth={settings.max_depth}, max_args={settings.max_args} have "
+                          f"at most {longest} tokens, not more than min_length={settings.min_length}; "
+                          f"lower min_length or raise max_depth/max_args")
+
+
+# Draws in a row without a new example after which the settings are taken to admit too few distinct
+# expressions (the default settings accept about one draw in twelve).
+STALL_LIMIT = 1_000_000
+
+
 def generate(settings: GeneratorSettings, progress: bool = False) -> dict[str, list[tuple[str, int]]]:
     """Distinct expressions with min_length < length < max_length, split into train/val/test.
 
-    The reference draws from Python's unseeded global `random` and splits in the iteration order of
-    a set, so its splits are not reproducible; we draw from `random.Random(seed)` and split in the
-    order of first appearance, which makes a set a function of its settings.
+    Seeding: the reference draws from Python's module-level `random`, which it never seeds (so it is
+    seeded from the OS at import), and splits in the iteration order of a `set` of trees; its data
+    cannot be regenerated. We make the same draws in the same order from `random.Random(seed)` (for
+    one seed, `random.seed(seed)` followed by the reference's `generate_tree` gives the same trees) and
+    split in the order of first appearance, so a set is a function of its settings. Deduplicating by
+    source string is deduplicating by tree: the rendering is one-to-one.
     """
-    if settings.max_length - settings.min_length < 2:
-        raise ConfigError(f"no length lies strictly between {settings.min_length} and {settings.max_length}")
-    if settings.max_args < 2 or settings.max_depth < 1:
-        raise ConfigError("max_args must be at least 2 and max_depth at least 1")
+    check_settings(settings)
     rng = random.Random(settings.seed)
     wanted = settings.n_train + settings.n_val + settings.n_test
     seen: dict[str, int] = {}
-    bar = tqdm(total=wanted, desc="generating ListOps", disable=not progress)
+    stalled = 0
+    bar = tqdm(total=wanted, desc="generating ListOps", unit="expr", disable=not progress)
     while len(seen) < wanted:
         tree, length = generate_tree(rng, 1, settings.max_depth, settings.max_args)
+        stalled += 1
         if settings.min_length < length < settings.max_length:
             source = to_string(tree)
             if source not in seen:
                 seen[source] = to_value(tree)
+                stalled = 0
                 bar.update(1)
+        if stalled >= STALL_LIMIT:
+            bar.close()
+            raise ConfigError(f"ListOps generation found only {len(seen)} of {wanted} distinct expressions with "
+                              f"{settings.min_length} < tokens < {settings.max_length} after {STALL_LIMIT:,} "
+                              f"more draws; widen the length window, raise max_depth/max_args or ask for fewer")
     bar.close()
     rows = list(seen.items())
     cut1, cut2 = settings.n_train, settings.n_train + settings.n_val
@@ -132,15 +173,50 @@ def generate(settings: GeneratorSettings, progress: bool = False) -> dict[str, l
 
 
 def write_release(rows: dict[str, list[tuple[str, int]]], out: Path) -> None:
-    """`basic_{split}.tsv` as the LRA release has them, each written atomically."""
+    """`basic_{split}.tsv` as the reference writes them, each atomically.
+
+    The reference uses `csv.writer(f, delimiter='\\t')` (excel dialect), so rows end in CRLF; so do ours.
+    """
     for split in SPLITS:
-        lines = ["Source\tTarget"] + [f"{source}\t{target}" for source, target in rows[split]]
-        atomic_write_text(out / f"basic_{split}.tsv", "\n".join(lines) + "\n")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="\t")
+        writer.writerow(["Source", "Target"])
+        writer.writerows(rows[split])
+        atomic_write_text(out / f"basic_{split}.tsv", buffer.getvalue())
 
 
 LRA_HINT = ("The official data is the `listops-1000` folder of lra_release.gz (linked from the README of "
             "github.com/google-research/long-range-arena); point task.root at it, or leave task.root unset to "
             "generate ListOps with the LRA generator.")
+
+
+def _short(row: list[str]) -> str:
+    """A row for an error message: long expressions cut to their first characters."""
+    return repr([cell if len(cell) <= 60 else cell[:60] + "..." for cell in row])
+
+
+def read_split(path: Path) -> list[tuple[str, int]]:
+    """(source, label) rows of one `basic_*.tsv`, every row checked."""
+    with path.open(newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path} is empty: expected a header `Source<TAB>Target` and one example per line. "
+                            f"{LRA_HINT}")
+        if header != ["Source", "Target"]:
+            raise DataError(f"{path}: expected the tab-separated columns ['Source', 'Target'], found "
+                            f"{_short(header)}. {LRA_HINT}")
+        rows = []
+        for row in reader:
+            if not row:  # a blank line, e.g. at the end of a hand-edited file
+                continue
+            if len(row) != 2 or not row[1].strip().isdigit() or not 0 <= int(row[1]) <= 9:
+                raise DataError(f"{path}, line {reader.line_num}: expected an expression and a label 0-9 "
+                                f"separated by a tab, found {_short(row)}")
+            rows.append((row[0], int(row[1])))
+    if not rows:
+        raise DataError(f"{path} holds a header but no examples. {LRA_HINT}")
+    return rows
 
 
 def read_release(root: Path) -> dict[str, list[tuple[str, int]]]:
@@ -153,20 +229,7 @@ def read_release(root: Path) -> dict[str, list[tuple[str, int]]]:
         if not path.is_file():
             raise DataError(f"{path} is missing: a ListOps directory holds basic_train.tsv, basic_val.tsv and "
                             f"basic_test.tsv. {LRA_HINT}")
-        with path.open(newline="") as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = next(reader, None)
-            if header != ["Source", "Target"]:
-                raise DataError(f"{path}: expected the tab-separated columns ['Source', 'Target'], found {header}. "
-                                f"{LRA_HINT}")
-            split_rows = []
-            for line, row in enumerate(reader, start=2):
-                if len(row) != 2 or not row[1].strip().isdigit() or not 0 <= int(row[1]) <= 9:
-                    raise DataError(f"{path}, line {line}: expected an expression and a label 0-9, found {row}")
-                split_rows.append((row[0], int(row[1])))
-        if not split_rows:
-            raise DataError(f"{path} holds no examples. {LRA_HINT}")
-        rows[split] = split_rows
+        rows[split] = read_split(path)
     return rows
 
 
@@ -178,18 +241,25 @@ VOCAB = {token: i for i, token in enumerate(SPECIALS + SYMBOLS)}
 PAD, UNK, EOS = 0, 1, 2
 
 
+# LRA's `rename_close_brackets` and S4's `listops_tokenizer`: ']' -> 'X' (so that the LRA's text
+# encoder keeps it), '(' and ')' dropped, then whitespace split.
+_RENAME = str.maketrans({"]": "X", "(": None, ")": None})
+
+
 def tokenize(source: str, l_max: int, append_eos: bool = True) -> list[int]:
-    """As the LRA and S4 pipelines: ']' becomes 'X', parentheses are dropped, truncate, then <eos>."""
-    tokens = source.replace("]", "X").replace("(", "").replace(")", "").split()
-    ids = [VOCAB.get(t, UNK) for t in tokens]
+    """As the S4 pipeline: ']' becomes 'X', parentheses are dropped, truncate to l_max - 1, then <eos>."""
+    ids = [VOCAB.get(t, UNK) for t in source.translate(_RENAME).split()]
     if append_eos:
         return ids[: l_max - 1] + [EOS]
     return ids[:l_max]
 
 
 class ListOpsDataset(Dataset):
-    def __init__(self, rows: list[tuple[str, int]], l_max: int, append_eos: bool):
-        self.items = [(torch.tensor(tokenize(s, l_max, append_eos)), t) for s, t in rows]
+    """Token ids kept as uint8 (18 symbols), about 100 MB for the full training split instead of 800 MB."""
+
+    def __init__(self, rows: list[tuple[str, int]], l_max: int, append_eos: bool, desc: str = "tokenising"):
+        self.items = [(torch.tensor(tokenize(s, l_max, append_eos), dtype=torch.uint8), t)
+                      for s, t in tqdm(rows, desc=desc, unit="expr", disable=len(rows) < 10_000)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -206,7 +276,7 @@ def make_collate(pad_to: int | None):  # noqa: ANN201
         width = pad_to or int(lengths.max())
         x = torch.full((len(items), width), PAD, dtype=torch.long)
         for i, (ids, _) in enumerate(items):
-            x[i, : len(ids)] = ids
+            x[i, : len(ids)] = ids  # uint8 ids widen to int64 here
         return {"x": x, "y": torch.tensor([t for _, t in items]), "lengths": lengths}
 
     return collate
@@ -253,15 +323,19 @@ def ensure_generated(data_root: Path, settings: GeneratorSettings) -> Path:
 @TASKS.register("listops", ListOpsConfig)
 def build(cfg: ListOpsConfig, data_root: Path) -> Task:
     """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
+    if cfg.l_max < (2 if cfg.append_eos else 1):
+        raise ConfigError(f"task.l_max={cfg.l_max} leaves no room for a token (and <eos>); the S4 setting is 2048")
     if cfg.root:
-        source: dict[str, Any] = {"source": "files", "root": str(cfg.root)}
-        rows = read_release(Path(cfg.root))
+        # The runner passes the resolved `cfg.root` as data_root.
+        source: dict[str, Any] = {"source": "files", "root": str(data_root)}
+        rows = read_release(Path(data_root))
     else:
         settings = settings_of(cfg)
         directory = ensure_generated(data_root, settings)
         source = {"source": "generated", "dir": str(directory), **asdict(settings)}
         rows = read_release(directory)
-    splits = {split: ListOpsDataset(rows[split], cfg.l_max, cfg.append_eos) for split in SPLITS}
+    splits = {split: ListOpsDataset(rows[split], cfg.l_max, cfg.append_eos, f"tokenising {split}")
+              for split in SPLITS}
     spec = TaskSpec(name="listops", input="tokens", seq_len=cfg.l_max, n_outputs=10, metric="accuracy",
                     vocab_size=len(VOCAB), pad_id=PAD, variable_length=True)
     info = {**source, "sizes": {split: len(ds) for split, ds in splits.items()}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import DataError
+from harness.errors import ConfigError, DataError
 from tasks import listops
 from tasks.listops import GeneratorSettings, ListOpsConfig
 
@@ -51,6 +51,14 @@ def token_count(source: str) -> int:
     return len(source.replace("(", " ").replace(")", " ").split())
 
 
+def test_independent_evaluator_on_hand_worked_expressions() -> None:
+    # The evaluator the generator is checked against, checked itself on cases worked by hand.
+    assert evaluate_string("( ( ( ( ( [MED 1 ) 2 ) 5 ) 8 ) ] )") == 3  # (2 + 5) / 2 rounded down
+    assert evaluate_string("( ( ( [MAX 2 ) ( ( ( [MIN 9 ) 4 ) ] ) ) ] )") == 4
+    assert evaluate_string("( ( ( ( [SM 9 ) 9 ) ( ( ( [MED 7 ) 3 ) ] ) ) ] )") == 3  # 9 + 9 + 5 = 23
+    assert evaluate_string("7") == 7
+
+
 def test_generated_labels_lengths_and_uniqueness() -> None:
     rows = listops.generate(SMALL)
     assert [len(rows[s]) for s in ("train", "val", "test")] == [60, 20, 20]
@@ -63,6 +71,24 @@ def test_generated_labels_lengths_and_uniqueness() -> None:
     ops = {t for source, _ in everything for t in source.split() if t.startswith("[")}
     assert ops == {"[MIN", "[MAX", "[MED", "[SM"}
     assert listops.generate(SMALL) == rows  # a function of its settings
+    other = listops.generate(GeneratorSettings(**{**SMALL.__dict__, "seed": 4}))
+    assert other["train"] != rows["train"]
+
+
+def test_impossible_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="at most 5 tokens"):  # depth 2, 3 args: [OP d d d ] at most
+        listops.generate(GeneratorSettings(min_length=10, max_length=60, max_depth=2, max_args=3))
+    with pytest.raises(ConfigError, match="strictly between"):
+        listops.generate(GeneratorSettings(min_length=10, max_length=11))
+    with pytest.raises(ConfigError, match="at least one example per split"):
+        listops.generate(GeneratorSettings(n_val=0, min_length=10, max_length=60, max_depth=4))
+
+
+def test_generation_that_cannot_find_enough_distinct_expressions_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listops, "STALL_LIMIT", 2000)
+    # 0 < tokens < 2 admits only the ten single digits.
+    with pytest.raises(ConfigError, match="found only 10 of 30 distinct"):
+        listops.generate(GeneratorSettings(n_train=10, n_val=10, n_test=10, min_length=0, max_length=2))
 
 
 def test_reference_string_format_and_median_rounding() -> None:
@@ -79,8 +105,11 @@ def test_release_format_round_trip_via_the_cli(tmp_path: Path) -> None:
                     "--val", "5", "--test", "5", "--seed", "1", "--min-length", "8", "--max-length", "40",
                     "--max-depth", "3"], check=True, cwd=Path(__file__).resolve().parent.parent,
                    capture_output=True)
-    text = (out / "basic_train.tsv").read_text().splitlines()
-    assert text[0] == "Source\tTarget" and len(text) == 31
+    raw = (out / "basic_train.tsv").read_bytes()
+    assert raw.startswith(b"Source\tTarget\r\n")  # csv.writer's excel dialect, as the reference writes
+    text = raw.decode().splitlines()
+    assert len(text) == 31 and all(line.count("\t") == 1 for line in text)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
     source, target = text[1].split("\t")
     assert "(" in source and evaluate_string(source) == int(target)
     rows = listops.read_release(out)
@@ -90,10 +119,13 @@ def test_release_format_round_trip_via_the_cli(tmp_path: Path) -> None:
 def test_tokeniser_drops_parentheses_maps_brackets_truncates_and_appends_eos() -> None:
     source = "( ( ( [MAX 2 ) 9 ) ] )"
     v = listops.VOCAB
+    assert listops.tokenize(source, 2048) == [4, 10, 17, 7, 2]  # the fixed ids: [MAX, 2, 9, X, <eos>
     assert listops.tokenize(source, 2048) == [v["[MAX"], v["2"], v["9"], v["X"], listops.EOS]
     assert listops.tokenize(source, 3) == [v["[MAX"], v["2"], listops.EOS]
     assert listops.tokenize(source, 3, append_eos=False) == [v["[MAX"], v["2"], v["9"]]
     assert len(listops.VOCAB) == 18 and listops.VOCAB["<pad>"] == 0
+    assert listops.tokenize("( ( [SM 3 ) ? )", 10, append_eos=False) == [v["[SM"], v["3"], listops.UNK]
+    assert sorted(listops.VOCAB.values()) == list(range(18))
 
 
 def test_collate_pads_and_passes_true_lengths() -> None:
@@ -109,6 +141,10 @@ def test_task_generates_once_then_reuses_the_cache(tmp_path: Path) -> None:
     task = listops.build(cfg, tmp_path)
     assert task.spec.vocab_size == 18 and task.spec.n_outputs == 10 and task.spec.variable_length
     assert task.info["sizes"] == {"train": 40, "val": 10, "test": 10}
+    x, y = task.splits["train"][0]
+    assert len(x) == task_length(task.splits["train"], 0) and x[-1] == listops.EOS and 0 <= y <= 9
+    batch = task.collate([task.splits["train"][i] for i in range(4)])
+    assert batch["x"].dtype == torch.long and batch["x"].shape[1] == int(batch["lengths"].max())
     directory = Path(task.info["dir"])
     stamp = (directory / "basic_train.tsv").stat().st_mtime_ns
     again = listops.build(cfg, tmp_path)
@@ -117,6 +153,25 @@ def test_task_generates_once_then_reuses_the_cache(tmp_path: Path) -> None:
     other = listops.build(ListOpsConfig(n_train=40, n_val=10, n_test=10, min_length=10, max_length=50,
                                         max_depth=4, seed=9), tmp_path)
     assert other.info["dir"] != task.info["dir"]
+
+
+def task_length(dataset, i: int) -> int:  # noqa: ANN001
+    return len(dataset[i][0])
+
+
+def test_task_from_a_release_directory_padded_to_l_max(tmp_path: Path) -> None:
+    root = tmp_path / "listops-1000"
+    listops.write_release(listops.generate(SMALL), root)
+    cfg = ListOpsConfig(root=str(root), l_max=64, pad_to_max=True)
+    task = listops.build(cfg, root)  # the runner passes the resolved root as data_root
+    assert task.info["source"] == "files" and task.info["root"] == str(root)
+    assert task.info["sizes"] == {"train": 60, "val": 20, "test": 20}
+    batch = task.collate([task.splits["val"][i] for i in range(3)])
+    assert batch["x"].shape == (3, 64) and batch["x"].dtype == torch.long
+    for row, n in zip(batch["x"], batch["lengths"].tolist()):
+        assert row[n - 1] == listops.EOS and not row[n:].any()
+    with pytest.raises(ConfigError, match="l_max"):
+        listops.build(ListOpsConfig(root=str(root), l_max=1), root)
 
 
 def test_interrupted_generation_is_not_read(tmp_path: Path) -> None:
@@ -130,9 +185,14 @@ def test_interrupted_generation_is_not_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("Input\tLabel\n( [MAX 1 ] )\t1\n", "expected the tab-separated columns ['Source', 'Target']"),
-    ("Source\tTarget\n", "holds no examples"),
-    ("Source\tTarget\n( [MAX 1 ] )\tseven\n", "line 2"),
+    ("Input\tLabel\n( [MAX 1 ] )\t1\n", "expected the tab-separated columns ['Source', 'Target'], found "
+                                        "['Input', 'Label']"),
+    ("Source,Target\n( [MAX 1 ] ),1\n", "found ['Source,Target']"),
+    ("", "is empty"),
+    ("Source\tTarget\n", "holds a header but no examples"),
+    ("Source\tTarget\n( [MAX 1 ] )\t1\n( [MAX 1 ] )\tseven\n", "line 3"),
+    ("Source\tTarget\n( [MAX 1 ] )\t12\n", "label 0-9"),
+    ("Source\tTarget\n( [MAX 1 ] )\n", "line 2"),
 ])
 def test_bad_release_files_are_named(tmp_path: Path, content: str, message: str) -> None:
     for split in ("train", "val", "test"):
@@ -144,8 +204,11 @@ def test_bad_release_files_are_named(tmp_path: Path, content: str, message: str)
 
 
 def test_missing_root_or_split_says_where_to_get_the_data(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="lra_release"):
-        listops.build(ListOpsConfig(root=str(tmp_path / "nowhere")), tmp_path)
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="nowhere does not exist") as err:
+        listops.build(ListOpsConfig(root=str(nowhere)), nowhere)
+    assert "lra_release.gz" in str(err.value) and "listops-1000" in str(err.value)
+    assert "leave task.root unset" in str(err.value)
     (tmp_path / "basic_train.tsv").write_text("Source\tTarget\n( [MAX 1 2 ] )\t2\n")
     with pytest.raises(DataError, match="basic_val.tsv is missing"):
         listops.read_release(tmp_path)

@@ -1,0 +1,505 @@
+"""MultiresNet (Shi, Wang & Fox, "Sequence Modeling with Multiresolution Convolutional Memory", ICML 2023).
+
+The sequence layer, MultiresConv, runs an undecimated (a-trous) wavelet cascade per channel: one pair of
+filters h0 (low-pass) and h1 (high-pass) of K taps, shared across all J levels, applied causally with the
+dilation doubling at every level:
+
+    lo_0 = x,   hi_j = h1 *_{2^(j-1)} lo_{j-1},   lo_j = h0 *_{2^(j-1)} lo_{j-1}     (j = 1..J)
+
+with (h *_d s)(t) = sum_k h[k] s(t - (K-1-k) d) and s(t) = 0 for t < 0. A "tree selection" reads a memory
+out of these coefficients and mixes it with per-channel weights w, plus a skip weight on x:
+
+    fading:  y = w[:,0] lo_J + sum_j w[:, J+1-j] hi_j + w[:, -1] x      (the newest value of every level)
+    uniform: the coarse-to-fine levels contribute several past taps each, spaced by the level's stride in a
+             decimated tree, until `memory_size` weights are used (see `uniform_taps`).
+
+Output: channel dropout(GELU(y)). Parameter names and shapes follow the published layer (h0, h1: [D, 1, K];
+w: [D, m+1]) so its weights load here and ours load there (`MultiresNet.load_published_state_dict`).
+
+x -> y is linear and time-invariant per channel, so y is a causal depthwise convolution of x with the layer's
+impulse response (length RF = (K-1)(2^J-1)+1). Two implementations:
+  * impl="direct": the level-by-level cascade on the data (the published algorithm, 2J dilated convolutions over
+    the batch, J full-length intermediates kept for the backward pass);
+  * impl="fft" (default): build the impulse response, cropped to L, by composing the filters on a growing support
+    (cost independent of the batch), then one FFT convolution in fp32.
+For generation, `step` advances the cascade one position at a time with a ring buffer of (K-1)*2^(j-1) past
+inputs per level: O(J*K) work per step.
+
+The classifier (MultiresNet) is post-norm: norm(x + dropout(GLU(Linear_{d->2d}(layer(x))))), masked mean pooling
+and a linear decoder; the autoregressive variant (spec.output == "sequence") adds a Linear_{d->d} after the
+GLU's channel dropout, as the published AR model does, and decodes every position.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import ModelConfig
+from harness.errors import ConfigError
+from models import MODELS
+from models.backbone import Backbone, Encoder, ResidualBlock
+from tasks.base import TaskSpec
+
+TREE_SELECTS = ("fading", "uniform")
+IMPLS = ("fft", "direct")
+NORMS = ("layer", "batch")
+
+
+@dataclass
+class MultiresConfig(ModelConfig):
+    """MultiresNet: causal multiresolution (wavelet-tree) convolutions, post-norm GLU blocks."""
+
+    name: str = "multires"
+    d_model: int = 128
+    n_layers: int = 4
+    kernel_size: int = 2  # K, taps of h0/h1 (published default 2); must equal the wavelet's length with wavelet_init
+    depth: int | None = None  # J levels; None: the smallest J whose receptive field covers spec.seq_len
+    tree_select: str = "fading"  # fading | uniform
+    memory_size: int | None = None  # M weights of the uniform selection (ignored by fading)
+    wavelet_init: str | None = None  # a PyWavelets name ('haar', 'db2', ...); None: random init as published
+    indep_res_init: bool = False  # skip weight w[:, -1] ~ U(-1, 1) instead of the scaled init
+    # Ablation: True (the paper) shares one h0/h1 pair across all levels of a layer; False gives each level
+    # its own pair (the "untied" ablation of the maintainer's answer in thjashin/multires-conv issue #1).
+    share_filters: bool = True
+    dropout: float = 0.1  # channel dropout after the layer's GELU and after the GLU
+    norm: str = "layer"  # layer | batch (the ListOps script uses BatchNorm)
+    impl: str = "fft"  # fft | direct
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Geometry of the tree
+
+
+def receptive_field(depth: int, kernel_size: int) -> int:
+    """Length of the impulse response of a J-level cascade of K-tap filters."""
+    return (kernel_size - 1) * (2**depth - 1) + 1
+
+
+def max_depth(seq_len: int, kernel_size: int) -> int:
+    """ceil(log2((L-1)/(K-1) + 1)) as published, in integers: the smallest J with receptive field >= L.
+
+    At least 1 (the published float formula gives 0 for L = 1, a layer without a tree).
+    """
+    if kernel_size < 2:
+        raise ConfigError(f"model.kernel_size must be >= 2 (got {kernel_size}): the tree needs two taps per filter")
+    depth = 1
+    while receptive_field(depth, kernel_size) < seq_len:
+        depth += 1
+    return depth
+
+
+def fading_taps(depth: int) -> list[tuple[int, int, int, int]]:
+    """(level k, first w column, taps, spacing) of 'fading': the newest value of each detail level.
+
+    Levels are ordered coarse to fine: c_0 = lo_J (column 0), c_k = hi_{J+1-k} (column k).
+    """
+    return [(k, k, 1, 1) for k in range(1, depth + 1)]
+
+
+def uniform_taps(depth: int, kernel_size: int, memory_size: int) -> list[tuple[int, int, int, int]]:
+    """(level k, first w column, taps, spacing) of 'uniform' selection, as the published code walks it.
+
+    Level c_k gets n_k taps (n_1 = 1, n_{k+1} = 2(n_k - 1) + K) spaced by the stride it would have in a
+    decimated tree (2^(J-k+1)), so every level covers about the same span of the past; the walk stops when
+    `memory_size` columns of w (column 0 is c_0's) are used, truncating the last level.
+    """
+    plan = []
+    offset, n = 1, 1
+    for k in range(1, depth + 1):
+        n = min(n, memory_size - offset)
+        spacing = 1 if k == 1 else 2 ** (depth - k + 1)
+        plan.append((k, offset, n, spacing))
+        offset += n
+        if offset >= memory_size:
+            break
+        n = 2 * (n - 1) + kernel_size
+    return plan
+
+
+def next_fast_len(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (sizes cuFFT and pocketfft handle fastest)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Two primitives: sum_i taps[:, i] * s(t - i * spacing) on the data (conv1d) and into a buffer (slice adds)
+
+
+def causal_taps(s: torch.Tensor, taps: torch.Tensor, spacing: int) -> torch.Tensor:
+    """out(t) = sum_i taps[:, i] s(t - i*spacing), s(t<0) = 0; s [B, D, L], taps [D, n] -> [B, D, L]."""
+    n = taps.shape[-1]
+    padded = F.pad(s, ((n - 1) * spacing, 0))
+    # conv1d is a cross-correlation: the kernel's last entry meets the newest sample.
+    return F.conv1d(padded, taps.flip(-1)[:, None, :].to(s.dtype), dilation=spacing, groups=s.shape[1])
+
+
+def add_causal_taps_(out: torch.Tensor, s: torch.Tensor, taps: torch.Tensor, spacing: int) -> torch.Tensor:
+    """out(t) += sum_i taps[:, i] s(t - i*spacing) for t < out's length; s [D, n_s] may be shorter or longer.
+
+    Used for the uniform selection's taps on impulse responses (short supports, so a few slice adds suffice).
+    """
+    length = out.shape[-1]
+    for i in range(taps.shape[-1]):
+        shift = i * spacing
+        if shift >= length:
+            break
+        span = min(s.shape[-1], length - shift)
+        out[:, shift:shift + span] += taps[:, i:i + 1] * s[:, :span]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The layer
+
+
+class ChannelDropout(nn.Module):
+    """nn.Dropout1d on [B, L, D] (or [B, D]): drops whole channels of an example, the same at every step."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        keep = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MultiresConv(nn.Module):
+    """One MultiresConv layer on [B, L, D]: tree of causal dilated depthwise filters, GELU, channel dropout."""
+
+    def __init__(self, d_model: int, kernel_size: int, depth: int, tree_select: str = "fading",
+                 memory_size: int | None = None, wavelet_init: str | None = None, indep_res_init: bool = False,
+                 share_filters: bool = True, dropout: float = 0.0, impl: str = "fft"):
+        super().__init__()
+        check_layer_args(kernel_size, depth, tree_select, memory_size, wavelet_init, impl, dropout)
+        self.d_model, self.kernel_size, self.depth = d_model, kernel_size, depth
+        self.tree_select, self.impl, self.share_filters = tree_select, impl, share_filters
+        if tree_select == "fading":
+            self.m = depth + 1
+            self.plan = fading_taps(depth)
+        else:
+            assert memory_size is not None
+            self.m = memory_size
+            self.plan = uniform_taps(depth, kernel_size, memory_size)
+        n_filters = 1 if share_filters else depth
+        with torch.no_grad():
+            if wavelet_init is not None:
+                h0, h1 = wavelet_filters(wavelet_init)
+                # [D, n_filters, K]: the same wavelet in every channel (and every level when untied).
+                self.h0 = nn.Parameter(h0.repeat(d_model, n_filters, 1))
+                self.h1 = nn.Parameter(h1.repeat(d_model, n_filters, 1))
+            else:
+                bound = (2.0 / (2 * kernel_size)) ** 0.5  # published: U(-1,1) * sqrt(2 / 2K)
+                self.h0 = nn.Parameter(torch.empty(d_model, n_filters, kernel_size).uniform_(-bound, bound))
+                self.h1 = nn.Parameter(torch.empty(d_model, n_filters, kernel_size).uniform_(-bound, bound))
+            w = torch.empty(d_model, self.m + 1).uniform_(-1.0, 1.0) * (2.0 / (2 * self.m + 2)) ** 0.5
+            if indep_res_init:
+                # "initialize w2 independent of z size in <w,[z,x]>": the skip weight is not scaled down.
+                w[:, -1] = torch.empty(d_model).uniform_(-1.0, 1.0)
+            self.w = nn.Parameter(w)
+        self.dropout = ChannelDropout(dropout)
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, kernel_size={self.kernel_size}, depth={self.depth}, "
+                f"tree_select={self.tree_select}, m={self.m}, share_filters={self.share_filters}, impl={self.impl}")
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.depth, self.kernel_size)
+
+    def filters(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h0, h1) of level `level` (1-based), each [D, K]."""
+        i = 0 if self.share_filters else level - 1
+        return self.h0[:, i], self.h1[:, i]
+
+    # ---- parallel forward
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, D] -> [B, L, D]. `lengths` is not needed: the layer is causal, right padding never leaks."""
+        return self.dropout(F.gelu(self.linear(x)))
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-activation y (the LTI part of the layer), [B, L, D] -> [B, L, D]."""
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"MultiresConv expects [batch, length, {self.d_model}], got {tuple(x.shape)}")
+        if self.impl == "direct":
+            return self._direct(x.transpose(1, 2)).transpose(1, 2)
+        return self._fft(x)
+
+    def cascade(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The cascade on data [B, D, L]: [lo_J, hi_J, ..., hi_1] (coarse to fine), each [B, D, L]."""
+        lo, highs = x, []
+        for level in range(1, self.depth + 1):
+            h0, h1 = self.filters(level)
+            dilation = 2 ** (level - 1)
+            highs.append(causal_taps(lo, h1.flip(-1), dilation))
+            lo = causal_taps(lo, h0.flip(-1), dilation)
+        return [lo] + highs[::-1]
+
+    def _direct(self, x: torch.Tensor) -> torch.Tensor:
+        coeffs = self.cascade(x)
+        w = self.w.to(x.dtype)
+        y = w[:, -1:] * x + w[:, :1] * coeffs[0]
+        for k, col, n, spacing in self.plan:
+            if n == 1:
+                y = y + w[:, col:col + 1] * coeffs[k]
+            else:
+                y = y + causal_taps(coeffs[k], w[:, col:col + n], spacing)
+        return y
+
+    def impulse_response(self, length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The layer's pre-activation impulse response, cropped to min(length, RF): [D, min(length, RF)].
+
+        The cascade is run on a unit impulse, but each level's response is kept only on its support
+        (RF_j = (K-1)(2^j - 1) + 1 taps, capped at `length`), so the work and memory are O(D * RF), not
+        O(D * L * J), and the number of kernel launches is a few per level (one conv1d gives lo_j and hi_j).
+        """
+        d_model, k_taps = self.d_model, self.kernel_size
+        size = min(length, self.receptive_field)
+        w = self.w.to(dtype)
+        kernel = w.new_zeros(d_model, size)
+        kernel[:, 0] += w[:, -1]  # skip term: w_skip * impulse
+        lo = w.new_ones(1, d_model, 1)  # response of lo_0 = x: a unit impulse, [1, D, support]
+        fading = self.tree_select == "fading"
+        coeffs: list[torch.Tensor] = []  # uniform only: hi_1 .. hi_J
+        weights = None
+        for level in range(1, self.depth + 1):
+            if weights is None or not self.share_filters:
+                # Interleaved [h0_c, h1_c] per channel: a grouped conv with 2 outputs per group gives lo and hi.
+                weights = torch.stack(self.filters(level), dim=1).reshape(2 * d_model, 1, k_taps).to(dtype)
+            dilation = 2 ** (level - 1)
+            reach = (k_taps - 1) * dilation
+            support = min(lo.shape[-1] + reach, size)
+            padded = F.pad(lo, (reach, support - lo.shape[-1]))  # full (not causal) length, cropped to `size`
+            both = F.conv1d(padded, weights, dilation=dilation, groups=d_model).view(d_model, 2, support)
+            lo, hi = both[None, :, 0], both[:, 1]
+            if fading:  # hi_j weighs on column J + 1 - j
+                kernel[:, :support].addcmul_(w[:, self.depth + 1 - level, None], hi)
+            else:
+                coeffs.append(hi)
+        kernel[:, : lo.shape[-1]].addcmul_(w[:, :1], lo[0])
+        if not fading:
+            coarse_to_fine = [lo[0]] + coeffs[::-1]
+            for k, col, n, spacing in self.plan:
+                add_causal_taps_(kernel, coarse_to_fine[k], w[:, col:col + n], spacing)
+        return kernel
+
+    def _fft(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        # fp32 even under bf16 autocast (bf16 FFTs are inexact and limited to powers of two); fp64 stays fp64.
+        dtype = torch.float64 if torch.float64 in (x.dtype, self.w.dtype) else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            kernel = self.impulse_response(length, dtype)
+            n = next_fast_len(length + kernel.shape[-1] - 1)  # linear, not circular, convolution
+            kernel_f = torch.fft.rfft(kernel, n=n, dim=-1).t()  # [n//2+1, D], once per forward, not per example
+            x_f = torch.fft.rfft(x.to(dtype), n=n, dim=1)  # [B, n//2+1, D]
+            y = torch.fft.irfft(x_f * kernel_f, n=n, dim=1)
+            # A copy of the first L steps, so that the 2L-long buffer is not kept alive for the backward pass.
+            y = y[:, :length].clone(memory_format=torch.contiguous_format)
+        return y.to(x.dtype)
+
+    # ---- generation: one step at a time
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
+        """Ring buffers: (K-1)*2^(j-1) past inputs of level j, and (n-1)*spacing past values of each level
+        whose uniform selection reads n > 1 taps. All zero: the sequence starts at t = 0."""
+        zeros = lambda size: self.w.new_zeros(batch_size, self.d_model, size, device=device)  # noqa: E731
+        cascade = [zeros((self.kernel_size - 1) * 2 ** (level - 1)) for level in range(1, self.depth + 1)]
+        selection = [zeros((n - 1) * spacing) if n > 1 else None for _, _, n, spacing in self.plan]
+        return {"t": 0, "cascade": cascade, "selection": selection}
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """x_t [B, D] at position t -> (layer output at t [B, D], state at t + 1). For inference (no grad):
+        the state's buffers are updated in place."""
+        t = state["t"]
+        x_t = x_t.to(self.w.dtype)
+        lo, highs = x_t, []
+        for level, buf in enumerate(state["cascade"], start=1):
+            h0, h1 = self.filters(level)
+            dilation = 2 ** (level - 1)
+            # lo_{level-1} at t - (K-1-k)*dilation for k = 0..K-1 (the last one is the current input).
+            past = [read_ring(buf, t, (self.kernel_size - 1 - k) * dilation) for k in range(self.kernel_size - 1)]
+            window = torch.stack(past + [lo], dim=-1)  # [B, D, K]
+            write_ring(buf, t, lo)
+            highs.append((window * h1).sum(-1))
+            lo = (window * h0).sum(-1)
+        coeffs = [lo] + highs[::-1]
+        w = self.w
+        y = w[:, -1] * x_t + w[:, 0] * coeffs[0]
+        for (k, col, n, spacing), buf in zip(self.plan, state["selection"]):
+            y = y + w[:, col] * coeffs[k]
+            for i in range(1, n):
+                y = y + w[:, col + i] * read_ring(buf, t, i * spacing)
+            if buf is not None:
+                write_ring(buf, t, coeffs[k])
+        state["t"] = t + 1
+        return self.dropout(F.gelu(y)), state
+
+
+def read_ring(buf: torch.Tensor, t: int, lag: int) -> torch.Tensor:
+    """The value written at time t - lag (1 <= lag <= buffer size); zero before time 0."""
+    return buf[..., (t - lag) % buf.shape[-1]]
+
+
+def write_ring(buf: torch.Tensor, t: int, value: torch.Tensor) -> None:
+    """Store the value of time t, over the one of time t - size (no longer needed)."""
+    buf[..., t % buf.shape[-1]] = value
+
+
+def wavelet_filters(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h0, h1) from a PyWavelets wavelet: its decomposition filters reversed, so that conv1d's
+    cross-correlation computes the true convolution with dec_lo / dec_hi."""
+    import pywt
+
+    try:
+        wavelet = pywt.Wavelet(name)
+    except ValueError as err:
+        raise ConfigError(f"model.wavelet_init={name!r} is not a PyWavelets discrete wavelet "
+                          f"(e.g. haar, db2, sym4; see pywt.wavelist(kind='discrete')): {err}") from None
+    return (torch.tensor(wavelet.dec_lo[::-1], dtype=torch.float32),
+            torch.tensor(wavelet.dec_hi[::-1], dtype=torch.float32))
+
+
+def check_layer_args(kernel_size: int, depth: int, tree_select: str, memory_size: int | None,
+                     wavelet_init: str | None, impl: str, dropout: float) -> None:
+    if kernel_size < 2:
+        raise ConfigError(f"model.kernel_size must be >= 2 (got {kernel_size}): the tree needs two taps per filter")
+    if depth < 1:
+        raise ConfigError(f"model.depth must be >= 1 or null (from the sequence length), got {depth}")
+    if tree_select not in TREE_SELECTS:
+        raise ConfigError(f"model.tree_select must be one of {TREE_SELECTS}, got {tree_select!r}")
+    if tree_select == "uniform" and (memory_size is None or memory_size < 2):
+        raise ConfigError(f"model.tree_select=uniform needs model.memory_size >= 2, got {memory_size}")
+    if impl not in IMPLS:
+        raise ConfigError(f"model.impl must be one of {IMPLS}, got {impl!r}")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+    if wavelet_init is not None:
+        length = wavelet_filters(wavelet_init)[0].numel()
+        if length != kernel_size:
+            # The published layer pads and sizes the tree with kernel_size and crashes on a mismatch.
+            raise ConfigError(f"model.wavelet_init={wavelet_init!r} has {length}-tap filters but "
+                              f"model.kernel_size={kernel_size}; set model.kernel_size={length}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The network
+
+
+class MultiresNet(Backbone):
+    """The backbone plus token-by-token generation and conversion to/from the published state dicts."""
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
+        """State for `step`: one per layer."""
+        if self.spec.output != "sequence":
+            raise ConfigError(f"step-by-step generation needs a sequence task, {self.spec.name} is pooled")
+        return {"layers": [block.mixer.init_state(batch_size, device) for block in self.blocks]}
+
+    @torch.no_grad()
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """x_t [B, d_input] (or [B] tokens) at position t -> (outputs at t [B, n_outputs], state at t + 1).
+
+        Equals forward(x)[:, t] when stepped from t = 0; every part but the layer acts per position (LayerNorm,
+        BatchNorm in eval mode, the channel mixers), so it sees a length-1 sequence here.
+        """
+        h = self.embed_dropout(self.encoder(x_t))  # [B, D]
+        for block, layer_state in zip(self.blocks, state["layers"]):
+            assert not block.prenorm
+            mixed, _ = block.mixer.step(h, layer_state)
+            branch = block.dropout(block.channel_mixer(mixed[:, None, :]))
+            h = block.norm(h[:, None, :] + branch)[:, 0]
+        h = self.final_norm(h[:, None, :])[:, 0]
+        return self.decoder(h), state
+
+    # ---- weights of the published MultiresNet / MultiresAR (Conv1d 1x1 layers, [B, D, L] layout)
+
+    def _published_item(self, key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """Our (name, tensor) -> the published one. 1x1 convolutions carry a trailing kernel axis."""
+        conv = lambda v: v[:, :, None]  # noqa: E731  Linear [out, in] -> Conv1d [out, in, 1]
+        if key.startswith("encoder.proj."):
+            linear = isinstance(self.encoder.proj, nn.Linear) and key.endswith("weight")
+            return "encoder." + key.removeprefix("encoder.proj."), conv(value) if linear else value
+        if m := re.fullmatch(r"blocks\.(\d+)\.mixer\.(\w+)", key):
+            return f"seq_layers.{m[1]}.{m[2]}", value
+        if m := re.fullmatch(r"blocks\.(\d+)\.channel_mixer\.(\d+)\.(\w+)", key):
+            return f"mixing_layers.{m[1]}.{m[2]}.{m[3]}", conv(value) if m[3] == "weight" else value
+        if m := re.fullmatch(r"blocks\.(\d+)\.norm\.norm\.(\w+)", key):
+            return f"norms.{m[1]}.{m[2]}", value
+        if key.startswith("decoder.") and self.spec.output == "sequence":  # MultiresAR: Conv1d decoder
+            return key, conv(value) if key.endswith("weight") else value
+        if key.startswith("decoder."):  # MultiresNet: Linear output_mapping
+            return "output_mapping." + key.removeprefix("decoder."), value
+        raise KeyError(f"no published counterpart for {key!r}")
+
+    def published_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under the published names and shapes (for the published code to load)."""
+        return dict(self._published_item(k, v) for k, v in self.state_dict().items())
+
+    def load_published_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> Any:
+        """Load weights saved by the published code (a DDP 'module.' prefix is stripped)."""
+        ours = self.state_dict()
+        names = {self._published_item(k, v)[0]: k for k, v in ours.items()}  # published name -> ours
+        converted = {}
+        for key, value in state_dict.items():
+            key = key.removeprefix("module.")
+            if key not in names:
+                if strict:
+                    raise ConfigError(f"published weight {key!r} has no counterpart in this model")
+                continue
+            target = names[key]
+            if value.numel() != ours[target].numel():
+                raise ConfigError(f"published weight {key!r} has shape {tuple(value.shape)}, this model's "
+                                  f"{target!r} has {tuple(ours[target].shape)}: build it with the same settings")
+            converted[target] = value.reshape(ours[target].shape)
+        return self.load_state_dict(converted, strict=strict)
+
+
+@MODELS.register("multires", MultiresConfig)
+def build(cfg: MultiresConfig, spec: TaskSpec) -> nn.Module:
+    """MultiresNet: causal multiresolution (wavelet-tree) convolutions, post-norm GLU blocks."""
+    if cfg.norm not in NORMS:
+        raise ConfigError(f"model.norm must be one of {NORMS}, got {cfg.norm!r}")
+    depth = cfg.depth if cfg.depth is not None else max_depth(spec.seq_len, cfg.kernel_size)
+    d = cfg.d_model
+    autoregressive = spec.output == "sequence"
+    blocks = []
+    for _ in range(cfg.n_layers):
+        mixer = MultiresConv(d, cfg.kernel_size, depth, tree_select=cfg.tree_select, memory_size=cfg.memory_size,
+                             wavelet_init=cfg.wavelet_init, indep_res_init=cfg.indep_res_init,
+                             share_filters=cfg.share_filters, dropout=cfg.dropout, impl=cfg.impl)
+        # Linear on [B, L, D] == the published 1x1 Conv1d on [B, D, L] (same parameters and default init).
+        if autoregressive:
+            # Published AR mixing: Conv1d(d, 2d) -> GLU -> Dropout1d -> Conv1d(d, d); no dropout after it.
+            channel_mixer = nn.Sequential(nn.Linear(d, 2 * d), nn.GLU(dim=-1), ChannelDropout(cfg.dropout),
+                                          nn.Linear(d, d))
+            dropout: nn.Module = nn.Identity()
+        else:
+            channel_mixer = nn.Sequential(nn.Linear(d, 2 * d), nn.GLU(dim=-1))
+            dropout = ChannelDropout(cfg.dropout)
+        blocks.append(ResidualBlock(mixer, d, norm=cfg.norm, prenorm=False, channel_mixer=channel_mixer,
+                                    dropout_module=dropout))
+    # Embedding without padding_idx, as published: the pad token's embedding is learned.
+    return MultiresNet(spec, d, blocks, final_norm="none", encoder=Encoder(spec, d))
