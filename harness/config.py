@@ -73,13 +73,13 @@ class QuickstartConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     d_model: int = 32
     n_layers: int = 2
-    n_train: int = 1200
-    n_val: int = 200
-    n_test: int = 200
+    n_train: int = 4000
+    n_val: int = 500
+    n_test: int = 500
     min_length: int = 20
-    max_length: int = 100
+    max_length: int = 100  # also the models' l_max: every expression (plus <eos>) fits
     max_depth: int = 4
-    epochs: int = 3
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
 
@@ -99,6 +99,10 @@ class BenchConfig:
     warmup: int = 3
     repeats: int = 10
     device: str = "auto"
+    model_overrides: Any = None  # per-model config fields, e.g. {s4: {d_state: 64}} (Any: Hydra adds keys freely)
+    max_call_s: float | None = None  # skip a series' longer lengths once a call is predicted longer than this
+    point_budget_s: float | None = None  # shrink repeats (to 3 at least) so one point costs about this
+    max_total_s: float | None = None  # skip the remaining points after this much wall time
 
 
 @dataclass
@@ -133,3 +137,20 @@ NON_SEMANTIC_KEYS = (
 )
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+@dataclass
+class SweeperConfig:
+    """`hydra/sweeper=seqbench` (harness.sweep.Sweeper): Hydra's basic sweeper that first composes and checks
+    every point (a sweep with a bad point is refused whole), skips points already complete, and can vary
+    keys together (`zip`) or submit without waiting (`wait: false`)."""
+
+    _target_: str = "hydra_plugins.seqbench.Sweeper"  # harness.sweep.Sweeper, registered with Hydra there
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
+    # Groups of keys varied together instead of crossed, e.g. [[model, optim.lr]]: their i-th values form one point.
+    zip: list[list[str]] = field(default_factory=list)
+    wait: bool = True  # false: return once submitted (hydra/launcher=slurm); `python -m harness.sweep status` later
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="seqbench", node=SweeperConfig)

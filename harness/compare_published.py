@@ -1,0 +1,197 @@
+"""Time the published layers beside ours, in one process, with the benchmark's own timing.
+
+The published code is never part of this repository: point `--ref` at a directory holding files from
+the published repositories (thjashin/multires-conv `layers/multireslayer.py` as `multires/`,
+state-spaces/s4 `models/s4/s4.py` (and optionally its built `extensions/kernels`) as `s4/`,
+ctlllll/SGConv `gconv_standalone.py` as `sgconv/`). Each layer is timed forward+backward on random
+[B, L, D] input with B x L held constant, as `harness.bench` times ours: CUDA events after warm-up,
+the median of repeats, peak memory above the baseline, out-of-memory recorded as `oom`.
+
+    python -m harness.compare_published --ref .ref --layers multires_published,multires_direct,multires
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.bench import bench_spec
+from harness.registry import MODELS
+from harness.timing import PeakMemory, time_calls, tf32
+
+
+def _load(path: Path, name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class ChannelsFirst(nn.Module):
+    """Calls a layer written for [B, D, L] on [B, L, D] input (the transposes are timed with it)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x.transpose(1, 2))
+        out = out[0] if isinstance(out, tuple) else out
+        return out.transpose(1, 2)
+
+
+class TakeFirst(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class Ours(nn.Module):
+    def __init__(self, name: str, length: int, d_model: int, **overrides: object):
+        super().__init__()
+        cfg = MODELS.config(name, d_model=d_model, n_layers=1, **overrides)
+        self.inner = MODELS.build(cfg, bench_spec(length, d_model)).blocks[0].mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x, None)
+
+
+def published_multires(ref: Path, length: int, d: int) -> nn.Module:
+    sys.modules.setdefault("pywt", __import__("pywt"))
+    mod = _load(ref / "multires" / "multireslayer.py", "published_multireslayer")
+    return ChannelsFirst(mod.MultiresLayer(d, kernel_size=2, seq_len=length, tree_select="fading"))
+
+
+def _s4_module(ref: Path) -> types.ModuleType:
+    if "pytorch_lightning" not in sys.modules:  # only rank_zero_only is used, for logging
+        pl = types.ModuleType("pytorch_lightning")
+        utilities = types.ModuleType("pytorch_lightning.utilities")
+        utilities.rank_zero_only = lambda f: f  # type: ignore[attr-defined]
+        pl.utilities = utilities  # type: ignore[attr-defined]
+        sys.modules.update({"pytorch_lightning": pl, "pytorch_lightning.utilities": utilities})
+    sys.path.insert(0, str(ref / "s4"))  # extensions/kernels, when built there
+    return _load(ref / "s4" / "s4.py", "published_s4")
+
+
+def published_s4(ref: Path, length: int, d: int, mode: str) -> nn.Module:
+    mod = _s4_module(ref)
+    layer = mod.FFTConv(d, l_max=length, d_state=64, mode=mode, init="legs" if mode == "nplr" else "diag-lin",
+                        activation="gelu", transposed=False)
+    return TakeFirst(layer)
+
+
+def published_sgconv(ref: Path, length: int, d: int) -> nn.Module:
+    for name in ("IPython", "omegaconf"):  # imported for names the layer does not use
+        sys.modules.setdefault(name, types.SimpleNamespace(embed=None, DictConfig=dict))  # type: ignore[arg-type]
+    mod = _load(ref / "sgconv" / "gconv_standalone.py", "published_gconv")
+    return TakeFirst(mod.GConv(d, l_max=length, kernel_dim=64, transposed=False, mode="cat_randn",
+                               activation="gelu", postact="glu"))
+
+
+def layer_factory(name: str, ref: Path) -> Callable[[int, int], nn.Module]:
+    table: dict[str, Callable[[int, int], nn.Module]] = {
+        "multires_published": lambda n, d: published_multires(ref, n, d),
+        "multires_direct": lambda n, d: Ours("multires", n, d, impl="direct", kernel_size=2),
+        "multires": lambda n, d: Ours("multires", n, d, kernel_size=2),
+        "s4_published": lambda n, d: published_s4(ref, n, d, "nplr"),
+        "s4d_published": lambda n, d: published_s4(ref, n, d, "diag"),
+        "s4": lambda n, d: Ours("s4", n, d, d_state=64),
+        "s4d": lambda n, d: Ours("s4d", n, d, d_state=64),
+        "sgconv_published": lambda n, d: published_sgconv(ref, n, d),
+        "sgconv": lambda n, d: Ours("sgconv", n, d),
+    }
+    return table[name]
+
+
+def measure(factory: Callable[[int, int], nn.Module], length: int, d: int, tokens: int, device: torch.device,
+            dtype: str, repeats: int, warmup: int) -> dict[str, object]:
+    batch = max(1, tokens // length)
+    row: dict[str, object] = {"length": length, "batch": batch, "dtype": dtype}
+    module = x = grad = None
+    try:
+        module = factory(length, d).to(device)
+        x = torch.randn(batch, length, d, device=device, requires_grad=True)
+        grad = torch.randn(batch, length, d, device=device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16" and device.type == "cuda")
+
+        def step() -> None:
+            with autocast:
+                out = module(x)
+            out.backward(grad.to(out.dtype))
+
+        memory = PeakMemory(device)
+        with tf32(device):
+            for _ in range(warmup):
+                step()
+            memory.start()
+            times = time_calls(step, device, repeats)
+            peak = memory.stop()
+        median = statistics.median(times)
+        row.update(status="complete", time_ms=median, tokens_per_s=batch * length / median * 1e3, peak_bytes=peak)
+    except torch.OutOfMemoryError:
+        row.update(status="oom")
+    finally:
+        del module, x, grad
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.compare_published")
+    parser.add_argument("--ref", type=Path, required=True, help="directory with the published files (see above)")
+    parser.add_argument("--layers", default="multires_published,multires_direct,multires")
+    parser.add_argument("--lengths", default=",".join(str(2**k) for k in range(10, 21)))
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--tokens", type=int, default=2**18)
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="JSON lines of every point")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    MODELS.discover()
+    lengths = [int(n) for n in args.lengths.split(",")]
+    rows = []
+    for name in args.layers.split(","):
+        factory = layer_factory(name, args.ref)
+        for length in lengths:
+            row = {"layer": name, **measure(factory, length, args.d_model, args.tokens, device, args.dtype,
+                                           args.repeats, args.warmup)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if row["status"] == "oom":
+                break  # longer lengths need more memory still
+    if args.out:
+        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"\n{'layer':<20}" + "".join(f"{n:>10}" for n in lengths) + "   (M tokens/s fwd+bwd, " + args.dtype + ")")
+    for name in args.layers.split(","):
+        cells = {r["length"]: r for r in rows if r["layer"] == name}
+        line = "".join(f"{cells[n]['tokens_per_s'] / 1e6:>10.2f}" if cells.get(n, {}).get("status") == "complete"
+                       else f"{cells.get(n, {}).get('status', '-'):>10}" for n in lengths)
+        print(f"{name:<20}{line}")
+    print(f"\n{'peak GB':<20}" + "".join(f"{n:>10}" for n in lengths))
+    for name in args.layers.split(","):
+        cells = {r["length"]: r for r in rows if r["layer"] == name}
+        line = "".join(f"{cells[n]['peak_bytes'] / 1e9:>10.2f}" if cells.get(n, {}).get("status") == "complete"
+                       else f"{cells.get(n, {}).get('status', '-'):>10}" for n in lengths)
+        print(f"{name:<20}{line}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Timing, memory and ceiling primitives of the scaling benchmark (`harness.bench` describes the method).
+
+- `time_calls`: per-call times in ms. On CUDA a pair of events is recorded around each call on the current
+  stream and read after one synchronize at the end, so the figure is device time between the events (launch
+  gaps inside a call count, host work between calls does not). On CPU each call is timed with
+  `time.perf_counter`.
+- `PeakMemory`: peak bytes above a baseline taken at `start()`. CUDA: `torch.cuda.max_memory_allocated` after
+  `torch.cuda.reset_peak_memory_stats`, minus `memory_allocated` at start (tensors held by the caching
+  allocator but not in use are not counted). CPU: the rise of the process's resident-set high-water mark
+  (`VmHWM` in /proc/self/status) over its resident size at start, after `malloc_trim` hands freed heap back to
+  the OS and writing "5" to /proc/self/clear_refs resets the high-water mark (Linux >= 4.0). This sees every
+  allocation that becomes resident (torch's CPU allocator, NumPy, Python objects), which tracemalloc does not.
+- `measure_ceilings`: the machine's device-to-device copy bandwidth (bytes read + bytes written over time) and
+  dense matmul rate (2 n^3 over time, fp32 with TF32 allowed as the fp32 points run, and bf16), median of
+  repeats on random data.
+- `fit_exponent`: least-squares slope of log(value) against log(length).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(step: Callable[[], None], device: torch.device, n: int,
+               between: Callable[[], None] | None = None) -> list[float]:
+    """Run `step` n times and return each call's time in ms; `between` runs before each call, untimed."""
+    if device.type == "cuda":
+        pairs = []
+        for _ in range(n):
+            if between is not None:
+                between()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            pairs.append((start, end))
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in pairs]
+    times = []
+    for _ in range(n):
+        if between is not None:
+            between()
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def wall_call_s(step: Callable[[], None], device: torch.device) -> float:
+    """One call timed on the host clock, synchronized before and after (for warm-up and budgeting)."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def tf32(device: torch.device) -> Iterator[None]:
+    """Allow TF32 in fp32 matmuls and convolutions on CUDA (as the training loop does), restored after.
+
+    Uses the same (legacy) flags as harness/train.py: torch refuses a mix of the legacy and the new
+    `fp32_precision` API in one process.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Peak memory
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def _malloc_trim() -> None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_bytes("VmHWM")
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemory:
+    """Peak bytes above the level at `start()`; `kind` names what is measured (None where nothing can be)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.baseline = 0
+        if device.type == "cuda":
+            self.kind: str | None = "cuda_max_allocated"
+        else:
+            self.kind = "cpu_rss_hwm" if _reset_rss_peak() else None
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind is not None:
+            _malloc_trim()
+            _reset_rss_peak()
+            self.baseline = _status_bytes("VmRSS")
+
+    def stop(self) -> int | None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - self.baseline
+        if self.kind is None:
+            return None
+        return max(0, _status_bytes("VmHWM") - self.baseline)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Ceilings
+
+
+@dataclass(frozen=True)
+class CeilingSizes:
+    copy_bytes: int
+    matmul_n: int
+    warmup: int
+    repeats: int
+
+
+# Large enough to fill an H100/H200 (a 1 GiB copy is far past the 50 MB L2); small on CPU so CI stays fast.
+CEILING_SIZES = {
+    "cuda": CeilingSizes(copy_bytes=2**30, matmul_n=8192, warmup=5, repeats=20),
+    "cpu": CeilingSizes(copy_bytes=2**25, matmul_n=384, warmup=1, repeats=5),
+}
+
+
+def copy_gbps(device: torch.device, nbytes: int, warmup: int, repeats: int) -> float:
+    """Device-to-device copy bandwidth in GB/s, counting the bytes read plus the bytes written."""
+    src = torch.randn(nbytes // 4, device=device)
+    dst = torch.empty_like(src)
+
+    def step() -> None:
+        dst.copy_(src)
+
+    time_calls(step, device, warmup)
+    ms = statistics.median(time_calls(step, device, repeats))
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, warmup: int, repeats: int) -> float:
+    """Dense n x n matmul rate in TFLOP/s (2 n^3 per product), TF32 allowed for fp32 on CUDA."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=gen).to(dtype)
+    b = torch.randn(n, n, device=device, generator=gen).to(dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+
+    def step() -> None:
+        torch.matmul(a, b, out=out)
+
+    with tf32(device):
+        time_calls(step, device, warmup)
+        ms = statistics.median(time_calls(step, device, repeats))
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def measure_ceilings(device: torch.device, sizes: CeilingSizes | None = None) -> dict[str, float]:
+    """{copy_gbps, matmul_tflops_fp32 (TF32 on CUDA), matmul_tflops_bf16} of this device, measured now."""
+    s = sizes or CEILING_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    result = {
+        "copy_gbps": copy_gbps(device, s.copy_bytes, s.warmup, s.repeats),
+        "matmul_tflops_fp32": matmul_tflops(device, torch.float32, s.matmul_n, s.warmup, s.repeats),
+        "matmul_tflops_bf16": matmul_tflops(device, torch.bfloat16, s.matmul_n, s.warmup, s.repeats),
+    }
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Scaling exponent
+
+
+def fit_exponent(lengths: Sequence[float], values: Sequence[float | None]) -> float | None:
+    """Slope p of log(value) = p log(length) + c by least squares over the points with a positive value.
+
+    None with fewer than two distinct lengths (a slope needs two).
+    """
+    pts = [(math.log(n), math.log(v)) for n, v in zip(lengths, values, strict=True)
+           if v is not None and not math.isnan(v) and v > 0 and n > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    sxy = sum((x - mx) * (y - my) for x, y in pts)
+    return sxy / sxx
