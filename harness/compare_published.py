@@ -26,7 +26,7 @@ from torch import nn
 
 from harness.bench import bench_spec
 from harness.registry import MODELS
-from harness.timing import PeakMemory, time_calls, tf32
+from harness.timing import PeakMemory, tf32, time_calls
 
 
 def _load(path: Path, name: str) -> types.ModuleType:
@@ -118,37 +118,40 @@ def layer_factory(name: str, ref: Path) -> Callable[[int, int], nn.Module]:
     return table[name]
 
 
+def _time(factory: Callable[[int, int], nn.Module], length: int, d: int, batch: int, device: torch.device,
+          dtype: str, repeats: int, warmup: int) -> tuple[float, int | None]:
+    """(median ms, peak bytes) of forward+backward; every tensor is freed when it returns."""
+    module = factory(length, d).to(device)
+    x = torch.randn(batch, length, d, device=device, requires_grad=True)
+    grad = torch.randn(batch, length, d, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16" and device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            out = module(x)
+        out.backward(grad.to(out.dtype))
+
+    memory = PeakMemory(device)
+    with tf32(device):
+        for _ in range(warmup):
+            step()
+        memory.start()
+        times = time_calls(step, device, repeats)
+        peak = memory.stop()
+    return statistics.median(times), peak
+
+
 def measure(factory: Callable[[int, int], nn.Module], length: int, d: int, tokens: int, device: torch.device,
             dtype: str, repeats: int, warmup: int) -> dict[str, object]:
     batch = max(1, tokens // length)
     row: dict[str, object] = {"length": length, "batch": batch, "dtype": dtype}
-    module = x = grad = None
     try:
-        module = factory(length, d).to(device)
-        x = torch.randn(batch, length, d, device=device, requires_grad=True)
-        grad = torch.randn(batch, length, d, device=device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == "bf16" and device.type == "cuda")
-
-        def step() -> None:
-            with autocast:
-                out = module(x)
-            out.backward(grad.to(out.dtype))
-
-        memory = PeakMemory(device)
-        with tf32(device):
-            for _ in range(warmup):
-                step()
-            memory.start()
-            times = time_calls(step, device, repeats)
-            peak = memory.stop()
-        median = statistics.median(times)
+        median, peak = _time(factory, length, d, batch, device, dtype, repeats, warmup)
         row.update(status="complete", time_ms=median, tokens_per_s=batch * length / median * 1e3, peak_bytes=peak)
     except torch.OutOfMemoryError:
         row.update(status="oom")
-    finally:
-        del module, x, grad
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # after the exception's frames are gone, so a failed point frees its tensors
     return row
 
 
