@@ -1,0 +1,29 @@
+"""The README's first command, end to end at a tiny size: every registered model, a record each, a leaderboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.registry import MODELS
+from tests.test_cli import run_py
+
+TINY = ["quickstart.n_train=64", "quickstart.n_val=16", "quickstart.n_test=16", "quickstart.min_length=8",
+        "quickstart.max_length=70", "quickstart.max_depth=3", "quickstart.epochs=1", "quickstart.d_model=8",
+        "quickstart.n_layers=1", "quickstart.batch_size=16"]
+
+
+def test_quickstart_trains_every_model_and_writes_the_leaderboard(tmp_path: Path) -> None:
+    out = run_py(tmp_path, *TINY, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    leaderboard = tmp_path / "results" / "reports" / "leaderboard.md"
+    assert f"leaderboard written to {leaderboard}" in out.stdout
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "store").glob("*.json")]
+    assert sorted(r["model"] for r in records) == MODELS.names()
+    assert {r["status"] for r in records} == {"complete"} and {r["sweep"] for r in records} == {"quickstart"}
+    text = leaderboard.read_text()
+    for name in MODELS.names():
+        assert f"| {name} |" in text
+    # Rerunning finds every run complete and trains nothing.
+    again = run_py(tmp_path, *TINY, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("already complete, skipped") == len(MODELS.names())
