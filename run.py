@@ -13,9 +13,12 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness import config as _config  # noqa: F401  (registers the run schema)
+from harness import sweep as _sweep  # noqa: F401  (registers the sweeper and SLURM launcher with Hydra)
 from harness.errors import UserError
 from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
@@ -30,6 +33,8 @@ def main(cfg: DictConfig) -> None:
     try:
         dispatch(cfg)
     except UserError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a sweep's job: the launcher records the failure (exiting would leave a SLURM job without result)
         print(f"seqbench: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

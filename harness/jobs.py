@@ -16,7 +16,11 @@ def dispatch(cfg: DictConfig) -> None:
     job = cfg.job
     if job == "train" and cfg.get("task") is None and cfg.get("model") is None:
         job = "quickstart"
-    if job == "train":
+    if job == "train" and cfg.dry_run:
+        from harness.sweep import dry_run  # composes nothing, trains nothing: one JSON line
+
+        dry_run(cfg)
+    elif job == "train":
         runner.run(cfg)
     elif job == "quickstart":
         quickstart(cfg)
@@ -33,7 +37,7 @@ def quickstart_configs(cfg: DictConfig) -> list[DictConfig]:
     q = cfg.quickstart
     names = list(q.models) or MODELS.names()
     task = TASKS.config("listops", n_train=q.n_train, n_val=q.n_val, n_test=q.n_test, min_length=q.min_length,
-                        max_length=q.max_length, max_depth=q.max_depth)
+                        max_length=q.max_length, max_depth=q.max_depth, l_max=q.max_length)
     configs = []
     for name in names:
         fields = {f.name for f in dataclasses.fields(MODELS.get(name).config_cls)}

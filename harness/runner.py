@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import checkpoint, env
+from harness import checkpoint, distributed, env
 from harness.errors import UserError
 from harness.identity import run_id
 from harness.registry import MODELS, TASKS
@@ -73,13 +73,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if existing is not None and existing["status"] == "complete" and not cfg.force:
         print(f"seqbench: {rid} already complete, skipped (force=true reruns it)")
         return existing
-    rdir = run_dir_for(cfg, rid)
-    if cfg.force and rdir.exists():
-        shutil.rmtree(rdir)
-    rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-
     device = resolve_device(cfg.train.device)
+    dist = distributed.setup(device)  # several processes (torchrun, SLURM tasks): only rank 0 writes
+    device = dist.device(device)
+    rdir = run_dir_for(cfg, rid)
+    if dist.is_main:
+        if cfg.force and rdir.exists():
+            shutil.rmtree(rdir)
+        rdir.mkdir(parents=True, exist_ok=True)
+        (rdir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    dist.barrier()
     base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "task": cfg.task.name, "model": cfg.model.name,
             "seed": cfg.seed, "config": config, "env": env.capture(device)}
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -89,7 +92,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         rec = {"schema": SCHEMA, **base, "status": status, "error": None, **fields,
                "timing": {"started": started, "finished": datetime.now(UTC).isoformat(timespec="seconds"),
                           "wall_s": time.perf_counter() - t0}}
-        store.write(rec)
+        if dist.is_main:
+            store.write(rec)
         return rec
 
     checkpoint.seed_everything(cfg.seed)
@@ -97,9 +101,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = MODELS.build(cfg.model, task.spec)
     params = count_params(model)
     try:
-        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device)
+        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist)
     except checkpoint.Preempted as exc:
         record("preempted", params=params, error=str(exc))
+        from harness.sweep import after_preemption  # (imports this module)
+
+        after_preemption(getattr(exc, "signum", None))  # in a submitit job: requeue; else the caller sees it
         raise
     except UserError:
         raise

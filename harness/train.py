@@ -11,9 +11,11 @@ import copy
 import json
 import math
 import resource
+import signal
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from harness import checkpoint
 from harness.config import OptimConfig, TrainConfig
+from harness.distributed import Dist
 from harness.errors import ConfigError
 from harness.optim import lr_factor, make_optimizer
 from harness.results import atomic_write_text
@@ -126,9 +129,15 @@ def _peak_bytes(device: torch.device) -> tuple[int, str]:
 
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-        device: torch.device) -> FitResult:
-    """Train, evaluate each epoch, keep the best-validation state, test it. Resumes from run_dir/last.pt."""
+        device: torch.device, dist: Dist | None = None) -> FitResult:
+    """Train, evaluate each epoch, keep the best-validation state, test it. Resumes from run_dir/last.pt.
+
+    With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
+    rank 0 writes files.
+    """
+    dist = dist or Dist()
     model.to(device)
+    net = dist.wrap(model, device)  # the model itself when there is one process
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -160,12 +169,14 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                     "train_time": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0}
 
     def save() -> None:
+        if not dist.is_main:
+            return
         checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(),
                          "progress": progress}, ckpt_path)
 
     stop = checkpoint.StopFlag()
-    with stop.installed():
+    with stop.installed(), _stop_also_on(stop, signal.SIGUSR2):
         while progress["epoch"] < epochs and progress["step"] < total:
             epoch = progress["epoch"]
             model.train()
@@ -173,32 +184,36 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
             bar = tqdm(total=steps_per_epoch, initial=progress["batch"], desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not train.progress, leave=False)
             started = time.perf_counter()
-            for batch in _loader(task, "train", train, sampler):
+            for batch in _loader(task, "train", train, dist.shard(sampler)):
                 if progress["batch"] >= steps_per_epoch or progress["step"] >= total:
                     break
+                global_size = min(train.batch_size, n_train - progress["batch"] * train.batch_size)
                 batch = to_device(batch, device)
                 with autocast_for(device, train.precision):
-                    output = model(batch["x"], lengths=batch.get("lengths"))
-                loss = task.objective.loss(output, batch)
+                    output = net(batch["x"], lengths=batch.get("lengths"))
+                loss = task.objective.loss(output, batch) * dist.loss_scale(global_size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if train.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                mean_loss, stopping = dist.reduce_step(float(loss.detach()), bool(stop))
                 progress["batch"] += 1
                 progress["step"] += 1
-                progress["samples"] += int(batch["x"].shape[0])
-                progress["tokens"] += _tokens(batch)
-                progress["loss_sum"] += float(loss.detach())
+                progress["samples"] += global_size if dist.enabled else int(batch["x"].shape[0])
+                progress["tokens"] += _tokens(batch) * dist.world
+                progress["loss_sum"] += mean_loss
                 progress["loss_n"] += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{progress['loss_sum'] / progress['loss_n']:.4f}")
-                if stop:
+                if stopping:
                     progress["train_time"] += time.perf_counter() - started
                     bar.close()
                     save()
-                    raise checkpoint.Preempted(f"stopped by signal {stop.requested} at step {progress['step']}")
+                    preempted = checkpoint.Preempted(f"stopped by signal {stop.requested} at step {progress['step']}")
+                    preempted.signum = stop.requested  # what the runner hands on to the scheduler (harness.sweep)
+                    raise preempted
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             progress["train_time"] += time.perf_counter() - started
@@ -214,7 +229,8 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                 progress["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
             save()
-            write_history(run_dir, progress["history"])
+            if dist.is_main:
+                write_history(run_dir, progress["history"])
 
     best_model = copy.deepcopy(model)
     best_model.load_state_dict(progress["best_state"])
@@ -226,6 +242,19 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                      history=progress["history"], steps=progress["step"], epochs=progress["epoch"],
                      train_samples_per_s=progress["samples"] / elapsed,
                      train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
+
+
+@contextmanager
+def _stop_also_on(stop: checkpoint.StopFlag, sig: int) -> Iterator[None]:
+    """Also stop on `sig`: SIGUSR2 is submitit's checkpoint signal (SLURM sends it before the time limit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(sig, lambda signum, frame: setattr(stop, "requested", signum))
+    try:
+        yield
+    finally:
+        signal.signal(sig, previous)
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
