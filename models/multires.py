@@ -20,8 +20,9 @@ x -> y is linear and time-invariant per channel, so y is a causal depthwise conv
 impulse response (length RF = (K-1)(2^J-1)+1). Two implementations:
   * impl="direct": the level-by-level cascade on the data (the published algorithm, 2J dilated convolutions over
     the batch, J full-length intermediates kept for the backward pass);
-  * impl="fft" (default): build the impulse response, cropped to L, by composing the filters on a growing support
-    (cost independent of the batch), then one FFT convolution in fp32.
+  * impl="fft" (default): build the impulse response, cropped to L, coarse to fine on decimated supports
+    (elementwise ops, cost independent of the batch), then one real FFT convolution in fp32 with a hand-written
+    backward (`CausalFFTConv`).
 For generation, `step` advances the cascade one position at a time with a ring buffer of (K-1)*2^(j-1) past
 inputs per level: O(J*K) work per step.
 
@@ -150,19 +151,82 @@ def causal_taps(s: torch.Tensor, taps: torch.Tensor, spacing: int) -> torch.Tens
     return F.conv1d(padded, taps.flip(-1)[:, None, :].to(s.dtype), dilation=spacing, groups=s.shape[1])
 
 
-def add_causal_taps_(out: torch.Tensor, s: torch.Tensor, taps: torch.Tensor, spacing: int) -> torch.Tensor:
-    """out(t) += sum_i taps[:, i] s(t - i*spacing) for t < out's length; s [D, n_s] may be shorter or longer.
+def upsample_filter(a: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """(upsample-by-2(a) conv f) in polyphase form: a [..., N], f [..., K] -> [..., N + P - 1, 2], P = ceil(K/2).
 
-    Used for the uniform selection's taps on impulse responses (short supports, so a few slice adds suffice).
+    Flattened, entry m = sum_i f[i] a[(m - i) / 2] over even m - i; entry [q, phase] = sum_r f[2r+phase] a[q-r].
+    K = 2 is one broadcast multiply; larger K adds P - 1 shifted products (out of place: no in-place views,
+    whose autograd copies the whole gradient).
     """
-    length = out.shape[-1]
-    for i in range(taps.shape[-1]):
-        shift = i * spacing
-        if shift >= length:
-            break
-        span = min(s.shape[-1], length - shift)
-        out[:, shift:shift + span] += taps[:, i:i + 1] * s[:, :span]
+    k_taps = f.shape[-1]
+    p = (k_taps + 1) // 2
+    if k_taps % 2:
+        f = F.pad(f, (0, 1))
+    fr = f.unflatten(-1, (p, 2))  # [..., P, 2]: fr[r, phase] = f[2r + phase]
+    if p == 1:
+        return a[..., None] * fr[..., 0, None, :]
+    n = a.shape[-1]
+    padded = F.pad(a, (p - 1, p - 1))  # padded[i] = a[i - (p - 1)]
+    out = padded[..., p - 1:2 * p - 2 + n, None] * fr[..., 0, None, :]
+    for r in range(1, p):
+        out = torch.addcmul(out, padded[..., p - 1 - r:2 * p - 2 - r + n, None], fr[..., r, None, :])
     return out
+
+
+def zero_padded(s: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """s zero-padded to length n along `dim`, contiguous: one copy of s and a zero fill of the tail only."""
+    shape = list(s.shape)
+    m, shape[dim] = shape[dim], n
+    out = s.new_empty(shape)
+    out.narrow(dim, m, n - m).zero_()
+    out.narrow(dim, 0, m).copy_(s)
+    return out
+
+
+def rfft_time(s: torch.Tensor, n: int) -> torch.Tensor:
+    """Spectrum over time of s [B, L, D] zero-padded to n: [B, D, n // 2 + 1] (contiguous on GPU).
+
+    B = 1: the FFT reads the [n, D] buffer with stride D (cuFFT's batch-interleaved layout) and writes [D, n/2+1],
+    so no transposing copy is made. B > 1: torch would copy-transpose internally anyway, so transpose while padding.
+    """
+    if s.shape[0] == 1:
+        return torch.fft.rfft(zero_padded(s, n, 1), dim=1).transpose(1, 2).contiguous()
+    return torch.fft.rfft(zero_padded(s.transpose(1, 2), n, 2), dim=-1)
+
+
+class CausalFFTConv(torch.autograd.Function):
+    """y[b, t, c] = n * sum_s kernel[c, s] x[b, t - s, c] for t < L: x [B, L, D], kernel [D, Lk] (already / n).
+
+    Real FFTs of size n >= L + Lk - 1 everywhere, unnormalised (the 1/n is in the kernel), with the backward
+    written out as two more real convolutions (correlations): grad_x = irfft(G conj(K)), grad_kernel =
+    irfft(sum_b G conj(X)). Autograd through torch.fft would instead run the rfft backward as a full-length
+    complex FFT of a zero-filled buffer and copy-transpose the [B, n, D] data on every transform.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, kernel: torch.Tensor, n: int) -> torch.Tensor:
+        length, kernel_len = x.shape[1], kernel.shape[-1]
+        x_f = rfft_time(x, n)  # [B, D, n/2+1]
+        k_f = torch.fft.rfft(zero_padded(kernel, n, 1), dim=-1)  # [D, n/2+1]
+        y = torch.fft.irfft(x_f * k_f, n=n, dim=-1, norm="forward")  # [B, D, n], unnormalised
+        ctx.save_for_backward(x_f, k_f)
+        ctx.sizes = (n, length, kernel_len)
+        return y[..., :length].transpose(1, 2).contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        x_f, k_f = ctx.saved_tensors
+        n, length, kernel_len = ctx.sizes
+        g_f = rfft_time(grad, n)
+        grad_kernel = grad_x = None
+        if ctx.needs_input_grad[1]:
+            cross = (g_f[0] * x_f[0].conj()) if g_f.shape[0] == 1 else (g_f * x_f.conj()).sum(0)
+            grad_kernel = torch.fft.irfft(cross, n=n, dim=-1, norm="forward")[:, :kernel_len]
+        if ctx.needs_input_grad[0]:
+            g_f.mul_(k_f.conj())  # in place: G is not needed any more
+            grad_x = torch.fft.irfft(g_f, n=n, dim=-1, norm="forward")[..., :length].transpose(1, 2).contiguous()
+        return grad_x, grad_kernel, None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -180,8 +244,9 @@ class ChannelDropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        keep = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+        # The scaled mask is [B, 1, D]: one pass over x (x * keep / (1 - p) would make two).
+        keep = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * keep
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -270,55 +335,78 @@ class MultiresConv(nn.Module):
                 y = y + causal_taps(coeffs[k], w[:, col:col + n], spacing)
         return y
 
-    def impulse_response(self, length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The layer's pre-activation impulse response, cropped to min(length, RF): [D, min(length, RF)].
+    def impulse_response(self, length: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
+        """The layer's pre-activation impulse response times `scale`, cropped to min(length, RF): [D, min(length, RF)].
 
-        The cascade is run on a unit impulse, but each level's response is kept only on its support
-        (RF_j = (K-1)(2^j - 1) + 1 taps, capped at `length`), so the work and memory are O(D * RF), not
-        O(D * L * J), and the number of kernel launches is a few per level (one conv1d gives lo_j and hi_j).
+        Composed coarse to fine (Horner's rule on the tree): T_{J+1} = w_0 delta and
+            T_j = T_{j+1} conv g(h0_j, 2^(j-1)) + sel_j conv g(h1_j, 2^(j-1)),   kernel = T_1 + w_skip delta,
+        where g(h, d) is the dilated filter (tap h[k] at lag (K-1-k) d) and sel_j the selection weights of hi_j
+        (fading: one tap; uniform: its taps at spacing 2^j). T_j is nonzero only at multiples of 2^(j-1), so it
+        is stored decimated: one level is "upsample by 2, filter with flip(h0)" (`upsample_filter`), i.e. for
+        K = 2 a single broadcast multiply writing the level's output once. Every level is cropped to the
+        positions < length. Elementwise ops only: no dilated convolution (whose weight gradient is slow on GPU).
         """
-        d_model, k_taps = self.d_model, self.kernel_size
+        d_model, depth = self.d_model, self.depth
         size = min(length, self.receptive_field)
-        w = self.w.to(dtype)
-        kernel = w.new_zeros(d_model, size)
-        kernel[:, 0] += w[:, -1]  # skip term: w_skip * impulse
-        lo = w.new_ones(1, d_model, 1)  # response of lo_0 = x: a unit impulse, [1, D, support]
-        fading = self.tree_select == "fading"
-        coeffs: list[torch.Tensor] = []  # uniform only: hi_1 .. hi_J
-        weights = None
-        for level in range(1, self.depth + 1):
-            if weights is None or not self.share_filters:
-                # Interleaved [h0_c, h1_c] per channel: a grouped conv with 2 outputs per group gives lo and hi.
-                weights = torch.stack(self.filters(level), dim=1).reshape(2 * d_model, 1, k_taps).to(dtype)
-            dilation = 2 ** (level - 1)
-            reach = (k_taps - 1) * dilation
-            support = min(lo.shape[-1] + reach, size)
-            padded = F.pad(lo, (reach, support - lo.shape[-1]))  # full (not causal) length, cropped to `size`
-            both = F.conv1d(padded, weights, dilation=dilation, groups=d_model).view(d_model, 2, support)
-            lo, hi = both[None, :, 0], both[:, 1]
-            if fading:  # hi_j weighs on column J + 1 - j
-                kernel[:, :support].addcmul_(w[:, self.depth + 1 - level, None], hi)
-            else:
-                coeffs.append(hi)
-        kernel[:, : lo.shape[-1]].addcmul_(w[:, :1], lo[0])
-        if not fading:
-            coarse_to_fine = [lo[0]] + coeffs[::-1]
-            for k, col, n, spacing in self.plan:
-                add_causal_taps_(kernel, coarse_to_fine[k], w[:, col:col + n], spacing)
-        return kernel
+        w = self.w.to(dtype) * scale  # the kernel is linear in w: scaling w scales it
+        sel = self._selection_filters(w, dtype)  # [J, D, m, 2], level j at index j - 1
+        a = w[:, :1]  # T_{J+1} decimated by 2^J
+        true_len = 1
+        for level in range(depth, 0, -1):
+            stride = 2 ** (level - 1)
+            true_len = 2 * true_len + self.kernel_size - 2  # support of T_level, decimated
+            keep = min(true_len, -(-size // stride))  # positions m * stride < size
+            h0 = self.filters(level)[0].to(dtype).flip(-1)
+            acc = upsample_filter(a, h0)  # [D, N + P - 1, 2], contiguous
+            head = min(sel.shape[2], acc.shape[1])
+            acc[:, :head] += sel[level - 1, :, :head]
+            a = acc.flatten(1)[:, :keep]
+        assert a.shape == (d_model, size)
+        return a
+
+    def _selection_filters(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """sel_j conv g(h1_j) of every level, decimated by 2^(j-1), polyphase [J, D, m, 2] (small: m ~ taps).
+
+        Level j's detail hi_j is column J + 1 - j of the coarse-to-fine order; the skip weight rides on level 1
+        (a unit impulse at position 0)."""
+        depth, d_model = self.depth, self.d_model
+        if self.tree_select == "fading":
+            taps = w[:, 1:depth + 1].flip(1).t()[:, :, None]  # [J, D, 1]: level j <- column J + 1 - j
+        else:
+            n_max = max(n for _, _, n, _ in self.plan)
+            columns = [w.new_zeros(d_model, n_max) for _ in range(depth)]
+            for k, col, n, _ in self.plan:
+                columns[depth - k] = F.pad(w[:, col:col + n], (0, n_max - n))
+            taps = torch.stack(columns)  # [J, D, n_max]
+        if self.share_filters:
+            h1 = self.h1[:, 0].to(dtype).flip(-1)[None]  # [1, D, K]
+        else:
+            h1 = self.h1.to(dtype).flip(-1).transpose(0, 1)  # [J, D, K]
+        sel = upsample_filter(taps, h1)  # [J, D, m, 2]
+        skip = torch.zeros_like(sel[:1])
+        skip[0, :, 0, 0] = w[:, -1]
+        return torch.cat([sel[:1] + skip, sel[1:]])
 
     def _fft(self, x: torch.Tensor) -> torch.Tensor:
+        # Cost model (GPU, fp32; U = bytes of x = B*L*D*4; n = 2L at the auto depth, so a spectrum is ~2U):
+        #   kernel: coarse-to-fine recursion, ~3 bytes per kernel byte forward (each level written once,
+        #           read once), elementwise backward (no cuDNN dilated-conv weight gradients); ~2 launches a
+        #           level. Kernel size D * min(L, RF) = U / B: negligible for B >= 16, as large as x at B = 1.
+        #   data:   forward  pad 3U, rfft 4U, X*K 4U, irfft 8U (torch clones its input), crop+transpose 2U;
+        #           backward pad 3U, rfft 4U, cross-spectrum sum_b G conj(X) ~8U, G*conj(K) 4U, irfft 8U,
+        #           crop+transpose 2U. ~50U in all, with GELU/dropout, against ~100U for autograd through
+        #           torch.fft (its rfft backward is a full-length complex FFT of a zero-filled 4U buffer, its
+        #           irfft/rfft on dim 1 copy-transpose the data, and 1/n is an extra pass; here 1/n is folded
+        #           into w and the transforms run on [B, D, n] buffers, or cuFFT-strided when B = 1).
+        #   Saved for backward: X (2U) and K (2U/B) spectra; peak well under half of the direct cascade's.
         length = x.shape[1]
         # fp32 even under bf16 autocast (bf16 FFTs are inexact and limited to powers of two); fp64 stays fp64.
         dtype = torch.float64 if torch.float64 in (x.dtype, self.w.dtype) else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            kernel = self.impulse_response(length, dtype)
-            n = next_fast_len(length + kernel.shape[-1] - 1)  # linear, not circular, convolution
-            kernel_f = torch.fft.rfft(kernel, n=n, dim=-1).t()  # [n//2+1, D], once per forward, not per example
-            x_f = torch.fft.rfft(x.to(dtype), n=n, dim=1)  # [B, n//2+1, D]
-            y = torch.fft.irfft(x_f * kernel_f, n=n, dim=1)
-            # A copy of the first L steps, so that the 2L-long buffer is not kept alive for the backward pass.
-            y = y[:, :length].clone(memory_format=torch.contiguous_format)
+            kernel_len = min(length, self.receptive_field)
+            n = next_fast_len(length + kernel_len - 1)  # linear, not circular, convolution
+            kernel = self.impulse_response(length, dtype, scale=1.0 / n)  # 1/n of the inverse FFT folded in
+            y = CausalFFTConv.apply(x.to(dtype), kernel, n)
         return y.to(x.dtype)
 
     # ---- generation: one step at a time

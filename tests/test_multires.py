@@ -234,18 +234,34 @@ def test_gradcheck(impl, tree_select, memory_size):
     assert torch.autograd.gradcheck(run, (x, *params))
 
 
+@pytest.mark.parametrize("batch, kernel_size, share", [(2, 4, False), (3, 2, True)])
+def test_gradcheck_fft_batched_and_long_filters(batch, kernel_size, share):
+    """The hand-written FFT backward for batch > 1 (sum over the batch of cross-spectra), K = 4 (two polyphase
+    terms per level) and untied filters, uniform selection with a truncated tap walk."""
+    torch.manual_seed(0)
+    layer = MultiresConv(2, kernel_size, 3, tree_select="uniform", memory_size=9, share_filters=share).double()
+    x = torch.randn(batch, 13, 2, dtype=torch.float64, requires_grad=True)
+    params = tuple(p.detach().clone().requires_grad_(True) for p in (layer.h0, layer.h1, layer.w))
+
+    def run(x, h0, h1, w):
+        return torch.func.functional_call(layer, {"h0": h0, "h1": h1, "w": w}, (x,))
+
+    assert torch.autograd.gradcheck(run, (x, *params))
+
+
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).detach().norm() / b.detach().norm())
 
 
-@pytest.mark.parametrize("kernel_size, depth, seq_len", [(2, None, 1000), (4, None, 700), (2, 4, 300), (3, 9, 200)])
-def test_fft_matches_direct_in_fp32(kernel_size, depth, seq_len):
+@pytest.mark.parametrize("kernel_size, depth, seq_len, batch", [
+    (2, None, 1000, 3), (4, None, 700, 3), (2, 4, 300, 3), (3, 9, 200, 3), (2, None, 4096, 1)])
+def test_fft_matches_direct_in_fp32(kernel_size, depth, seq_len, batch):
     """Outputs and gradients agree to fp32 precision, whether RF covers L (auto depth), exceeds it or not."""
     torch.manual_seed(0)
     depth = depth or max_depth(seq_len, kernel_size)
     layer = MultiresConv(8, kernel_size, depth, indep_res_init=True)
-    x = torch.randn(3, seq_len, 8)
-    upstream = torch.randn(3, seq_len, 8)
+    x = torch.randn(batch, seq_len, 8)
+    upstream = torch.randn(batch, seq_len, 8)
     results = {}
     for impl in ("fft", "direct"):
         layer.impl = impl
