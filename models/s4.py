@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from harness.config import ModelConfig
 from harness.errors import ConfigError
@@ -93,25 +94,112 @@ def activation_fn(name: str) -> nn.Module:
     raise ConfigError(f"activation must be gelu, silu or id, got {name!r}")
 
 
-def fft_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool) -> torch.Tensor:
-    """Linear convolution of u [B, H, L] with kernel k [C, H, L] (C = 2 when bidirectional), fp32 FFTs.
+def circular_kernel(k: torch.Tensor, D: torch.Tensor, bidirectional: bool) -> torch.Tensor:
+    """Length-2L circular kernel [H, 2L] of the layer, D skip term included, from k [C, H, L] and D [1, H].
 
-    Causal:        y[t] = sum_{s<=t} k[t-s] u[s].
-    Bidirectional: y[t] = sum_{s<=t} k0[t-s] u[s] + sum_{s>t} k1[s-t-1] u[s]  (the published off-by-one:
-                   the backward kernel starts at the next step; its last tap is unused).
-    Returns [B, H, L] (one output channel).
+    Causal:        y[t] = sum_{s<=t} k[t-s] u[s] + D u[t].
+    Bidirectional: also + sum_{s>t} k1[s-t-1] u[s]  (the published off-by-one: the backward kernel starts at
+                   the next step; its last tap is unused).
+    Lags 0..L-1 hold k0 (lag 0 also D, so D u rides in the spectrum: no separate pass over [B, H, L]);
+    lags -L..-1 (positions L..2L-1) hold the reversed k1, or zeros when causal. All of it is [H, 2L]: tiny.
     """
-    L = u.shape[-1]
-    n = 2 * L
-    if bidirectional:
-        k0, k1 = k[0], k[1]
-        # One length-2L circular kernel: k0 at lags 0..L-1, reversed k1 at lags -L..-1.
-        kk = F.pad(k0, (0, L)) + F.pad(k1.flip(-1), (L, 0))
-    else:
-        kk = k[0]
-    k_f = torch.fft.rfft(kk, n=n)
-    u_f = torch.fft.rfft(u, n=n)
-    return torch.fft.irfft(u_f * k_f, n=n)[..., :L]
+    k0 = k[0]
+    head = torch.cat([k0[:, :1] + D.reshape(-1, 1).to(k0.dtype), k0[:, 1:]], dim=-1)
+    tail = k[1].flip(-1) if bidirectional else torch.zeros_like(k0)
+    return torch.cat([head, tail], dim=-1)
+
+
+# Pointwise activations the FFT convolution applies on its way out: (forward .out op, backward .grad_input op).
+_ACTS = {
+    "gelu": (torch.ops.aten.gelu.out, torch.ops.aten.gelu_backward.grad_input),
+    "silu": (torch.ops.aten.silu.out, torch.ops.aten.silu_backward.grad_input),
+}
+
+
+class _FFTConv(torch.autograd.Function):
+    """y = act(circular_conv(mask * x, kk)[:L]), x [B, L, H] -> [B, L, H], with a hand-written backward.
+
+    Why not autograd through torch.fft: its rfft backward builds a two-sided complex [B, H, 2L] buffer (4 x the
+    activation) and runs a C2C FFT on it, and every elementwise step around the FFTs is one more pass over
+    [B, H, L]. Here each pass over activation-sized data does something needed, and the transposes
+    [B, L, H] <-> [B, H, 2L] ride inside passes that are needed anyway (zero-pad copy, activation, its backward,
+    the copy out of the gradient). With A = B*L*H*4 bytes (one fp32 activation) and n = 2L, per call:
+      forward  : pad-zero 1A + transposed (masked) copy 2A | rfft 4A | U*K 4A | irfft (torch clones the input
+                 for cuFFT C2R) 8A | act out, transposed to [B, L, H] 2A                 = 21A,  7 big launches
+      backward : pad-zero 1A + act-backward into the pad 3A | rfft 4A | sum_b G conj(U): conj copy 4A (torch's
+                 conj fallback) + mul 6A + sum 2A | G *= conj(K) 4A | irfft 8A | transposed copy out 2A
+                                                                                           = 34A, 10 big launches
+    (the autograd path it replaces, D u as a separate term: 27A / 9 launches forward, 53A / 16 backward, its
+    rfft backward alone 16A through a two-sided complex buffer). Left on the table: cuFFT C2R overwrites its
+    input, so torch clones it (4A per irfft); pairing two real signals in one C2C transform would avoid that.
+    Saved for backward: U = rfft(u) (2A) and, for gelu/silu, the pre-activation (a view of a 2A buffer).
+    The compute dtype is kk's (fp32 in the layers; fp64 in the gradient check).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, kk: torch.Tensor, mask: torch.Tensor | None,  # type: ignore[override]
+                act: str) -> torch.Tensor:
+        B, L, H = x.shape
+        n = kk.shape[-1]
+        u = x.new_empty(B, H, n, dtype=kk.dtype)
+        u[..., L:].zero_()
+        if mask is None:
+            u[..., :L].copy_(x.transpose(1, 2))
+        else:
+            torch.mul(x.transpose(1, 2), mask[:, None, :], out=u[..., :L])
+        k_f = torch.fft.rfft(kk, n=n)  # [H, n/2+1]
+        u_f = torch.fft.rfft(u, n=n)  # [B, H, n/2+1]
+        del u
+        z = torch.fft.irfft(u_f * k_f, n=n)[..., :L]  # [B, H, L] pre-activation, a view
+        out = x.new_empty(B, L, H, dtype=kk.dtype)
+        if act in _ACTS:
+            _ACTS[act][0](z.transpose(1, 2), out=out)
+        else:
+            out.copy_(z.transpose(1, 2))
+        ctx.act, ctx.x_dtype = act, x.dtype
+        ctx.save_for_backward(u_f, k_f, mask, z if act in _ACTS else None)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        u_f, k_f, mask, z = ctx.saved_tensors
+        B, L, H = g.shape
+        n = 2 * (u_f.shape[-1] - 1)
+        gp = g.new_empty(B, H, n, dtype=u_f.real.dtype)
+        gp[..., L:].zero_()
+        if ctx.act in _ACTS:
+            _ACTS[ctx.act][1](g.transpose(1, 2), z, grad_input=gp[..., :L])
+        else:
+            gp[..., :L].copy_(g.transpose(1, 2))
+        g_f = torch.fft.rfft(gp, n=n)
+        del gp
+        grad_x = grad_kk = None
+        if ctx.needs_input_grad[1]:
+            # dLoss/dkk[m] = sum_{b,t} g[t] u[t-m]: a correlation, spectrum sum_b G conj(U).
+            grad_kk = torch.fft.irfft((g_f * u_f.conj()).sum(0), n=n)
+        if ctx.needs_input_grad[0]:
+            # dLoss/du[s] = sum_t g[t] kk[t-s]: correlation with the kernel, spectrum G conj(K).
+            gu = torch.fft.irfft(g_f.mul_(k_f.conj_physical()), n=n)[..., :L]
+            grad_x = g.new_empty(B, L, H, dtype=ctx.x_dtype)
+            if mask is None:
+                grad_x.transpose(1, 2).copy_(gu)
+            else:
+                torch.mul(gu, mask[:, None, :], out=grad_x.transpose(1, 2))
+        return grad_x, grad_kk, None, None
+
+
+def fft_conv(x: torch.Tensor, kk: torch.Tensor, mask: torch.Tensor | None = None, act: str = "id") -> torch.Tensor:
+    """act(linear convolution of x [B, L, H] with the circular kernel kk [H, 2L]) -> [B, L, H] in kk's dtype.
+
+    kk comes from `circular_kernel`; mask [B, L] (or None) multiplies x first; act is gelu, silu or id.
+    The FFT size is n = 2L (a power of two for power-of-two L, which cuFFT likes best).
+    """
+    if act not in _ACTS and act != "id":
+        raise ConfigError(f"fft_conv act must be gelu, silu or id, got {act!r}")
+    if kk.shape != (x.shape[-1], 2 * x.shape[1]):
+        raise ConfigError(f"kernel shape {tuple(kk.shape)} does not fit input {tuple(x.shape)}: need [H, 2L]")
+    return _FFTConv.apply(x, kk, None if mask is None else mask.to(kk.dtype), act)
 
 
 class ConvMixer(nn.Module):
@@ -134,25 +222,24 @@ class ConvMixer(nn.Module):
         # and S4Block a (tied) dropout after it; SGConv only the one after the activation.
         self.drop_inner = nn.Dropout(dropout) if (inner_dropout and dropout > 0) else nn.Identity()
         self.act = activation_fn(activation)
+        self.act_name = {"swish": "silu", "none": "id"}.get(activation, activation)
         self.drop = make_dropout(dropout, tie_dropout)
 
     def kernel(self, L: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def conv(self, u: torch.Tensor) -> torch.Tensor:
-        """u [B, H, L] -> SSM/conv output incl. the D term, [B, H, L], fp32."""
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            u = u.float()
-            k = self.kernel(u.shape[-1]).float()
-            return fft_conv(u, k, self.bidirectional) + self.D.float()[0, :, None] * u
-
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if self.mask_lengths and lengths is not None:
-            mask = length_mask(lengths, x.shape[1], x.device)
-            assert mask is not None
-            x = x * mask[..., None].to(x.dtype)
-        y = self.conv(x.transpose(1, 2)).transpose(1, 2).to(x.dtype)
-        return self.drop(self.act(self.drop_inner(y)))
+        mask = length_mask(lengths, x.shape[1], x.device) if (self.mask_lengths and lengths is not None) else None
+        # The activation is fused into the FFT convolution unless an active dropout sits between them.
+        inner = self.training and isinstance(self.drop_inner, nn.Dropout) and self.drop_inner.p > 0
+        act = self.act_name if (self.act_name != "id" and not inner) else "id"
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            # Kernel and FFTs in fp32 (cuFFT half needs power-of-two sizes; the kernel's range exceeds bf16).
+            kk = circular_kernel(self.kernel(x.shape[1]).float(), self.D.float(), self.bidirectional)
+            y = fft_conv(x, kk, mask, act).to(x.dtype)
+        if act == "id":
+            y = self.act(self.drop_inner(y))
+        return self.drop(y)
 
     # --- recurrent interface ---------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str, l_max: int) -> dict[str, Any]:
@@ -333,6 +420,11 @@ def dense_discretisation(lam: torch.Tensor, P: torch.Tensor, B: torch.Tensor, dt
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _sync_attuned_length(module: S4Layer, incompatible_keys: Any) -> None:
+    """After load_state_dict: refresh the Python mirror of the loaded l_kernel (one host sync, once)."""
+    module._lk = int(module.l_kernel)
+
+
 class S4Layer(ConvMixer):
     """S4 (mode 'dplr') or S4D (mode 'diag') convolution layer, [B, L, H] -> [B, L, H].
 
@@ -386,6 +478,10 @@ class S4Layer(ConvMixer):
         if mode == "dplr":
             # S4 trains C-tilde = C (I - A_bar^L) for the length L it is attuned to (published "C tilde").
             self.register_buffer("l_kernel", torch.tensor(0))
+            # Python mirror of l_kernel: reading the buffer in kernel() would sync host and GPU on every call,
+            # leaving the GPU idle while the ~100 small kernel-generation ops are launched.
+            self._lk = 0
+            self.register_load_state_dict_post_hook(_sync_attuned_length)
             self._attune(l_max)
 
     @staticmethod
@@ -430,8 +526,8 @@ class S4Layer(ConvMixer):
     @torch.no_grad()
     def _attune(self, L: int) -> None:
         """Set C-tilde for length L (first call), or double its length (C (I - A^2L) = C~ (I + A^L))."""
-        while int(self.l_kernel) < L:
-            cur = int(self.l_kernel)
+        while self._lk < L:
+            cur = self._lk
             p = self.params()
             A_bar, _ = dense_discretisation(p["A"], p["P"], p["B"], p["dt"])
             power = torch.linalg.matrix_power(A_bar, cur if cur else L)  # [H, 2N, 2N]
@@ -440,17 +536,18 @@ class S4Layer(ConvMixer):
             prod = torch.einsum("chn,hnm->chm", C_full, power)
             C_new = C_full + prod if cur else C_full - prod
             self.C.copy_(torch.view_as_real(C_new[..., : self.N2].to(torch.complex64)))
-            self.l_kernel.fill_(2 * cur if cur else L)
+            self._lk = 2 * cur if cur else L
+            self.l_kernel.fill_(self._lk)
 
     def kernel(self, L: int) -> torch.Tensor:
         """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional)."""
         if self.mode == "diag":
             log_a, b_bar, C = self.discrete()
             return exp_sum(C * b_bar, log_a, L)
-        if L > int(self.l_kernel):
+        if L > self._lk:
             self._attune(L)
         p = self.params()
-        Lk = int(self.l_kernel)
+        Lk = self._lk
         k = dplr_kernel(p["dt"] * p["A"], p["B"], p["C"], p["P"], p["dt"], Lk)
         return k[..., :L]
 

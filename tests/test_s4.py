@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from harness.errors import ConfigError
 from harness.registry import MODELS
-from models.s4 import S4Layer, dense_discretisation, exp_sum, fft_conv, hippo_legs_nplr, legs_dense
+from models.s4 import S4Layer, circular_kernel, dense_discretisation, exp_sum, fft_conv, hippo_legs_nplr, legs_dense
 from tasks.base import TaskSpec
 
 LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)
@@ -111,11 +112,70 @@ def test_s4_length_doubling_keeps_the_ssm():
         assert torch.allclose(long.double(), dense_s4_kernel(layer, 40), atol=2e-5)
 
 
+def test_s4_length_survives_a_state_dict_round_trip():
+    """The attuned length lives in the buffer l_kernel and its Python mirror (no GPU sync per call)."""
+    torch.manual_seed(2)
+    long = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+    with torch.no_grad():
+        k = long.kernel(40)  # attunes to 64
+        fresh = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+        fresh.load_state_dict(long.state_dict())
+        assert fresh._lk == 64 and torch.allclose(fresh.kernel(40), k)
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_fft_conv_equals_direct_convolution(bidirectional):
+@pytest.mark.parametrize("act", ["id", "gelu", "silu"])
+def test_fft_conv_equals_direct_convolution(bidirectional, act):
+    """conv + D skip (folded into the kernel's lag 0) + mask + activation against the brute-force loop."""
     torch.manual_seed(0)
-    u, k = torch.randn(2, 3, 13), torch.randn(2 if bidirectional else 1, 3, 13)
-    assert torch.allclose(fft_conv(u, k, bidirectional).double(), direct_conv(u, k, bidirectional), atol=1e-4)
+    x, k, D = torch.randn(2, 13, 3), torch.randn(2 if bidirectional else 1, 3, 13), torch.randn(1, 3)
+    mask = torch.tensor([[1.0] * 13, [1.0] * 9 + [0.0] * 4])
+    u = (x * mask[..., None]).transpose(1, 2)
+    ref = direct_conv(u, k, bidirectional) + D.double()[0, :, None] * u.double()
+    ref = {"id": lambda t: t, "gelu": F.gelu, "silu": F.silu}[act](ref).transpose(1, 2)
+    got = fft_conv(x, circular_kernel(k, D, bidirectional), mask, act)
+    assert got.shape == x.shape and got.is_contiguous()
+    assert torch.allclose(got.double(), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("act", ["id", "gelu"])
+def test_fft_conv_hand_written_backward_passes_gradcheck(bidirectional, act):
+    """The custom backward (correlations in the spectrum) against finite differences, float64."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2 if bidirectional else 1, 3, 6, dtype=torch.float64, requires_grad=True)
+    D = torch.randn(1, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2], dtype=torch.float64)
+    fn = lambda x, k, D: fft_conv(x, circular_kernel(k, D, bidirectional), mask, act)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, k, D))
+
+
+def test_fft_conv_rejects_a_kernel_of_the_wrong_length():
+    with pytest.raises(ConfigError, match=r"\[H, 2L\]"):
+        fft_conv(torch.randn(1, 8, 2), torch.randn(2, 8))
+
+
+def test_layer_gradients_equal_autograd_through_the_direct_convolution():
+    """Whole S4D layer (dropout active, so the unfused path runs too) against autograd of the brute-force loop."""
+    torch.manual_seed(0)
+    for dropout in (0.0, 0.3):
+        layer = S4Layer(3, 8, "diag", "diag-lin", l_max=10, bidirectional=True, dropout=dropout).train()
+        x = torch.randn(2, 10, 3, requires_grad=True)
+        lengths = torch.tensor([10, 7])
+        torch.manual_seed(1)
+        y = layer(x, lengths)
+        g = torch.randn_like(y)
+        grads = torch.autograd.grad(y, [x, layer.C, layer.D], g)
+        mask = (torch.arange(10)[None] < lengths[:, None]).double()
+        u = (x.double() * mask[..., None]).transpose(1, 2)
+        pre = direct_conv(u, layer.kernel(10), True) + layer.D.double()[0, :, None] * u
+        torch.manual_seed(1)  # same dropout masks: fp32, [B, L, H] contiguous as in the layer
+        ref = layer.drop(F.gelu(layer.drop_inner(pre.float().transpose(1, 2).contiguous())))
+        assert torch.allclose(y, ref, atol=1e-4)
+        ref_grads = torch.autograd.grad(ref, [x, layer.C, layer.D], g.double())
+        for a, b in zip(grads, ref_grads):
+            assert torch.allclose(a.double(), b.double(), atol=1e-3, rtol=1e-4)
 
 
 def test_causal_layer_ignores_the_future_and_bidirectional_does_not():
@@ -137,7 +197,7 @@ def test_layer_output_equals_conv_plus_D_then_gelu():
     with torch.no_grad():
         ref = direct_conv(x.transpose(1, 2), layer.kernel(11), True) + layer.D.double()[0, :, None] * x.transpose(
             1, 2).double()
-        assert torch.allclose(layer(x).double(), torch.nn.functional.gelu(ref).transpose(1, 2), atol=1e-4)
+        assert torch.allclose(layer(x).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
 
 
 def test_padding_is_masked_at_each_block_input():
