@@ -8,11 +8,17 @@ ctlllll/SGConv `gconv_standalone.py` as `sgconv/`). Each layer is timed forward+
 the median of repeats, peak memory above the baseline, out-of-memory recorded as `oom`.
 
     python -m harness.compare_published --ref .ref --layers multires_published,multires_direct,multires
+    python -m harness.compare_published --ref .ref --train-step     # MultiresNet sCIFAR preset, one AdamW step
+
+`--train-step` times whole optimizer steps (forward, backward, AdamW) of the published sCIFAR MultiresNet
+(`classification.py` of thjashin/multires-conv, with `utils.py` and `layers/`, as `multires/`) and of ours built
+from `sweeps/experiment/multires_scifar.yaml`, on random batches already on the GPU (data loading excluded).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import json
 import statistics
@@ -155,6 +161,90 @@ def measure(factory: Callable[[int, int], nn.Module], length: int, d: int, token
     return row
 
 
+def published_scifar_model(ref: Path) -> nn.Module:
+    # Data and metric code the model does not use.
+    for name in ("dataloaders.lra", "dataloaders.ptbxl", "torchvision.transforms", "sklearn.metrics"):
+        if name.split(".")[0] in ("torchvision", "sklearn") and importlib.util.find_spec(name.split(".")[0]):
+            continue
+        parent, child = name.split(".")
+        stub = types.ModuleType(name)
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        stub.ListOps = stub.PTBXL = stub.roc_auc_score = None  # type: ignore[attr-defined]
+        if parent not in sys.modules:
+            sys.modules[parent] = types.ModuleType(parent)
+            sys.modules[parent].__spec__ = importlib.machinery.ModuleSpec(parent, None)
+        setattr(sys.modules[parent], child, stub)
+        sys.modules[name] = stub
+    sys.path.insert(0, str(ref / "multires"))
+    mod = _load(ref / "multires" / "classification.py", "published_classification")
+    return mod.MultiresNet(3, d_output=10, d_model=256, n_layers=10, dropout=0.25, max_length=1024, kernel_size=2)
+
+
+class OursChannelsFirst(nn.Module):
+    """Our model fed the published layout [B, 3, L], so both read the same batch."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.transpose(1, 2))
+
+
+def ours_scifar_model() -> nn.Module:
+    import yaml
+
+    from tasks.base import TaskSpec
+
+    path = Path(__file__).resolve().parent.parent / "sweeps" / "experiment" / "multires_scifar.yaml"
+    preset = yaml.safe_load(path.read_text())
+    cfg = MODELS.config("multires", **preset["model"])
+    spec = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)
+    return OursChannelsFirst(MODELS.build(cfg, spec))
+
+
+def train_steps(model: nn.Module, device: torch.device, precision: str, batch: int, steps: int,
+                warmup: int) -> dict[str, object]:
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0045, weight_decay=0.01)
+    x = torch.randn(batch, 3, 1024, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss = nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    memory = PeakMemory(device)
+    with tf32(device):
+        for _ in range(warmup):
+            step()
+        memory.start()
+        times = time_calls(step, device, steps)
+        peak = memory.stop()
+    median = statistics.median(times)
+    # The peak above the baseline misses the weights and optimizer state allocated before it: add them.
+    held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    return {"step_ms": median, "samples_per_s": batch / median * 1e3, "peak_bytes": (peak or 0) + held,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def compare_train_step(ref: Path, device: torch.device, steps: int, warmup: int) -> None:
+    rows = [("published fp32/TF32", lambda: published_scifar_model(ref), "fp32"),
+            ("ours fp32/TF32", ours_scifar_model, "fp32"), ("ours bf16 autocast", ours_scifar_model, "bf16")]
+    print(f"{'sCIFAR MultiresNet, batch 50':<28}{'ms/step':>10}{'samples/s':>12}{'peak GB':>10}{'params':>12}")
+    for label, build, precision in rows:
+        torch.manual_seed(0)
+        r = train_steps(build(), device, precision, 50, steps, warmup)
+        print(f"{label:<28}{r['step_ms']:>10.2f}{r['samples_per_s']:>12.0f}{r['peak_bytes'] / 1e9:>10.2f}"
+              f"{r['params']:>12,}", flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m harness.compare_published")
     parser.add_argument("--ref", type=Path, required=True, help="directory with the published files (see above)")
@@ -166,9 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="JSON lines of every point")
+    parser.add_argument("--train-step", action="store_true", help="time sCIFAR MultiresNet optimizer steps instead")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     MODELS.discover()
+    if args.train_step:
+        compare_train_step(args.ref, device, steps=max(args.repeats, 10), warmup=max(args.warmup, 3))
+        return
     lengths = [int(n) for n in args.lengths.split(",")]
     rows = []
     for name in args.layers.split(","):
