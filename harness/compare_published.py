@@ -204,9 +204,12 @@ def ours_scifar_model() -> nn.Module:
 
 
 def train_steps(model: nn.Module, device: torch.device, precision: str, batch: int, steps: int,
-                warmup: int) -> dict[str, object]:
+                warmup: int, compile: bool = False) -> dict[str, object]:
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0045, weight_decay=0.01)
+    params = sum(p.numel() for p in model.parameters())
+    if compile:  # as train.compile=true does in harness/train.py
+        model = torch.compile(model)
     x = torch.randn(batch, 3, 1024, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
@@ -229,16 +232,18 @@ def train_steps(model: nn.Module, device: torch.device, precision: str, batch: i
     # The peak above the baseline misses the weights and optimizer state allocated before it: add them.
     held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     return {"step_ms": median, "samples_per_s": batch / median * 1e3, "peak_bytes": (peak or 0) + held,
-            "params": sum(p.numel() for p in model.parameters())}
+            "params": params}
 
 
 def compare_train_step(ref: Path, device: torch.device, steps: int, warmup: int) -> None:
-    rows = [("published fp32/TF32", lambda: published_scifar_model(ref), "fp32"),
-            ("ours fp32/TF32", ours_scifar_model, "fp32"), ("ours bf16 autocast", ours_scifar_model, "bf16")]
+    rows = [("published fp32/TF32", lambda: published_scifar_model(ref), "fp32", False),
+            ("ours fp32/TF32", ours_scifar_model, "fp32", False),
+            ("ours bf16 autocast", ours_scifar_model, "bf16", False),
+            ("ours fp32/TF32 compiled", ours_scifar_model, "fp32", True)]
     print(f"{'sCIFAR MultiresNet, batch 50':<28}{'ms/step':>10}{'samples/s':>12}{'peak GB':>10}{'params':>12}")
-    for label, build, precision in rows:
+    for label, build, precision, compile in rows:
         torch.manual_seed(0)
-        r = train_steps(build(), device, precision, 50, steps, warmup)
+        r = train_steps(build(), device, precision, 50, steps, warmup, compile)
         print(f"{label:<28}{r['step_ms']:>10.2f}{r['samples_per_s']:>12.0f}{r['peak_bytes'] / 1e9:>10.2f}"
               f"{r['params']:>12,}", flush=True)
         if device.type == "cuda":

@@ -50,6 +50,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs when set
     grad_clip: float = 0.0  # max global grad norm; 0 disables
+    compile: bool = False  # torch.compile the model for training (about a minute of compiling first)
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
@@ -134,6 +135,7 @@ NON_SEMANTIC_KEYS = (
     "train.progress",
     "train.num_workers",
     "train.device",
+    "train.compile",
 )
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -138,6 +138,9 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
     dist = dist or Dist()
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
+    if train.compile:
+        # Fuses the many small element-wise kernels (launch-bound at short lengths); the first steps compile.
+        net = torch.compile(net)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -100,6 +100,21 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call
         reference.val, reference.test, reference.best_epoch, reference.steps)
 
 
+def test_compiled_training_computes_what_eager_training_computes(tmp_path: Path) -> None:
+    task = toy.build(toy.ToyConfig(n=64), tmp_path)
+    results = []
+    for compile in (False, True):
+        checkpoint.seed_everything(0)
+        # Without dropout: compiled code draws its random numbers differently.
+        model = MODELS.build(MODELS.config("transformer", d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0),
+                             task.spec)
+        train = TrainConfig(epochs=1, batch_size=16, progress=False, compile=compile)
+        results.append(fit(model, task, train, OptimConfig(lr=3e-3), 0, tmp_path / str(compile), torch.device("cpu")))
+    eager, compiled = results
+    assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
+    assert compiled.val == pytest.approx(eager.val, abs=1 / 16)
+
+
 def test_runner_writes_a_record_then_skips_the_completed_run(tmp_path: Path) -> None:
     cfg = compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "model.n_layers=1",
                       "train.epochs=2", "train.batch_size=16")
