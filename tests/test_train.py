@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def compose_run(tmp_path: Path, *overrides: str) -> DictConfig:
     MODELS.discover()
+    TASKS.discover()
     with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
         return compose("config", overrides=[f"paths.root={tmp_path}", f"paths.data={tmp_path / 'data'}",
                                              "train.progress=false", *overrides])
