@@ -87,6 +87,7 @@ from harness.errors import ConfigError, UserError
 from harness.registry import MODELS
 from harness.results import SCHEMA, Store
 from harness.timing import PeakMemory, fit_exponent, measure_ceilings, tf32, time_calls, wall_call_s
+from harness.train import resolve_device as train_resolve_device
 from tasks.base import TaskSpec
 
 SCOPES = ("layer", "block")
@@ -181,14 +182,7 @@ class Options:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"bench.device={name} but no CUDA device is available; use bench.device=cpu")
-    if device.type not in ("cuda", "cpu"):
-        raise ConfigError(f"bench.device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    return device
+    return train_resolve_device(name, key="bench.device")
 
 
 def model_configs(opts: Options) -> dict[str, Any]:

@@ -71,12 +71,18 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`; `key` names the option in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+        raise ConfigError(f"{key}={name} but no CUDA device is available; use {key}=cpu")
     return device
 
 
