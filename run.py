@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from harness import config as _config  # noqa: F401  (registers the run schema)
 from harness import sweep as _sweep  # noqa: F401  (registers the sweeper and SLURM launcher with Hydra)
+from harness.checkpoint import Preempted
 from harness.errors import UserError
 from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
@@ -37,6 +38,11 @@ def main(cfg: DictConfig) -> None:
             raise  # a sweep's job: the launcher records the failure (exiting would leave a SLURM job without result)
         print(f"seqbench: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(f"seqbench: {exc}; checkpoint written, rerun the same command to resume", file=sys.stderr)
+        sys.exit(128 + (getattr(exc, "signum", None) or 15))  # as a process ended by that signal reports it
 
 
 if __name__ == "__main__":
