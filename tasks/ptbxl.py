@@ -27,7 +27,6 @@ import os
 import shutil
 import tempfile
 import urllib.request
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ from torch.utils.data import Dataset
 from harness.config import TaskConfig
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
+from harness.results import atomic_write_text
+from tasks._cache import fill_cached
 from tasks.base import Task, TaskSpec
 
 VERSION_DIR = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
@@ -206,16 +207,6 @@ def read_record(root: Path, name: str, rate: int) -> np.ndarray:
     return signal.astype(np.float32)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _load_cached(path: Path, shape: tuple[int, ...], meta: dict) -> np.ndarray | None:
     """The cached array if it is complete and describes these inputs; otherwise None."""
     try:
@@ -238,31 +229,14 @@ def load_signals(root: Path, db: pd.DataFrame, rate: int, cache_dir: Path) -> np
     cached = _load_cached(path, shape, meta)
     if cached is not None:
         return cached
-    # Fill a memory map in a temporary file (5 GB at 500 Hz need not fit in memory), rename it when complete.
-    tmp = None
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache in a shared data directory serves everyone
-        signals = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-    except OSError as e:
-        warnings.warn(f"cannot cache PTB-XL signals in {cache_dir} ({e}); they will be read again next time",
-                      stacklevel=2)
-        tmp, signals = None, np.empty(shape, dtype=np.float32)
-    try:
+
+    def fill(signals: np.ndarray) -> None:  # 5 GB at 500 Hz: filled as a memory map, not in memory
         for i, name in enumerate(db[column]):
             signals[i] = read_record(root, name, rate)
-        if tmp is None:
-            return signals
-        signals.flush()
-        del signals
-        _write_json(path.with_suffix(".json"), meta)  # before the array: a visible array always has its meta
-        os.replace(tmp, path)
-        return np.load(path, mmap_mode="r")
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+
+    # The meta before the array: a visible array always has its meta.
+    return fill_cached(path, shape, np.float32, fill,
+                       before_publish=lambda: atomic_write_text(path.with_suffix(".json"), json.dumps(meta)))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from harness.config import TaskConfig
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
+from tasks._cache import fill_cached
 from tasks.base import Task, TaskSpec
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -183,31 +184,16 @@ def load_split(root: Path, items: list[tuple[str, int]], path: Path) -> np.ndarr
             return cached
     except (OSError, ValueError):
         pass  # absent or unreadable: rebuild
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a cache in a shared data directory serves everyone
-        clips = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=shape)
-    except OSError:  # a read-only data directory: work from memory
-        tmp, clips = None, np.zeros(shape, dtype=np.int16)
-    try:
+
+    def fill(clips: np.ndarray) -> None:
         for i, (rel, _) in enumerate(items):
             audio = read_wav(root / rel)
             if len(audio) > LENGTH:
                 raise DataError(f"{root / rel} has {len(audio)} samples; Speech Commands clips are at most {LENGTH}")
             clips[i, :len(audio)] = audio
             clips[i, len(audio):] = 0
-        if tmp is None:
-            return clips
-        clips.flush()
-        del clips
-        os.replace(tmp, path)
-        return np.load(path, mmap_mode="r")
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+
+    return fill_cached(path, shape, np.int16, fill)
 
 
 # ----------------------------------------------------------------------------------------------------------------
