@@ -137,6 +137,11 @@ def _time(factory: Callable[[int, int], nn.Module], length: int, d: int, batch: 
             out = module(x)
         out.backward(grad.to(out.dtype))
 
+    return _timed(step, device, warmup, repeats)
+
+
+def _timed(step: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> tuple[float, int | None]:
+    """(median ms, peak bytes above the baseline) of `step` after `warmup` calls, TF32 allowed."""
     memory = PeakMemory(device)
     with tf32(device):
         for _ in range(warmup):
@@ -221,14 +226,7 @@ def train_steps(model: nn.Module, device: torch.device, precision: str, batch: i
         loss.backward()
         optimizer.step()
 
-    memory = PeakMemory(device)
-    with tf32(device):
-        for _ in range(warmup):
-            step()
-        memory.start()
-        times = time_calls(step, device, steps)
-        peak = memory.stop()
-    median = statistics.median(times)
+    median, peak = _timed(step, device, warmup, steps)
     # The peak above the baseline misses the weights and optimizer state allocated before it: add them.
     held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     return {"step_ms": median, "samples_per_s": batch / median * 1e3, "peak_bytes": (peak or 0) + held,
@@ -281,16 +279,19 @@ def main(argv: list[str] | None = None) -> None:
                 break  # longer lengths need more memory still
     if args.out:
         args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"\n{'layer':<20}" + "".join(f"{n:>10}" for n in lengths) + "   (M tokens/s fwd+bwd, " + args.dtype + ")")
-    for name in args.layers.split(","):
+    names = args.layers.split(",")
+    _print_table(rows, names, lengths, f"{'layer':<20}", "   (M tokens/s fwd+bwd, " + args.dtype + ")",
+                 lambda r: r["tokens_per_s"] / 1e6)
+    _print_table(rows, names, lengths, f"{'peak GB':<20}", "", lambda r: r["peak_bytes"] / 1e9)
+
+
+def _print_table(rows: list[dict], names: list[str], lengths: list[int], corner: str, title: str,
+                 value: Callable[[dict], float]) -> None:
+    """One line per layer, one column per length; a point that did not complete shows its status."""
+    print("\n" + corner + "".join(f"{n:>10}" for n in lengths) + title)
+    for name in names:
         cells = {r["length"]: r for r in rows if r["layer"] == name}
-        line = "".join(f"{cells[n]['tokens_per_s'] / 1e6:>10.2f}" if cells.get(n, {}).get("status") == "complete"
-                       else f"{cells.get(n, {}).get('status', '-'):>10}" for n in lengths)
-        print(f"{name:<20}{line}")
-    print(f"\n{'peak GB':<20}" + "".join(f"{n:>10}" for n in lengths))
-    for name in args.layers.split(","):
-        cells = {r["length"]: r for r in rows if r["layer"] == name}
-        line = "".join(f"{cells[n]['peak_bytes'] / 1e9:>10.2f}" if cells.get(n, {}).get("status") == "complete"
+        line = "".join(f"{value(cells[n]):>10.2f}" if cells.get(n, {}).get("status") == "complete"
                        else f"{cells.get(n, {}).get('status', '-'):>10}" for n in lengths)
         print(f"{name:<20}{line}")
 
