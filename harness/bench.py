@@ -88,7 +88,7 @@ from harness.registry import MODELS
 from harness.results import SCHEMA, Store
 from harness.timing import PeakMemory, fit_exponent, measure_ceilings, tf32, time_calls, wall_call_s
 from harness.train import resolve_device as train_resolve_device
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 SCOPES = ("layer", "block")
 PASSES = ("fwd", "fwd_bwd")

@@ -199,7 +199,7 @@ class OursChannelsFirst(nn.Module):
 def ours_scifar_model() -> nn.Module:
     import yaml
 
-    from tasks.base import TaskSpec
+    from harness.task import TaskSpec
 
     path = Path(__file__).resolve().parent.parent / "sweeps" / "experiment" / "multires_scifar.yaml"
     preset = yaml.safe_load(path.read_text())

@@ -57,7 +57,7 @@ from harness.optim import lr_factor, make_optimizer
 from harness.registry import MODELS, TASKS
 from harness.results import Store, atomic_write_text
 from harness.train import autocast_for
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 # Hydra's plugin scan (once per process) executes the plugin modules again, replacing their classes: scan first,
 # then import the classes subclassed here, or their own `super(Class, self)` calls would no longer match.

@@ -31,7 +31,7 @@ from harness.distributed import Dist
 from harness.errors import ConfigError
 from harness.optim import lr_factor, make_optimizer
 from harness.results import atomic_write_text
-from tasks.base import Batch, Task
+from harness.task import Batch, Task
 
 
 class EpochBatches(Sampler[list[int]]):

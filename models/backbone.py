@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 
 def length_mask(lengths: torch.Tensor | None, seq_len: int, device: torch.device) -> torch.Tensor | None:

@@ -45,7 +45,7 @@ from harness.config import ModelConfig
 from harness.errors import ConfigError
 from models import MODELS
 from models.backbone import Backbone, Encoder, ResidualBlock
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 TREE_SELECTS = ("fading", "uniform")
 IMPLS = ("fft", "direct")

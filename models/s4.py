@@ -33,7 +33,7 @@ from harness.config import ModelConfig
 from harness.errors import ConfigError
 from models import MODELS
 from models.backbone import Backbone, ResidualBlock, length_mask
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 # ----------------------------------------------------------------------------------------------------------
 # Shared pieces (also used by models/sgconv.py): dropout, output linear, FFT convolution, stepping backbone.

@@ -24,7 +24,7 @@ from harness.config import ModelConfig
 from harness.errors import ConfigError
 from models import MODELS
 from models.s4 import ConvMixer, SeqBackbone, build_backbone, check_causal
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 
 class SGConvLayer(ConvMixer):

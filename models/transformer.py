@@ -31,7 +31,7 @@ from harness.config import ModelConfig
 from harness.errors import ConfigError
 from models import MODELS
 from models.backbone import Backbone, Encoder, Norm, ResidualBlock, length_mask, masked_mean
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 
 @dataclass

@@ -32,7 +32,7 @@ from harness.errors import ConfigError
 from models import MODELS
 from models.backbone import Norm, ResidualBlock, length_mask
 from models.transformer import MLP, PositionalEncoder, SequenceModel, lra_init_
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 WAVELETS = ("ada", "ortho", "lift", "adalift")
 

@@ -34,7 +34,7 @@ from harness.config import TaskConfig
 from harness.errors import ConfigError
 from harness.registry import TASKS
 from tasks._cifar import load_cifar10, split_indices
-from tasks.base import Batch, Metric, Objective, Task, TaskSpec
+from harness.task import Batch, Metric, Objective, Task, TaskSpec
 
 N_MIX = 10
 OUTPUTS = {"dmol": 10 * N_MIX, "softmax": 3 * 256}

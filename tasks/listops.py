@@ -31,7 +31,7 @@ from harness.config import TaskConfig
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
 from harness.results import atomic_write_text
-from tasks.base import Batch, Task, TaskSpec
+from harness.task import Batch, Task, TaskSpec
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)

@@ -41,7 +41,7 @@ from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
 from harness.results import atomic_write_text
 from tasks._cache import fill_cached
-from tasks.base import Task, TaskSpec
+from harness.task import Task, TaskSpec
 
 VERSION_DIR = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
 ZIP_URL = f"https://physionet.org/static/published-projects/ptb-xl/{VERSION_DIR}.zip"

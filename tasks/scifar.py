@@ -29,7 +29,7 @@ from harness.config import TaskConfig
 from harness.errors import ConfigError
 from harness.registry import TASKS
 from tasks._cifar import load_cifar10, split_indices
-from tasks.base import Task, TaskSpec
+from harness.task import Task, TaskSpec
 
 NORMS = {
     "s4": ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),

@@ -38,7 +38,7 @@ from harness.config import TaskConfig
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
 from tasks._cache import fill_cached
-from tasks.base import Task, TaskSpec
+from harness.task import Task, TaskSpec
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from harness.errors import ConfigError
 from harness.registry import MODELS
 from models.multires import MultiresConfig, MultiresConv, build, max_depth
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "sweeps" / "experiment"
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 import tasks.ptbxl as ptbxl
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
-from tasks.base import OBJECTIVES
+from harness.task import OBJECTIVES
 from tests.fixtures import STATEMENTS, write_ptbxl
 
 N = 30

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.registry import MODELS
 from models.s4 import S4Layer, circular_kernel, dense_discretisation, exp_sum, fft_conv, hippo_legs_nplr, legs_dense
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)
 SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)

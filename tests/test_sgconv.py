@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from harness.errors import ConfigError
 from harness.registry import MODELS
 from models.sgconv import SGConvLayer
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 from tests.test_s4 import direct_conv
 
 LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)

@@ -20,7 +20,7 @@ from models.transformer import (
     build,
     sinusoidal_positions,
 )
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

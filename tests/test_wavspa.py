@@ -28,7 +28,7 @@ from models.wavspa import (
     wavedec,
     waverec,
 )
-from tasks.base import TaskSpec
+from harness.task import TaskSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from harness.config import TaskConfig
 from harness.registry import TASKS
-from tasks.base import Batch, Task, TaskSpec
+from harness.task import Batch, Task, TaskSpec
 
 
 @dataclass

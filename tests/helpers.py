@@ -1,0 +1,39 @@
+"""What several test modules share: the repo root, composing a run config, running `run.py`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from harness.registry import MODELS, TASKS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tiny generated ListOps and a one-layer Transformer: a run takes about a second.
+TINY_LISTOPS = ["task=listops", "task.n_train=64", "task.n_val=16", "task.n_test=16", "task.min_length=10",
+                "task.max_length=40", "task.max_depth=3", "task.l_max=48", "model=transformer", "model.n_layers=1",
+                "train.epochs=1", "train.batch_size=16", "train.progress=false"]
+
+
+def compose_run(root: Path, *overrides: str) -> DictConfig:
+    """The config `run.py` would compose, with every output under `root`."""
+    MODELS.discover()
+    TASKS.discover()
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        return compose("config", overrides=[f"paths.root={root}", f"paths.data={root / 'data'}",
+                                             "train.progress=false", *overrides])
+
+
+def run_py(tmp_path: Path, *args: str, timeout: int = 300, cwd: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python run.py ARGS` as a user runs it, with results and data under `tmp_path`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = [f"paths.root={tmp_path / 'results'}", f"paths.data={tmp_path / 'data'}", "train.progress=false"]
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *paths, *args], cwd=cwd or tmp_path,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
