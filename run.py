@@ -18,31 +18,44 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness import config as _config  # noqa: F401  (registers the run schema)
-from harness import sweep as _sweep  # noqa: F401  (registers the sweeper and SLURM launcher with Hydra)
+from harness import hydra_plugins as _hydra_plugins  # noqa: F401  (our sweeper and SLURM launcher, for Hydra)
 from harness.checkpoint import Preempted
-from harness.errors import UserError
-from harness.jobs import dispatch
+from harness.errors import UserError, exit_with
+from harness.jobs import Report, dispatch
 from harness.registry import MODELS, TASKS
+from harness.slurm import after_preemption
 
 # Registration must happen before Hydra composes the config, so that task=... and model=... resolve.
 TASKS.discover()
 MODELS.discover()
 
 
+def write_report(report: Report) -> None:
+    from reports.build import build  # pandas, scipy and matplotlib: only for a job that leaves a report
+
+    path = build(report.store, report.out, sweep=report.sweep)
+    print(f"seqbench: leaderboard written to {path}")
+    if report.failed:
+        raise UserError(f"{report.sweep} runs failed:\n  " + "\n  ".join(report.failed))
+
+
 @hydra.main(version_base="1.3", config_path="sweeps", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        dispatch(cfg)
+        report = dispatch(cfg)
+        if report is not None:
+            write_report(report)
     except UserError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # a sweep's job: the launcher records the failure (exiting would leave a SLURM job without result)
-        print(f"seqbench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_with(exc)
     except Preempted as exc:
+        signum = getattr(exc, "signum", None)
+        after_preemption(signum)  # in a submitit job on SLURM: hand over to submitit's requeue; elsewhere returns
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         print(f"seqbench: {exc}; checkpoint written, rerun the same command to resume", file=sys.stderr)
-        sys.exit(128 + (getattr(exc, "signum", None) or 15))  # as a process ended by that signal reports it
+        sys.exit(128 + (signum or 15))  # as a process ended by that signal reports it
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ timed. The input is `x = randn(B, L, d_model)` in fp32 on the device, called as 
 - Batch: `bench.batch_size` if set, otherwise B = max(1, tokens_per_batch // L), so B x L is constant up to
   L = tokens_per_batch and B = 1 beyond.
 
-How it is timed (see harness/timing.py). Per point: one warm-up call under torch's FlopCounterMode (it
+How it is timed (`harness.timing.time_after_warmup`). Per point: one warm-up call under torch's FlopCounterMode (it
 counts the FLOPs, and takes module load, cuFFT plans and cuBLAS handles out of the numbers), further warm-up
 calls up to `bench.warmup` (at least one call in all), then `bench.repeats` calls each timed on its own:
 CUDA events around the call on the device (median of the per-call times; one synchronize after the last),
@@ -45,18 +45,19 @@ counts it assumes:
   backward as torch counts it). FFTs and elementwise work are not counted (they belong to the bandwidth
   side). `frac_matmul` = flops_assumed / time / matmul rate of the point's dtype (TF32 rate for fp32).
 
-Budgets. `bench.max_call_s`: once a series (model, scope, pass, dtype) predicts a call longer than this for
-the next length (from its last point and the local slope of time per sequence, at least linear), that length
-and all longer ones of the series are skipped. `bench.max_total_s`: after this much wall time the remaining
-points are skipped. Skipped points get no record; the printed table shows them as `skip`.
+Budgets. `bench.max_call_s`: once a series (model, implementation, scope, pass, dtype) predicts a call longer
+than this for the next length (from its last point and the local slope of time per sequence, at least linear),
+that length and all longer ones of the series are skipped. `bench.max_total_s`: after this much wall time the
+remaining points are skipped. Skipped points get no record; they are printed and listed in `BenchResult`.
 
 Records. One per point in `<paths.root>/store` (kind "bench", task null, status complete | oom | failed, a
 run id determined by the model, its config, scope, pass, dtype, length, batch and device name, so a rerun
-overwrites the same record). An out-of-memory point is recorded as `oom` and the sweep goes on. The run ends
-with a Markdown report `<paths.root>/reports/bench/<sweep>-<device>.md` (time, tokens/s and memory per
-length, fractions of the ceilings, and fitted exponents: least-squares slopes of log time per sequence and
-log peak memory per sequence against log L over the complete points, so 1 is linear and 2 quadratic in L)
-and prints the time table with the exponents.
+overwrites the same record). An out-of-memory point is recorded as `oom` and the sweep goes on. `metrics.impl`
+says whose code ran: "ours" (a registered model), or "published" (a published layer, timed the same way by
+sweeps/studies/compare_published.py). The tables are rendered from the records by reports/bench.py
+(`python -m reports`): time, tokens/s and memory per length, fractions of the ceilings, published against ours,
+and fitted exponents (least-squares slopes of log time per sequence and log peak memory per sequence against
+log L over the complete points, so 1 is linear and 2 quadratic in L).
 """
 
 from __future__ import annotations
@@ -67,13 +68,13 @@ import gc
 import hashlib
 import json
 import math
-import re
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,23 +84,19 @@ from torch import nn
 from torch.utils import flop_counter
 
 from harness import env as env_capture
-from harness.errors import ConfigError, UserError
+from harness.config import BenchConfig
+from harness.errors import ConfigError, UserError, is_oom
 from harness.registry import MODELS
 from harness.results import SCHEMA, Store
-from harness.timing import PeakMemory, fit_exponent, measure_ceilings, tf32, time_calls, wall_call_s
-from harness.train import resolve_device as train_resolve_device
 from harness.task import TaskSpec
+from harness.timing import PeakMemory, measure_ceilings, time_after_warmup
+from harness.train import resolve_device
 
-SCOPES = ("layer", "block")
-PASSES = ("fwd", "fwd_bwd")
-DTYPES = ("fp32", "bf16")
-MIN_REPEATS = 3  # with a point budget, never fewer timed calls than this (a median of fewer says little)
-
-Fault = Callable[["Point"], None]  # test hook: called at the start of every call of a point; may raise
+OURS, PUBLISHED = "ours", "published"  # metrics.impl: whose code a point ran
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Options and points
+# What is measured
 
 
 @dataclass(frozen=True)
@@ -110,85 +107,42 @@ class Point:
     dtype: str
     length: int
     batch_size: int
+    impl: str = OURS
 
     @property
-    def series(self) -> tuple[str, str, str, str]:
-        return (self.model, self.scope, self.pass_, self.dtype)
+    def series(self) -> tuple[str, str, str, str, str]:
+        return (self.model, self.impl, self.scope, self.pass_, self.dtype)
 
     @property
     def tokens(self) -> int:
         return self.length * self.batch_size
 
     def label(self) -> str:
-        return f"{self.model} {self.scope} {self.pass_} {self.dtype} L={self.length} B={self.batch_size}"
+        impl = "" if self.impl == OURS else f" ({self.impl})"
+        return f"{self.model}{impl} {self.scope} {self.pass_} {self.dtype} L={self.length} B={self.batch_size}"
 
 
-@dataclass
-class Options:
-    """`cfg.bench`, checked. Fields not (yet) in BenchConfig are read with their defaults here."""
+@dataclass(frozen=True)
+class Subject:
+    """One implementation of a model: `config` is recorded with its points (and is part of their run ids);
+    `build(length, device)` makes it on the device as a module whose `.mixer` is the sequence layer, as our
+    models' `blocks[0]` is."""
 
-    models: list[str]
-    scopes: list[str]
-    lengths: list[int]
-    passes: list[str]
-    dtypes: list[str]
-    d_model: int
-    batch_size: int | None
-    tokens_per_batch: int
-    warmup: int
-    repeats: int
-    device: str
-    model_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    max_call_s: float | None = None
-    point_budget_s: float | None = None
-    max_total_s: float | None = None
-
-    @classmethod
-    def from_config(cls, bench: DictConfig | dict[str, Any]) -> Options:
-        tree = OmegaConf.to_container(bench, resolve=True) if isinstance(bench, DictConfig) else dict(bench)
-        assert isinstance(tree, dict)
-
-        def choices(key: str, allowed: tuple[str, ...]) -> list[str]:
-            values = list(tree.get(key) or [])
-            bad = [v for v in values if v not in allowed]
-            if bad or not values:
-                raise ConfigError(f"bench.{key} must be a non-empty list of {', '.join(allowed)}, got {values}")
-            return values
-
-        lengths = sorted({int(n) for n in tree.get("lengths") or []})
-        if not lengths or lengths[0] < 1:
-            raise ConfigError(f"bench.lengths must be a non-empty list of positive integers, got {tree.get('lengths')}")
-        overrides = tree.get("model_overrides") or {}
-        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
-            raise ConfigError("bench.model_overrides must map a model name to a dict of its config fields, "
-                              "e.g. '++bench.model_overrides={s4:{d_state:64}}'")
-        opts = cls(models=list(tree.get("models") or []), scopes=choices("scope", SCOPES), lengths=lengths,
-                   passes=choices("passes", PASSES), dtypes=choices("dtypes", DTYPES),
-                   d_model=int(tree.get("d_model", 256)), batch_size=tree.get("batch_size"),
-                   tokens_per_batch=int(tree.get("tokens_per_batch", 2**18)), warmup=int(tree.get("warmup", 3)),
-                   repeats=int(tree.get("repeats", 10)), device=str(tree.get("device", "auto")),
-                   model_overrides=overrides, max_call_s=tree.get("max_call_s"),
-                   point_budget_s=tree.get("point_budget_s"), max_total_s=tree.get("max_total_s"))
-        for name, value in (("d_model", opts.d_model), ("tokens_per_batch", opts.tokens_per_batch),
-                            ("repeats", opts.repeats), ("batch_size", opts.batch_size or 1)):
-            if value < 1:
-                raise ConfigError(f"bench.{name} must be at least 1, got {value}")
-        if opts.warmup < 0:
-            raise ConfigError(f"bench.warmup must be >= 0, got {opts.warmup}")
-        return opts
-
-    def batch_for(self, length: int) -> int:
-        return self.batch_size or max(1, self.tokens_per_batch // length)
+    model: str
+    impl: str
+    config: dict[str, Any]
+    build: Callable[[int, torch.device], nn.Module]
 
 
-def resolve_device(name: str) -> torch.device:
-    return train_resolve_device(name, key="bench.device")
+def options(cfg: DictConfig) -> BenchConfig:
+    """`cfg.bench` as the checked dataclass."""
+    return BenchConfig(**OmegaConf.to_container(cfg.bench, resolve=True))
 
 
-def model_configs(opts: Options) -> dict[str, Any]:
+def model_configs(opts: BenchConfig) -> dict[str, Any]:
     """name -> config dataclass (d_model, n_layers=1, overrides) for every chosen model that has a d_model."""
     names = opts.models or MODELS.names()
-    unknown = sorted(set(opts.model_overrides) - set(MODELS.names()))
+    unknown = sorted(set(opts.model_overrides or {}) - set(MODELS.names()))
     if unknown:
         raise ConfigError(f"bench.model_overrides names unregistered model(s) {unknown}; "
                           f"registered: {', '.join(MODELS.names())}")
@@ -202,20 +156,17 @@ def model_configs(opts: Options) -> dict[str, Any]:
         base: dict[str, Any] = {"d_model": opts.d_model}
         if "n_layers" in fields:
             base["n_layers"] = 1
-        configs[name] = MODELS.config(name, **{**base, **opts.model_overrides.get(name, {})})
+        configs[name] = MODELS.config(name, **{**base, **opts.overrides(name)})
     return configs
 
 
-def device_label(device: torch.device, env: dict[str, Any]) -> str:
-    """The GPU's name, or the CPU's model name from /proc/cpuinfo (env's `platform.processor()` is often just
-    the architecture); it is part of every point's run id."""
-    if device.type == "cuda":
-        return str(env.get("device"))
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return str(env.get("device"))
+def ours(opts: BenchConfig) -> list[Subject]:
+    """Every chosen registered model, as `build_block` builds it."""
+    def builder(name: str, cfg: Any) -> Callable[[int, torch.device], nn.Module]:
+        return lambda length, device: build_block(name, cfg, length, opts.d_model, device)
+
+    return [Subject(name, OURS, dataclasses.asdict(cfg), builder(name, cfg))
+            for name, cfg in model_configs(opts).items()]
 
 
 def bench_spec(length: int, d_model: int) -> TaskSpec:
@@ -233,10 +184,28 @@ def build_block(name: str, model_cfg: Any, length: int, d_model: int, device: to
     return blocks[0].to(device)
 
 
-def point_run_id(point: Point, model_config: dict[str, Any], device_name: str) -> str:
-    """`bench-<model>-<12 hex digits>` of everything that defines the point (and nothing else)."""
-    key = {"model": point.model, "model_config": model_config, "scope": point.scope, "pass": point.pass_,
+def device_label(device: torch.device, env: dict[str, Any]) -> str:
+    """The GPU's name, or the CPU's model name from /proc/cpuinfo (env's `platform.processor()` is often just
+    the architecture); it is part of every point's run id."""
+    if device.type == "cuda":
+        return str(env.get("device"))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return str(env.get("device"))
+
+
+def point_run_id(point: Point, config: dict[str, Any], device_name: str) -> str:
+    """`bench-<model>-<12 hex digits>` of everything that defines the point (and nothing else); `config` holds the
+    record's config sections beside the benchmark's own: the model's, and any other a study adds."""
+    key = {"model": point.model, "model_config": config.get("model"), "scope": point.scope, "pass": point.pass_,
            "dtype": point.dtype, "length": point.length, "batch_size": point.batch_size, "device": device_name}
+    # Only beyond a layer of ours, so that such points keep the ids they had before studies existed.
+    if point.impl != OURS:
+        key["impl"] = point.impl
+    if config.keys() - {"model"}:
+        key["config"] = {k: v for k, v in config.items() if k != "model"}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"bench-{point.model}-{digest}"
 
@@ -267,7 +236,7 @@ def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMan
 
 
 def make_step(module: nn.Module, x: torch.Tensor, point: Point, upstream: torch.Tensor | None,
-              seen: dict[str, Any], fault: Fault | None) -> Callable[[], None]:
+              seen: dict[str, Any]) -> Callable[[], None]:
     """One call of the point, returning nothing (so no output outlives the call).
 
     `seen` receives the output's byte size (first call) and the upstream gradient cast to the output's dtype.
@@ -275,8 +244,6 @@ def make_step(module: nn.Module, x: torch.Tensor, point: Point, upstream: torch.
     device = x.device
 
     def forward() -> torch.Tensor:
-        if fault is not None:
-            fault(point)
         with _autocast(device, point.dtype):
             out = module(x, None)
         if out.shape != x.shape:
@@ -331,23 +298,9 @@ def assumed_bytes(x: torch.Tensor, out_bytes: int, module: nn.Module, pass_: str
     return once if pass_ == "fwd" else 2 * once
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # CPU: "DefaultCPUAllocator: can't allocate memory"; cuFFT: "CUFFT_ALLOC_FAILED"; some paths raise plain
-    # RuntimeErrors that say "out of memory".
-    text = str(exc).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cufft_alloc_failed"))
-
-
-def _n_repeats(opts: Options, call_s: float) -> int:
-    if opts.point_budget_s is None or call_s <= 0:
-        return opts.repeats
-    return min(opts.repeats, max(MIN_REPEATS, int(opts.point_budget_s / call_s)))
-
-
-def _measure(module: nn.Module, point: Point, opts: Options, device: torch.device, memory: PeakMemory,
-             fault: Fault | None) -> Outcome:
+def time_point(module: nn.Module, point: Point, opts: BenchConfig, device: torch.device,
+               memory: PeakMemory) -> Outcome:
+    """Time one point of a module already on the device; raises what the calls raise."""
     gen = torch.Generator(device=device).manual_seed(point.length)
     x = torch.randn(point.batch_size, point.length, opts.d_model, device=device, generator=gen)
     training = point.pass_ == "fwd_bwd"
@@ -356,45 +309,34 @@ def _measure(module: nn.Module, point: Point, opts: Options, device: torch.devic
     x.requires_grad_(training)
     upstream = torch.randn(x.shape, device=device, generator=gen) if training else None
     seen: dict[str, Any] = {}
-    step = make_step(module, x, point, upstream, seen, fault)
+    step = make_step(module, x, point, upstream, seen)
 
     def reset_grads() -> None:
         x.grad = None
         module.zero_grad(set_to_none=True)
 
-    with tf32(device):
-        first_s = wall_call_s(lambda: seen.__setitem__("flops", count_flops(step)), device)
-        reset_grads()
-        call_s, warm_calls, spent = first_s, 1, 0.0
-        while warm_calls < max(1, opts.warmup):
-            call_s = wall_call_s(step, device)
-            reset_grads()
-            warm_calls += 1
-            spent += call_s
-            if opts.point_budget_s is not None and spent > opts.point_budget_s / 2:
-                break
-        memory.start()
-        times = time_calls(step, device, _n_repeats(opts, call_s), between=reset_grads)
-        peak = memory.stop()
+    timing = time_after_warmup(step, device, opts.warmup, opts.repeats, memory, opts.point_budget_s,
+                               first=lambda: seen.__setitem__("flops", count_flops(step)), between=reset_grads)
     reset_grads()
-    return Outcome("complete", times_ms=times, peak_bytes=peak, warmup=warm_calls, flops_assumed=seen["flops"],
-                   bytes_assumed=assumed_bytes(x, seen["out_bytes"], module, point.pass_))
+    return Outcome("complete", times_ms=timing.times_ms, peak_bytes=timing.peak_bytes, warmup=timing.warmup,
+                   flops_assumed=seen["flops"], bytes_assumed=assumed_bytes(x, seen["out_bytes"], module, point.pass_))
 
 
-def measure_point(module: nn.Module, point: Point, opts: Options, device: torch.device, memory: PeakMemory,
-                  fault: Fault | None = None) -> Outcome:
-    """Time one point; an out-of-memory error or any other failure becomes the outcome instead of raising.
+def failure(exc: Exception, context: str = "") -> Outcome:
+    """The outcome of a point that raised: `oom` when it ran out of memory, `failed` otherwise."""
+    return Outcome("oom" if is_oom(exc) else "failed", error=context + "".join(traceback.format_exception(exc))[-4000:])
 
-    The caller must call `release(device)` afterwards: tensors of a failed call are only freed once the
-    exception (and its traceback's frames) is gone, which is after this function returns.
-    """
+
+def attempt(measure: Callable[[], Outcome]) -> Outcome:
+    """`measure()`, or the outcome of its failure (a UserError propagates). The caller must `release(device)`
+    afterwards: the tensors of a failed call are freed only once the exception and its traceback's frames are
+    gone, which is after this function returns."""
     try:
-        return _measure(module, point, opts, device, memory, fault)
+        return measure()
     except UserError:
         raise
     except Exception as exc:
-        status = "oom" if _is_oom(exc) else "failed"
-        return Outcome(status, error="".join(traceback.format_exception(exc))[-4000:])
+        return failure(exc)
 
 
 def release(device: torch.device) -> None:
@@ -424,11 +366,11 @@ def predicted_call_s(history: list[tuple[int, float]], length: int, batch_size: 
 class Budget:
     """Which points to skip: series whose next call is predicted over max_call_s, everything after max_total_s."""
 
-    def __init__(self, opts: Options, t_start: float):
+    def __init__(self, opts: BenchConfig, t_start: float):
         self.opts = opts
         self.t_start = t_start
-        self.history: dict[tuple[str, str, str, str], list[tuple[int, float]]] = {}
-        self.capped: dict[tuple[str, str, str, str], str] = {}
+        self.history: dict[tuple[str, ...], list[tuple[int, float]]] = {}
+        self.capped: dict[tuple[str, ...], str] = {}
 
     def skip_reason(self, point: Point) -> str | None:
         if point.series in self.capped:
@@ -456,7 +398,7 @@ def make_record(point: Point, outcome: Outcome, base: dict[str, Any], run_id: st
                 ceilings: dict[str, float], memory_kind: str | None, started: str, wall_s: float) -> dict[str, Any]:
     t = outcome.time_ms
     metrics: dict[str, Any] = {
-        "scope": point.scope, "pass": point.pass_, "dtype": point.dtype, "length": point.length,
+        "impl": point.impl, "scope": point.scope, "pass": point.pass_, "dtype": point.dtype, "length": point.length,
         "batch_size": point.batch_size, "time_ms": t, "time_ms_all": outcome.times_ms,
         "tokens_per_s": point.tokens / (t * 1e-3) if t else None, "peak_bytes": outcome.peak_bytes,
         "memory_kind": memory_kind, "bytes_assumed": outcome.bytes_assumed, "flops_assumed": outcome.flops_assumed,
@@ -477,8 +419,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _summary(record: dict[str, Any]) -> str:
+    m = record["metrics"]
+    if record["status"] != "complete":
+        return record["status"] + " (" + (record["error"] or "").strip().splitlines()[-1][:200] + ")"
+    peak = "n/a" if m["peak_bytes"] is None else f"{m['peak_bytes'] / 2**20:.1f} MiB"
+    fractions = "".join(f", {name} {m[key]:.2%}" for name, key in (("bw", "frac_bandwidth"), ("matmul", "frac_matmul"))
+                        if m[key] is not None)
+    return f"{m['time_ms']:.4g} ms, {m['tokens_per_s'] / 1e6:.4g} M tokens/s, peak {peak}{fractions}"
+
+
 # ------------------------------------------------------------------------------------------------------------------
-# The sweep
+# A run
 
 
 @dataclass
@@ -486,263 +438,106 @@ class BenchResult:
     records: list[dict[str, Any]]
     skipped: list[tuple[Point, str]]
     ceilings: dict[str, float]
-    report: Path | None = None
-    table: str = ""
 
 
-def plan(opts: Options, names: list[str]) -> Iterator[tuple[str, list[Point]]]:
-    """(model, the points of one model and length): one model build serves all of them."""
-    for name in names:
-        for length in opts.lengths:
-            batch = opts.batch_for(length)
-            yield name, [Point(name, scope, pass_, dtype, length, batch)
-                         for scope in opts.scopes for pass_ in opts.passes for dtype in opts.dtypes]
+class Session:
+    """What the points of one run share: device, store, environment, ceilings (measured when it starts), the
+    peak-memory probe and the budgets; and the records written and points skipped so far."""
 
+    def __init__(self, opts: BenchConfig, root: Path, sweep: str, seed: int):
+        self.opts, self.sweep, self.seed = opts, sweep, seed
+        self.budget = Budget(opts, time.perf_counter())
+        self.device = resolve_device(opts.device, key="bench.device")
+        self.store = Store(root / "store")
+        self.env = env_capture.capture(self.device)
+        self.device_name = self.env["device"] = device_label(self.device, self.env)
+        print(f"seqbench: bench on {self.device_name}: measuring ceilings", flush=True)
+        self.ceilings = measure_ceilings(self.device)
+        print("seqbench: bench: " + ", ".join(f"{k}={v:.4g}" for k, v in self.ceilings.items()), flush=True)
+        self.memory = PeakMemory(self.device)
+        self.records: list[dict[str, Any]] = []
+        self.skipped: list[tuple[Point, str]] = []
 
-def measure_group(model_cfg: Any, points: list[Point], opts: Options, device: torch.device, memory: PeakMemory,
-                  fault: Fault | None) -> Iterator[tuple[Point, Outcome, int | None, str, float]]:
-    """Build the model once for the points' (model, length) and measure each point:
-    (point, outcome, parameters of the timed module, start time, wall seconds). A build that fails gives
-    every point its outcome. The module lives in this generator's frame only, so it is freed when done."""
-    if not points:
-        return
-    name, length = points[0].model, points[0].length
-    started, t0 = _now(), time.perf_counter()
-    try:
-        block = build_block(name, model_cfg, length, opts.d_model, device)
-    except UserError:
-        raise
-    except Exception as exc:
-        failure = Outcome("oom" if _is_oom(exc) else "failed",
-                          error="building the model: " + "".join(traceback.format_exception(exc))[-4000:])
-    else:
-        failure = None
-    if failure is not None:
-        release(device)
-        for point in points:
-            yield point, failure, None, started, time.perf_counter() - t0
-        return
-    for point in points:
-        module = block if point.scope == "block" else block.mixer
-        params = sum(p.numel() for p in module.parameters())
-        started, t0 = _now(), time.perf_counter()
-        outcome = measure_point(module, point, opts, device, memory, fault)
-        if outcome.status != "complete":
-            release(device)
-        yield point, outcome, params, started, time.perf_counter() - t0
-
-
-def run(cfg: DictConfig, fault: Fault | None = None) -> BenchResult:
-    """The whole benchmark of `cfg.bench`; records in `<paths.root>/store`, report in `<paths.root>/reports/bench`."""
-    opts = Options.from_config(cfg.bench)
-    device = resolve_device(opts.device)
-    configs = model_configs(opts)
-    store = Store(Path(cfg.paths.root) / "store")
-    env = env_capture.capture(device)
-    device_name = env["device"] = device_label(device, env)
-    t_start = time.perf_counter()
-    print(f"seqbench: bench on {device_name}: measuring ceilings", flush=True)
-    ceilings = measure_ceilings(device)
-    print("seqbench: bench: " + ", ".join(f"{k}={v:.4g}" for k, v in ceilings.items()), flush=True)
-    memory = PeakMemory(device)
-    bench_tree = OmegaConf.to_container(cfg.bench, resolve=True) if isinstance(cfg.bench, DictConfig) else cfg.bench
-    records: list[dict[str, Any]] = []
-    skipped: list[tuple[Point, str]] = []
-    budget = Budget(opts, t_start)
-
-    for name, points in plan(opts, list(configs)):
-        model_cfg = dataclasses.asdict(configs[name])
-        base = {"kind": "bench", "sweep": cfg.sweep, "task": None, "seed": cfg.seed, "env": env,
-                "config": {"job": "bench", "sweep": cfg.sweep, "seed": cfg.seed, "model": model_cfg,
-                           "bench": bench_tree}}
+    def admit(self, points: list[Point]) -> list[Point]:
+        """The points within the budgets; the others are noted as skipped."""
         todo = []
         for point in points:
-            reason = budget.skip_reason(point)
+            reason = self.budget.skip_reason(point)
             if reason is None:
                 todo.append(point)
             else:
-                skipped.append((point, reason))
-        torch.manual_seed(cfg.seed)
-        for point, outcome, params, started, wall_s in measure_group(configs[name], todo, opts, device, memory, fault):
-            record = make_record(point, outcome, base, point_run_id(point, model_cfg, device_name), params,
-                                 ceilings, memory.kind, started, wall_s)
-            store.write(record)
-            records.append(record)
-            budget.add(point, outcome)
-            print(f"seqbench: bench {point.label()}: {_summary(record)}", flush=True)
-        release(device)  # the group's module is gone with measure_group's frame
+                self.skipped.append((point, reason))
+                print(f"seqbench: bench {point.label()}: skipped, {reason}", flush=True)
+        return todo
 
-    result = BenchResult(records, skipped, ceilings)
-    result.table = time_table(records, skipped, opts.lengths)
-    result.report = write_report(Path(cfg.paths.root) / "reports" / "bench", cfg.sweep, result, opts, env)
-    print(f"\nseqbench: bench: {len(records)} points measured, {len(skipped)} skipped; "
-          f"report {result.report}\n")
-    print(ceilings_line(ceilings))
-    print(result.table, flush=True)
-    return result
+    def measure(self, subject: Subject) -> None:
+        """Every point of `subject` (lengths x scopes x passes x dtypes) within the budgets, one build per length."""
+        o = self.opts
+        for length in o.lengths:
+            batch = o.batch_for(length)
+            points = self.admit([Point(subject.model, scope, pass_, dtype, length, batch, subject.impl)
+                                 for scope in o.scope for pass_ in o.passes for dtype in o.dtypes])
+            torch.manual_seed(self.seed)
+            self._measure_built(subject, length, points)
+            release(self.device)  # the module is gone with _measure_built's frame
 
+    def _measure_built(self, subject: Subject, length: int, points: list[Point]) -> None:
+        if not points:
+            return
+        started, t0 = _now(), time.perf_counter()
+        try:
+            block = subject.build(length, self.device)
+        except UserError:
+            raise
+        except Exception as exc:
+            failed: Outcome | None = failure(exc, "building the model: ")
+        else:
+            failed = None
+        if failed is not None:  # every point of the build gets its outcome
+            release(self.device)
+            for point in points:
+                self.record(point, failed, {"model": subject.config}, None, started, time.perf_counter() - t0)
+            return
+        for point in points:
+            module = block if point.scope == "block" else block.mixer
+            params = sum(p.numel() for p in module.parameters())
+            self.run_point(point, {"model": subject.config}, partial(time_point, module, point, self.opts, self.device,
+                                                          self.memory), params)
 
-def _summary(record: dict[str, Any]) -> str:
-    m = record["metrics"]
-    if record["status"] != "complete":
-        return record["status"] + " (" + (record["error"] or "").strip().splitlines()[-1][:200] + ")"
-    peak = "n/a" if m["peak_bytes"] is None else f"{m['peak_bytes'] / 2**20:.1f} MiB"
-    return (f"{m['time_ms']:.4g} ms, {m['tokens_per_s'] / 1e6:.4g} M tokens/s, peak {peak}, "
-            f"bw {m['frac_bandwidth']:.2%}, matmul {m['frac_matmul']:.2%}")
+    def run_point(self, point: Point, config: dict[str, Any], measure: Callable[[], Outcome],
+                  params: int | None) -> dict[str, Any]:
+        """Measure one point (a failure becomes its outcome) and write its record; `config` as for `record`."""
+        started, t0 = _now(), time.perf_counter()
+        outcome = attempt(measure)
+        if outcome.status != "complete":
+            release(self.device)
+        return self.record(point, outcome, config, params, started, time.perf_counter() - t0)
 
+    def record(self, point: Point, outcome: Outcome, config: dict[str, Any], params: int | None, started: str,
+               wall_s: float) -> dict[str, Any]:
+        """Write the point's record; `config`: its config sections beside job, sweep, seed and bench (`model`,
+        and whatever else defines the point), which name its run id."""
+        base = {"kind": "bench", "sweep": self.sweep, "task": None, "seed": self.seed, "env": self.env,
+                "config": {"job": "bench", "sweep": self.sweep, "seed": self.seed, **config,
+                           "bench": dataclasses.asdict(self.opts)}}
+        record = make_record(point, outcome, base, point_run_id(point, config, self.device_name), params,
+                             self.ceilings, self.memory.kind, started, wall_s)
+        self.store.write(record)
+        self.records.append(record)
+        self.budget.add(point, outcome)
+        print(f"seqbench: bench {point.label()}: {_summary(record)}", flush=True)
+        return record
 
-# ------------------------------------------------------------------------------------------------------------------
-# Tables and the report
-
-
-Series = tuple[str, str, str, str]
-
-
-def _by_series(records: list[dict[str, Any]]) -> dict[Series, dict[int, dict[str, Any]]]:
-    out: dict[Series, dict[int, dict[str, Any]]] = {}
-    for r in records:
-        m = r["metrics"]
-        out.setdefault((r["model"], m["scope"], m["pass"], m["dtype"]), {})[m["length"]] = r
-    return out
-
-
-def exponents(records: list[dict[str, Any]]) -> dict[Series, tuple[float | None, float | None, int]]:
-    """Series -> (time exponent, memory exponent, number of complete points), per sequence (see docstring)."""
-    out = {}
-    for series, points in _by_series(records).items():
-        done = [r["metrics"] for r in points.values() if r["status"] == "complete"]
-        lengths = [m["length"] for m in done]
-        time_p = fit_exponent(lengths, [m["time_ms"] / m["batch_size"] for m in done])
-        mem_p = fit_exponent(lengths, [None if m["peak_bytes"] is None else m["peak_bytes"] / m["batch_size"]
-                                       for m in done])
-        out[series] = (time_p, mem_p, len(done))
-    return out
-
-
-def _length_label(n: int) -> str:
-    k = int(math.log2(n)) if n > 0 else -1
-    return f"2^{k}" if 2**k == n else str(n)
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}g}"
-
-
-def wide_table(records: list[dict[str, Any]], skipped: list[tuple[Point, str]], lengths: list[int],
-               cell: Callable[[dict[str, Any]], str], with_exponents: bool = True) -> str:
-    """Markdown: a row per series, a column per length (value, oom, fail or skip), plus fitted exponents."""
-    rows = _by_series(records)
-    skips: dict[Series, set[int]] = {}
-    for point, _ in skipped:
-        skips.setdefault(point.series, set()).add(point.length)
-        rows.setdefault(point.series, {})
-    fits = exponents(records)
-    head = ["model", "scope", "pass", "dtype", *(_length_label(n) for n in lengths)]
-    if with_exponents:
-        head += ["p_time", "p_mem"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for series in sorted(rows):
-        cells = []
-        for n in lengths:
-            rec = rows[series].get(n)
-            if rec is None:
-                cells.append("skip" if n in skips.get(series, set()) else "")
-            elif rec["status"] == "complete":
-                cells.append(cell(rec["metrics"]))
-            else:
-                cells.append("oom" if rec["status"] == "oom" else "fail")
-        if with_exponents:
-            time_p, mem_p, _ = fits.get(series, (None, None, 0))
-            cells += [_fmt(time_p, 2), _fmt(mem_p, 2)]
-        lines.append("| " + " | ".join([*series, *cells]) + " |")
-    return "\n".join(lines)
+    def result(self) -> BenchResult:
+        print(f"seqbench: bench: {len(self.records)} points measured, {len(self.skipped)} skipped", flush=True)
+        return BenchResult(self.records, self.skipped, self.ceilings)
 
 
-def time_table(records: list[dict[str, Any]], skipped: list[tuple[Point, str]], lengths: list[int]) -> str:
-    return wide_table(records, skipped, lengths, lambda m: _fmt(m["time_ms"]))
-
-
-def ceilings_line(ceilings: dict[str, float]) -> str:
-    return (f"ceilings: copy {ceilings['copy_gbps']:.4g} GB/s (read + write), matmul fp32/TF32 "
-            f"{ceilings['matmul_tflops_fp32']:.4g} TFLOP/s, bf16 {ceilings['matmul_tflops_bf16']:.4g} TFLOP/s")
-
-
-def long_table(records: list[dict[str, Any]]) -> str:
-    head = ["model", "scope", "pass", "dtype", "L", "B", "status", "time ms", "Mtok/s", "peak MiB", "bytes",
-            "FLOPs", "frac bw", "frac mm"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    order = {name: i for i, name in enumerate(SCOPES + PASSES + DTYPES)}
-    for r in sorted(records, key=lambda r: (r["model"], r["metrics"]["length"], order[r["metrics"]["scope"]],
-                                            order[r["metrics"]["pass"]], order[r["metrics"]["dtype"]])):
-        m = r["metrics"]
-        peak = None if m["peak_bytes"] is None else m["peak_bytes"] / 2**20
-        tok = None if m["tokens_per_s"] is None else m["tokens_per_s"] / 1e6
-        cells = [r["model"], m["scope"], m["pass"], m["dtype"], str(m["length"]), str(m["batch_size"]), r["status"],
-                 _fmt(m["time_ms"], 4), _fmt(tok), _fmt(peak), _fmt(m["bytes_assumed"]), _fmt(m["flops_assumed"]),
-                 _fmt(m["frac_bandwidth"], 2), _fmt(m["frac_matmul"], 2)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_report(out_dir: Path, sweep: str, result: BenchResult, opts: Options, env: dict[str, Any]) -> Path:
-    device = str(env.get("device"))
-    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "device"
-    recs, skipped = result.records, result.skipped
-    batch = (f"fixed batch {opts.batch_size}" if opts.batch_size
-             else f"batch x length = {opts.tokens_per_batch} tokens (batch 1 beyond)")
-    kind = recs[0]["metrics"]["memory_kind"] if recs else None
-    text = "\n\n".join([
-        f"# Scaling benchmark: {device}",
-        f"sweep `{sweep}`, {_now()}, torch {env.get('torch')}, CUDA {env.get('cuda')}, git "
-        f"{env.get('git_commit')}{' (dirty)' if env.get('git_dirty') else ''}, host {env.get('host')}.\n"
-        f"d_model {opts.d_model}, {batch}, warm-up {opts.warmup}, repeats {opts.repeats} (point budget "
-        f"{opts.point_budget_s} s, max call {opts.max_call_s} s, max total {opts.max_total_s} s); "
-        f"model overrides {opts.model_overrides or 'none'}. Method and counts: the docstring of harness/bench.py.",
-        ceilings_line(result.ceilings),
-        "## Time per call (ms, median)\n\np_time, p_mem: fitted exponents of time and peak memory per sequence "
-        "against L (1 linear, 2 quadratic); skip: over the time budget, no record.\n\n"
-        + time_table(recs, skipped, opts.lengths),
-        "## Throughput (M tokens/s)\n\n" + wide_table(recs, skipped, opts.lengths,
-                                                      lambda m: _fmt(m["tokens_per_s"] / 1e6), False),
-        f"## Peak memory above baseline (MiB, {kind})\n\n" + wide_table(
-            recs, skipped, opts.lengths,
-            lambda m: "n/a" if m["peak_bytes"] is None else _fmt(m["peak_bytes"] / 2**20), False),
-        "## Fraction of the copy bandwidth (bytes_assumed / time)\n\n" + wide_table(
-            recs, skipped, opts.lengths, lambda m: _fmt(m["frac_bandwidth"], 2), False),
-        "## Fraction of the matmul rate (flops_assumed / time)\n\n" + wide_table(
-            recs, skipped, opts.lengths, lambda m: _fmt(m["frac_matmul"], 2), False),
-        "## All points\n\n" + long_table(recs),
-        "## Skipped\n\n" + ("\n".join(f"- {p.label()}: {why}" for p, why in skipped) or "none"),
-    ]) + "\n"
-    path = out_dir / f"{sweep}-{slug}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def rebuild_reports(root: Path, sweep: str) -> list[Path]:
-    """Write the Markdown report of a sweep again from its records in `<root>/store` (one per device), e.g.
-    after merging the stores of a study run in parts. Skipped points have no record: their cells stay empty.
-
-        python -m harness.bench <paths.root> <sweep>
-    """
-    by_device: dict[str, list[dict[str, Any]]] = {}
-    for rec in Store(root / "store").records():
-        if rec.get("kind") == "bench" and rec.get("sweep") == sweep:
-            by_device.setdefault(str(rec["env"].get("device")), []).append(rec)
-    paths = []
-    for recs in by_device.values():
-        opts = Options.from_config(recs[0]["config"]["bench"])
-        opts.lengths = sorted({*opts.lengths, *(r["metrics"]["length"] for r in recs)})
-        result = BenchResult(recs, [], recs[0]["metrics"]["ceilings"])
-        paths.append(write_report(root / "reports" / "bench", sweep, result, opts, recs[0]["env"]))
-    return paths
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 3:
-        sys.exit("usage: python -m harness.bench <paths.root> <sweep>")
-    for written in rebuild_reports(Path(sys.argv[1]), sys.argv[2]):
-        print(f"seqbench: bench report written to {written}")
+def run(cfg: DictConfig) -> BenchResult:
+    """The benchmark of `cfg.bench` over our models; records in `<paths.root>/store` (reports/ renders them)."""
+    opts = options(cfg)
+    subjects = ours(opts)
+    session = Session(opts, Path(cfg.paths.root), cfg.sweep, cfg.seed)
+    for subject in subjects:
+        session.measure(subject)
+    return session.result()

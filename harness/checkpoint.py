@@ -2,15 +2,13 @@
 
 A checkpoint holds everything needed to continue bit for bit: model, optimizer, schedule, the
 position in the epoch, the best state so far, the metrics history and every RNG state. It is
-written to a temporary file and renamed, so a job killed while saving leaves the previous one.
+written atomically (harness.files), so a job killed while saving leaves the previous one.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,23 +18,26 @@ from typing import Any
 import numpy as np
 import torch
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+from harness.files import atomic_write
+
+# SIGTERM and SIGUSR1: a scheduler's warning before a kill; SIGUSR2: submitit's checkpoint signal (SLURM sends it
+# before the time limit).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(Exception):
-    """Training stopped on request after writing its checkpoint; rerun the same config to resume."""
+    """Training stopped on request after writing its checkpoint; rerun the same config to resume.
+
+    `signum` is the signal that asked, which the entry point hands on to the scheduler (harness.slurm).
+    """
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.signum = signum
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -69,7 +70,7 @@ def seed_everything(seed: int) -> None:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGUSR1 (a scheduler's warning before a kill); the loop checkpoints and stops."""
+    """Set by any of STOP_SIGNALS while installed; the training loop then checkpoints and stops."""
 
     def __init__(self) -> None:
         self.requested: int | None = None

@@ -7,11 +7,14 @@ resolved config always names the same run (see `harness.identity`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from harness.errors import ConfigError
 
 
 @dataclass
@@ -27,6 +30,26 @@ class ModelConfig:
     """Base of every model's config."""
 
     name: str = MISSING
+
+
+# Checks for a config's __post_init__; `key` is the option as the user types it, e.g. "task.norm".
+
+
+def one_of(key: str, value: Any, choices: Iterable[Any]) -> None:
+    """ConfigError unless `value` is one of `choices`."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def positive(key: str, value: Any, *, integer: bool = False, optional: bool = False) -> None:
+    """ConfigError unless `value` is a number above 0 (an int if `integer`; None allowed if `optional`)."""
+    if value is None and optional:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key}={value!r} must be {what}{' (or null)' if optional else ''}")
 
 
 @dataclass
@@ -87,7 +110,15 @@ class QuickstartConfig:
 
 @dataclass
 class BenchConfig:
-    """`python run.py job=bench`: time and memory of sequence layers and blocks against length."""
+    """`python run.py job=bench`: time and memory of sequence layers and blocks against length (harness/bench.py).
+
+    Checked once, when built: `BenchConfig(**OmegaConf.to_container(cfg.bench))`. Lengths come out sorted and
+    without repeats."""
+
+    # Not fields (no annotation): what each list may hold.
+    SCOPES = ("layer", "block")  # the sequence layer alone (blocks[0].mixer) or its residual block (blocks[0])
+    PASSES = ("fwd", "fwd_bwd")
+    DTYPES = ("fp32", "bf16")
 
     models: list[str] = field(default_factory=list)  # empty: every registered model
     scope: list[str] = field(default_factory=lambda: ["layer", "block"])
@@ -104,6 +135,37 @@ class BenchConfig:
     max_call_s: float | None = None  # skip a series' longer lengths once a call is predicted longer than this
     point_budget_s: float | None = None  # shrink repeats (to 3 at least) so one point costs about this
     max_total_s: float | None = None  # skip the remaining points after this much wall time
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("scope", self.SCOPES), ("passes", self.PASSES), ("dtypes", self.DTYPES)):
+            if not getattr(self, key):
+                raise ConfigError(f"bench.{key} must be a non-empty list of {', '.join(allowed)}")
+            for value in getattr(self, key):
+                one_of(f"bench.{key}", value, allowed)
+        if not self.lengths:
+            raise ConfigError("bench.lengths must be a non-empty list of positive integers")
+        for length in self.lengths:
+            positive("bench.lengths", length, integer=True)
+        self.lengths = sorted(set(self.lengths))
+        for key in ("d_model", "tokens_per_batch", "repeats"):
+            positive(f"bench.{key}", getattr(self, key), integer=True)
+        positive("bench.batch_size", self.batch_size, integer=True, optional=True)
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ConfigError(f"bench.warmup={self.warmup!r} must be an integer >= 0")
+        for key in ("max_call_s", "point_budget_s", "max_total_s"):
+            positive(f"bench.{key}", getattr(self, key), optional=True)
+        overrides = self.model_overrides or {}
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ConfigError("bench.model_overrides must map a model name to a dict of its config fields, "
+                              "e.g. '++bench.model_overrides={s4:{d_state:64}}'")
+
+    def batch_for(self, length: int) -> int:
+        """`batch_size`, or as many sequences as fit in `tokens_per_batch` (at least one)."""
+        return self.batch_size or max(1, self.tokens_per_batch // length)
+
+    def overrides(self, model: str) -> dict[str, Any]:
+        """`model_overrides[model]`: the config fields set for this model."""
+        return dict((self.model_overrides or {}).get(model) or {})
 
 
 @dataclass
@@ -143,11 +205,11 @@ ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 @dataclass
 class SweeperConfig:
-    """`hydra/sweeper=seqbench` (harness.sweep.Sweeper): Hydra's basic sweeper that first composes and checks
+    """`hydra/sweeper=seqbench` (harness.sweeper.Sweeper): Hydra's basic sweeper that first composes and checks
     every point (a sweep with a bad point is refused whole), skips points already complete, and can vary
     keys together (`zip`) or submit without waiting (`wait: false`)."""
 
-    _target_: str = "hydra_plugins.seqbench.Sweeper"  # harness.sweep.Sweeper, registered with Hydra there
+    _target_: str = "hydra_plugins.harness.sweeper.Sweeper"  # the name harness/hydra_plugins.py gives it in Hydra
     max_batch_size: int | None = None
     params: dict[str, str] | None = None
     # Groups of keys varied together instead of crossed, e.g. [[model, optim.lr]]: their i-th values form one point.

@@ -1,35 +1,48 @@
-"""What `run.py` does with a composed config: train one run, run the quickstart, or benchmark."""
+"""What `run.py` does with a composed config: train one run (or check it: dry_run), run the quickstart, or
+benchmark. A job that leaves a report to build returns a Report; the entry point builds it, since the mechanism
+never imports reports/."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from harness import runner
+from harness import bench, runner
+from harness.checkpoint import Preempted
 from harness.errors import ConfigError, UserError
+from harness.preflight import dry_run
 from harness.registry import MODELS, TASKS
 
 
-def dispatch(cfg: DictConfig) -> None:
+@dataclass
+class Report:
+    """The report of `sweep`'s records in `store`, to be written into `out`; `failed` names the runs that
+    failed (the entry point raises them once the report is written)."""
+
+    store: Path
+    out: Path
+    sweep: str
+    failed: list[str] = field(default_factory=list)
+
+
+def dispatch(cfg: DictConfig) -> Report | None:
     job = cfg.job
     if job == "train" and cfg.get("task") is None and cfg.get("model") is None:
         job = "quickstart"
-    if job == "train" and cfg.dry_run:
-        from harness.sweep import dry_run  # composes nothing, trains nothing: one JSON line
+    if job not in JOBS:
+        raise ConfigError(f"job must be one of {', '.join(JOBS)}, got {job!r}")
+    return JOBS[job](cfg)
 
-        dry_run(cfg)
-    elif job == "train":
-        runner.run(cfg)
-    elif job == "quickstart":
-        quickstart(cfg)
-    elif job == "bench":
-        from harness import bench
 
-        bench.run(cfg)
+def train(cfg: DictConfig) -> None:
+    if cfg.dry_run:
+        dry_run(cfg)  # composes nothing, trains nothing: one JSON line
     else:
-        raise ConfigError(f"job must be train, quickstart or bench, got {job!r}")
+        runner.run(cfg)
 
 
 def quickstart_configs(cfg: DictConfig) -> list[DictConfig]:
@@ -58,21 +71,22 @@ def quickstart_configs(cfg: DictConfig) -> list[DictConfig]:
     return configs
 
 
-def quickstart(cfg: DictConfig) -> Path:
-    from reports import build as build_reports
-
+def quickstart(cfg: DictConfig) -> Report:
     failed = []
     for run_cfg in quickstart_configs(cfg):
         print(f"seqbench: quickstart: {run_cfg.model.name} seed {run_cfg.seed}")
         try:
             runner.run(run_cfg)
-        except UserError:
+        except (UserError, Preempted):
             raise
         except Exception as exc:  # the record says what failed; the other models still run
             failed.append(f"{run_cfg.model.name} (seed {run_cfg.seed}): {type(exc).__name__}: {exc}")
     root = Path(cfg.paths.root)
-    path = build_reports(root / "store", root / "reports", sweep="quickstart")
-    print(f"seqbench: leaderboard written to {path}")
-    if failed:
-        raise UserError("quickstart runs failed:\n  " + "\n  ".join(failed))
-    return path
+    return Report(root / "store", root / "reports", "quickstart", failed)
+
+
+def _bench(cfg: DictConfig) -> None:
+    bench.run(cfg)
+
+
+JOBS: dict[str, Callable[[DictConfig], Report | None]] = {"train": train, "quickstart": quickstart, "bench": _bench}

@@ -39,31 +39,48 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+# Adam's weight decay is an L2 term in the gradient, as torch.optim.Adam defines it; AdamW's is decoupled.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+
+
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg)
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optim.optimizer must be {' or '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
-    if cfg.optimizer == "adam":
-        # Adam's weight decay is an L2 term in the gradient, as torch.optim.Adam defines it.
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas, eps=cfg.eps)
-    raise ConfigError(f"optim.optimizer must be adamw or adam, got {cfg.optimizer!r}")
+    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), lr=cfg.lr, betas=betas, eps=cfg.eps)
+
+
+def _linear_warmup(step: int, warmup: int) -> float:
+    return step / max(1, warmup)
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    """HF's get_cosine_schedule_with_warmup, which the published scripts use."""
+    if step < warmup:
+        return _linear_warmup(step, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _constant(step: int, total: int, warmup: int) -> float:
+    return _linear_warmup(step, warmup) if step < warmup else 1.0
+
+
+def _rsqrt(step: int, total: int, warmup: int) -> float:
+    """The LRA codebase's schedule (used by the WavSpA presets): at step 0 the factor is 0 even without warm-up."""
+    w = max(1, warmup)
+    return min(1.0, step / w) * math.sqrt(w / max(step, w))
+
+
+SCHEDULES = {"cosine": _cosine, "constant": _constant, "rsqrt": _rsqrt}
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of every group's base lr at optimizer step `step` (0-based), stepped per iteration.
 
-    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total` (HF's
-    get_cosine_schedule_with_warmup, which the published scripts use), a constant, or an inverse
-    square root decay (the LRA codebase's schedule, used by the WavSpA presets).
+    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total`, a constant, or an inverse
+    square root decay.
     """
-    if schedule == "rsqrt":  # LRA / WavSpA: linear warm-up, then decay as 1/sqrt(step)
-        return min(1.0, step / max(1, warmup)) * math.sqrt(max(1, warmup) / max(step, warmup, 1))
-    if step < warmup:
-        return step / max(1, warmup)
-    if schedule == "constant":
-        return 1.0
-    if schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-    raise ConfigError(f"train.schedule must be cosine, constant or rsqrt, got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule](step, total, warmup)

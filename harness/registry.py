@@ -13,6 +13,9 @@ A task or model is one file that defines a config dataclass and a builder, and r
 Registering also stores the dataclass in Hydra's ConfigStore (group ``model`` or ``task``), so
 ``python run.py model=mymodel model.d_model=64`` works with no further wiring. The packages
 ``models`` and ``tasks`` import every module they contain, so adding the file is enough.
+
+A builder always receives an instance of its dataclass: `build` turns the DictConfig Hydra composes into one,
+so the dataclass's `__post_init__` checks run on every path (training, sweeps, the benchmark, tests).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
 
@@ -97,8 +101,8 @@ class Registry:
             )
         return self._entries[name]
 
-    def config(self, name: str, **overrides: Any) -> Any:
-        """A config dataclass instance for `name`, with field overrides."""
+    def config(self, name: str, /, **overrides: Any) -> Any:
+        """A config dataclass instance for `name`, with field overrides (checked by its `__post_init__`)."""
         cls = self.get(name).config_cls
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)
@@ -107,8 +111,17 @@ class Registry:
         return cls(**overrides)
 
     def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
-        """Build from a config (dataclass or DictConfig) whose `name` field names the entry."""
-        return self.get(cfg.name).builder(cfg, *args, **kwargs)
+        """Build from a config (dataclass or DictConfig) whose `name` field names the entry.
+
+        A DictConfig (as Hydra composes it) becomes the entry's dataclass first, so that its __post_init__ checks
+        the values as it does for a config made directly, and the builder always gets the type it declares.
+        """
+        entry = self.get(cfg.name)
+        if isinstance(cfg, DictConfig):
+            fields = OmegaConf.to_container(cfg, resolve=True)
+            assert isinstance(fields, dict)
+            cfg = self.config(cfg.name, **{str(k): v for k, v in fields.items()})
+        return entry.builder(cfg, *args, **kwargs)
 
 
 TASKS = Registry("task", "tasks")

@@ -1,9 +1,8 @@
 """The results store: one JSON record per run, `<store>/<run_id>.json`.
 
-A record is written to a temporary file in the same directory, flushed to disk and renamed over
-its final name, so a reader sees either the previous record or the new one and never half of one,
-also with many jobs writing at once on a shared filesystem. Readers skip files that do not parse
-(and say so) instead of treating them as results.
+A record is written atomically (harness.files), so a reader sees either the previous record or the
+new one and never half of one, also with many jobs writing at once on a shared filesystem. Readers
+skip files that do not parse (and say so) instead of treating them as results.
 
 Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
 (complete | failed | oom | preempted), config, metrics, throughput, memory, params, timing, env,
@@ -15,28 +14,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.files import atomic_write
+
 SCHEMA = 1
 STATUSES = ("complete", "failed", "oom", "preempted")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that no reader ever sees a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Store:
@@ -53,7 +38,7 @@ class Store:
             raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
         record = {"schema": SCHEMA, **record}
         path = self.path(record["run_id"])
-        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
         return path
 
     def get(self, run_id: str) -> dict[str, Any] | None:

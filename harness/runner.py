@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import checkpoint, distributed, env
-from harness.errors import UserError
+from harness.errors import UserError, is_oom
 from harness.identity import run_id
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
@@ -54,16 +54,13 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one config and write its record; returns the record.
 
     A complete record for the same run id is returned as is unless `force=true`. A failure writes a
     `failed` (or `oom`) record before the exception propagates; a stop request writes `preempted`
-    after checkpointing, and rerunning the config resumes.
+    after checkpointing and raises checkpoint.Preempted (the entry point hands it to SLURM for a requeue,
+    harness.slurm), and rerunning the config resumes.
     """
     check(cfg)
     config = plain_config(cfg)
@@ -104,14 +101,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist)
     except checkpoint.Preempted as exc:
         record("preempted", params=params, error=str(exc))
-        from harness.sweep import after_preemption  # (imports this module)
-
-        after_preemption(getattr(exc, "signum", None))  # in a submitit job: requeue; else the caller sees it
         raise
     except UserError:
         raise
     except Exception as exc:
-        status = "oom" if _is_oom(exc) else "failed"
+        status = "oom" if is_oom(exc) else "failed"
         record(status, params=params, error="".join(traceback.format_exception(exc))[-4000:])
         raise
     rec = record(

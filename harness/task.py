@@ -1,4 +1,9 @@
-"""What every task gives the harness: a spec the models adapt to, datasets, a loss and a metric.
+"""The task contract: what every task gives the harness and the models.
+
+A task is one module in `tasks/`: a config dataclass (a `harness.config.TaskConfig`) and
+`build(cfg, data_root) -> Task`, registered with `@TASKS.register(name, Config)`. The `Task` holds a
+`TaskSpec` (all a model needs to know to adapt to it), the train/val/test datasets, how to batch them,
+and the `Objective`: the loss to train with and the metric to select and report with.
 
 A batch is a dict: ``x`` (LongTensor [B, L] of token ids, or FloatTensor [B, L, d_input]),
 ``y`` (targets), and optionally ``lengths`` (LongTensor [B], true lengths before right padding).
@@ -9,6 +14,7 @@ A model is called as ``model(x, lengths=lengths)`` and returns [B, n_outputs] fo
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,17 +43,35 @@ class TaskSpec:
     variable_length: bool = False  # batches carry `lengths`
 
 
-class Metric:
-    """Accumulates over batches; `compute` returns one number."""
+@dataclass
+class Task:
+    """Datasets for train/val/test and how to batch, train and score them."""
+
+    spec: TaskSpec
+    splits: dict[str, Dataset]
+    collate: Callable[[list[Any]], Batch] | None = None  # None: the DataLoader's default
+    objective: Objective | None = None  # None: the standard one of spec.metric (OBJECTIVES)
+    info: dict[str, Any] = field(default_factory=dict)  # provenance for the record (source, sizes)
+
+    def __post_init__(self) -> None:
+        if self.objective is None:
+            self.objective = OBJECTIVES[self.spec.metric]
+        missing = {"train", "val", "test"} - set(self.splits)
+        if missing:
+            raise ValueError(f"task {self.spec.name}: missing splits {sorted(missing)}")
+
+
+class Metric(ABC):
+    """Accumulates over the batches of a split; `compute` returns one number."""
 
     name: str = ""
     higher_is_better: bool = True
 
-    def update(self, output: torch.Tensor, batch: Batch) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def update(self, output: torch.Tensor, batch: Batch) -> None: ...
 
-    def compute(self) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def compute(self) -> float: ...
 
 
 class Accuracy(Metric):
@@ -125,21 +149,3 @@ OBJECTIVES: dict[str, Objective] = {
     "accuracy": Objective(cross_entropy, Accuracy),
     "auroc": Objective(multilabel_bce, MacroAUROC),
 }
-
-
-@dataclass
-class Task:
-    """Datasets for train/val/test and how to batch, train and score them."""
-
-    spec: TaskSpec
-    splits: dict[str, Dataset]
-    collate: Callable[[list[Any]], Batch] | None = None
-    objective: Objective | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # provenance for the record (source, sizes)
-
-    def __post_init__(self) -> None:
-        if self.objective is None:
-            self.objective = OBJECTIVES[self.spec.metric]
-        missing = {"train", "val", "test"} - set(self.splits)
-        if missing:
-            raise ValueError(f"task {self.spec.name}: missing splits {sorted(missing)}")

@@ -1,5 +1,8 @@
-"""Timing, memory and ceiling primitives of the scaling benchmark (`harness.bench` describes the method).
+"""Timing, memory and ceiling primitives of the benchmarks (`harness.bench` describes the method).
 
+- `time_after_warmup`: the one timing loop. Warm-up calls timed on the host clock (`wall_call_s`, synchronized),
+  then `time_calls` of the repeats with the peak memory over them; `Timing` holds the per-call times and their
+  median. With a budget, warm-up stops early and the repeats shrink (to `MIN_REPEATS` at least).
 - `time_calls`: per-call times in ms. On CUDA a pair of events is recorded around each call on the current
   stream and read after one synchronize at the end, so the figure is device time between the events (launch
   gaps inside a call count, host work between calls does not). On CPU each call is timed with
@@ -28,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
+MIN_REPEATS = 3  # with a budget, never fewer timed calls than this (a median of fewer says little)
 
 
 def synchronize(device: torch.device) -> None:
@@ -86,6 +91,45 @@ def tf32(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass
+class Timing:
+    times_ms: list[float]  # one per timed call
+    peak_bytes: int | None  # above the level before the timed calls; None without a PeakMemory or a way to measure
+    warmup: int  # calls before the timed ones
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+
+def time_after_warmup(step: Callable[[], None], device: torch.device, warmup: int, repeats: int,
+                      memory: PeakMemory | None = None, budget_s: float | None = None,
+                      first: Callable[[], None] | None = None, between: Callable[[], None] | None = None) -> Timing:
+    """Warm up with max(1, warmup) calls, then time `repeats` calls, TF32 allowed throughout.
+
+    `first` stands in for `step` in the first warm-up call (e.g. to count its FLOPs); `between` runs after every
+    warm-up call and before every timed call, untimed. With `budget_s`, warm-up stops once it has spent half of
+    it, and the repeats shrink (to MIN_REPEATS at least) so that the timed calls cost about `budget_s`.
+    """
+    between = between or (lambda: None)
+    with tf32(device):
+        call_s = wall_call_s(first or step, device)
+        between()
+        calls, spent = 1, 0.0
+        while calls < max(1, warmup) and (budget_s is None or spent <= budget_s / 2):
+            call_s = wall_call_s(step, device)
+            between()
+            calls += 1
+            spent += call_s
+        if budget_s is not None and call_s > 0:
+            repeats = min(repeats, max(MIN_REPEATS, int(budget_s / call_s)))
+        if memory is not None:
+            memory.start()
+        times = time_calls(step, device, repeats, between=between)
+        peak = memory.stop() if memory is not None else None
+    return Timing(times, peak, calls)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -175,9 +219,7 @@ def copy_gbps(device: torch.device, nbytes: int, warmup: int, repeats: int) -> f
     def step() -> None:
         dst.copy_(src)
 
-    time_calls(step, device, warmup)
-    ms = statistics.median(time_calls(step, device, repeats))
-    return 2 * nbytes / (ms * 1e-3) / 1e9
+    return 2 * nbytes / (time_after_warmup(step, device, warmup, repeats).median_ms * 1e-3) / 1e9
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, warmup: int, repeats: int) -> float:
@@ -190,10 +232,7 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, warmup: int,
     def step() -> None:
         torch.matmul(a, b, out=out)
 
-    with tf32(device):
-        time_calls(step, device, warmup)
-        ms = statistics.median(time_calls(step, device, repeats))
-    return 2 * n**3 / (ms * 1e-3) / 1e12
+    return 2 * n**3 / (time_after_warmup(step, device, warmup, repeats).median_ms * 1e-3) / 1e12
 
 
 def measure_ceilings(device: torch.device, sizes: CeilingSizes | None = None) -> dict[str, float]:

@@ -11,12 +11,10 @@ import copy
 import json
 import math
 import resource
-import signal
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +27,8 @@ from harness import checkpoint
 from harness.config import OptimConfig, TrainConfig
 from harness.distributed import Dist
 from harness.errors import ConfigError
+from harness.files import atomic_write
 from harness.optim import lr_factor, make_optimizer
-from harness.results import atomic_write_text
 from harness.task import Batch, Task
 
 
@@ -56,6 +54,8 @@ class EpochBatches(Sampler[list[int]]):
 
 @dataclass
 class FitResult:
+    """What a finished fit reports: the best-validation epoch's scores and the run's speed and memory."""
+
     metric: str
     higher_is_better: bool
     val: float
@@ -68,7 +68,6 @@ class FitResult:
     train_tokens_per_s: float
     peak_bytes: int
     memory_kind: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str, key: str = "train.device") -> torch.device:
@@ -129,6 +128,12 @@ def _tokens(batch: Batch) -> int:
 
 
 def _peak_bytes(device: torch.device) -> tuple[int, str]:
+    """Absolute peak: on CUDA the most tensor memory allocated since fit() reset the counter, on CPU the
+    process's resident-set high-water mark.
+
+    Not harness.timing.PeakMemory, which measures the rise above a baseline (so without the weights) and resets
+    the CPU high-water mark: right for the benchmark, but records of runs hold absolute peaks.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
@@ -185,7 +190,7 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                          "progress": progress}, ckpt_path)
 
     stop = checkpoint.StopFlag()
-    with stop.installed(), _stop_also_on(stop, signal.SIGUSR2):
+    with stop.installed():
         while progress["epoch"] < epochs and progress["step"] < total:
             epoch = progress["epoch"]
             model.train()
@@ -220,9 +225,8 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                     progress["train_time"] += time.perf_counter() - started
                     bar.close()
                     save()
-                    preempted = checkpoint.Preempted(f"stopped by signal {stop.requested} at step {progress['step']}")
-                    preempted.signum = stop.requested  # what the runner hands on to the scheduler (harness.sweep)
-                    raise preempted
+                    raise checkpoint.Preempted(f"stopped by signal {stop.requested} at step {progress['step']}",
+                                               stop.requested)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             progress["train_time"] += time.perf_counter() - started
@@ -253,19 +257,6 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                      train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
 
 
-@contextmanager
-def _stop_also_on(stop: checkpoint.StopFlag, sig: int) -> Iterator[None]:
-    """Also stop on `sig`: SIGUSR2 is submitit's checkpoint signal (SLURM sends it before the time limit)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(sig, lambda signum, frame: setattr(stop, "requested", signum))
-    try:
-        yield
-    finally:
-        signal.signal(sig, previous)
-
-
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     """The per-epoch metrics log, rewritten whole from the checkpointed history (never out of step with it)."""
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))

@@ -1,4 +1,8 @@
-"""MultiresNet (Shi, Wang & Fox, "Sequence Modeling with Multiresolution Convolutional Memory", ICML 2023).
+"""MultiresNet: causal multiresolution (wavelet-tree) convolutions.
+
+Paper: Shi, Wang & Fox, "Sequence Modeling with Multiresolution Convolutional Memory", ICML 2023.
+Published code: thjashin/multires-conv, `layers/multireslayer.py` (MultiresLayer), `classification.py`
+(MultiresNet) and `autoregressive.py` (MultiresAR).
 
 The sequence layer, MultiresConv, runs an undecimated (a-trous) wavelet cascade per channel: one pair of
 filters h0 (low-pass) and h1 (high-pass) of K taps, shared across all J levels, applied causally with the
@@ -22,7 +26,7 @@ impulse response (length RF = (K-1)(2^J-1)+1). Two implementations:
     the batch, J full-length intermediates kept for the backward pass);
   * impl="fft" (default): build the impulse response, cropped to L, coarse to fine on decimated supports
     (elementwise ops, cost independent of the batch), then one real FFT convolution in fp32 with a hand-written
-    backward (`CausalFFTConv`).
+    backward (`models.longconv.fft_conv`).
 For generation, `step` advances the cascade one position at a time with a ring buffer of (K-1)*2^(j-1) past
 inputs per level: O(J*K) work per step.
 
@@ -41,15 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
-from models import MODELS
-from models.backbone import Backbone, Encoder, ResidualBlock
 from harness.task import TaskSpec
-
-TREE_SELECTS = ("fading", "uniform")
-IMPLS = ("fft", "direct")
-NORMS = ("layer", "batch")
+from models import MODELS
+from models._validate import at_least, probability
+from models.backbone import Backbone, Encoder, ResidualBlock
+from models.longconv import ChannelDropout, fft_conv, next_fast_len
 
 
 @dataclass
@@ -72,6 +74,24 @@ class MultiresConfig(ModelConfig):
     norm: str = "layer"  # layer | batch (the ListOps script uses BatchNorm)
     impl: str = "fft"  # fft | direct
 
+    def __post_init__(self) -> None:
+        positive("model.d_model", self.d_model, integer=True)
+        positive("model.n_layers", self.n_layers, integer=True)
+        at_least("model.kernel_size", self.kernel_size, 2)  # the tree needs two taps per filter
+        positive("model.depth", self.depth, integer=True, optional=True)
+        one_of("model.tree_select", self.tree_select, ("fading", "uniform"))
+        if self.tree_select == "uniform":
+            at_least("model.memory_size", self.memory_size, 2)  # the uniform selection's weights
+        one_of("model.impl", self.impl, ("fft", "direct"))
+        one_of("model.norm", self.norm, ("layer", "batch"))
+        probability("model.dropout", self.dropout)
+        if self.wavelet_init is not None:
+            taps = wavelet_filters(self.wavelet_init)[0].numel()
+            if taps != self.kernel_size:
+                # The published layer pads and sizes the tree with kernel_size and crashes on a mismatch.
+                raise ConfigError(f"model.wavelet_init={self.wavelet_init!r} has {taps}-tap filters but "
+                                  f"model.kernel_size={self.kernel_size}; set model.kernel_size={taps}")
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Geometry of the tree
@@ -87,8 +107,7 @@ def max_depth(seq_len: int, kernel_size: int) -> int:
 
     At least 1 (the published float formula gives 0 for L = 1, a layer without a tree).
     """
-    if kernel_size < 2:
-        raise ConfigError(f"model.kernel_size must be >= 2 (got {kernel_size}): the tree needs two taps per filter")
+    assert kernel_size >= 2, "the tree needs two taps per filter"
     depth = 1
     while receptive_field(depth, kernel_size) < seq_len:
         depth += 1
@@ -121,22 +140,6 @@ def uniform_taps(depth: int, kernel_size: int, memory_size: int) -> list[tuple[i
             break
         n = 2 * (n - 1) + kernel_size
     return plan
-
-
-def next_fast_len(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n (sizes cuFFT and pocketfft handle fastest)."""
-    best = 1 << max(n - 1, 0).bit_length()
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p = p35
-            while p < n:
-                p *= 2
-            best = min(best, p)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -173,93 +176,17 @@ def upsample_filter(a: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def zero_padded(s: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    """s zero-padded to length n along `dim`, contiguous: one copy of s and a zero fill of the tail only."""
-    shape = list(s.shape)
-    m, shape[dim] = shape[dim], n
-    out = s.new_empty(shape)
-    out.narrow(dim, m, n - m).zero_()
-    out.narrow(dim, 0, m).copy_(s)
-    return out
-
-
-def rfft_time(s: torch.Tensor, n: int) -> torch.Tensor:
-    """Spectrum over time of s [B, L, D] zero-padded to n: [B, D, n // 2 + 1] (contiguous on GPU).
-
-    B = 1: the FFT reads the [n, D] buffer with stride D (cuFFT's batch-interleaved layout) and writes [D, n/2+1],
-    so no transposing copy is made. B > 1: torch would copy-transpose internally anyway, so transpose while padding.
-    """
-    if s.shape[0] == 1:
-        return torch.fft.rfft(zero_padded(s, n, 1), dim=1).transpose(1, 2).contiguous()
-    return torch.fft.rfft(zero_padded(s.transpose(1, 2), n, 2), dim=-1)
-
-
-class CausalFFTConv(torch.autograd.Function):
-    """y[b, t, c] = n * sum_s kernel[c, s] x[b, t - s, c] for t < L: x [B, L, D], kernel [D, Lk] (already / n).
-
-    Real FFTs of size n >= L + Lk - 1 everywhere, unnormalised (the 1/n is in the kernel), with the backward
-    written out as two more real convolutions (correlations): grad_x = irfft(G conj(K)), grad_kernel =
-    irfft(sum_b G conj(X)). Autograd through torch.fft would instead run the rfft backward as a full-length
-    complex FFT of a zero-filled buffer and copy-transpose the [B, n, D] data on every transform.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kernel: torch.Tensor, n: int) -> torch.Tensor:
-        length, kernel_len = x.shape[1], kernel.shape[-1]
-        x_f = rfft_time(x, n)  # [B, D, n/2+1]
-        k_f = torch.fft.rfft(zero_padded(kernel, n, 1), dim=-1)  # [D, n/2+1]
-        y = torch.fft.irfft(x_f * k_f, n=n, dim=-1, norm="forward")  # [B, D, n], unnormalised
-        ctx.save_for_backward(x_f, k_f)
-        ctx.sizes = (n, length, kernel_len)
-        return y[..., :length].transpose(1, 2).contiguous()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
-        x_f, k_f = ctx.saved_tensors
-        n, length, kernel_len = ctx.sizes
-        g_f = rfft_time(grad, n)
-        grad_kernel = grad_x = None
-        if ctx.needs_input_grad[1]:
-            cross = (g_f[0] * x_f[0].conj()) if g_f.shape[0] == 1 else (g_f * x_f.conj()).sum(0)
-            grad_kernel = torch.fft.irfft(cross, n=n, dim=-1, norm="forward")[:, :kernel_len]
-        if ctx.needs_input_grad[0]:
-            g_f.mul_(k_f.conj())  # in place: G is not needed any more
-            grad_x = torch.fft.irfft(g_f, n=n, dim=-1, norm="forward")[..., :length].transpose(1, 2).contiguous()
-        return grad_x, grad_kernel, None
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The layer
-
-
-class ChannelDropout(nn.Module):
-    """nn.Dropout1d on [B, L, D] (or [B, D]): drops whole channels of an example, the same at every step."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        # The scaled mask is [B, 1, D]: one pass over x (x * keep / (1 - p) would make two).
-        keep = torch.empty(shape, device=x.device, dtype=x.dtype).bernoulli_(1 - self.p).div_(1 - self.p)
-        return x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class MultiresConv(nn.Module):
     """One MultiresConv layer on [B, L, D]: tree of causal dilated depthwise filters, GELU, channel dropout."""
 
-    def __init__(self, d_model: int, kernel_size: int, depth: int, tree_select: str = "fading",
+    def __init__(self, d_model: int, *, kernel_size: int, depth: int, tree_select: str = "fading",
                  memory_size: int | None = None, wavelet_init: str | None = None, indep_res_init: bool = False,
                  share_filters: bool = True, dropout: float = 0.0, impl: str = "fft"):
         super().__init__()
-        check_layer_args(kernel_size, depth, tree_select, memory_size, wavelet_init, impl, dropout)
         self.d_model, self.kernel_size, self.depth = d_model, kernel_size, depth
         self.tree_select, self.impl, self.share_filters = tree_select, impl, share_filters
         if tree_select == "fading":
@@ -406,12 +333,12 @@ class MultiresConv(nn.Module):
             kernel_len = min(length, self.receptive_field)
             n = next_fast_len(length + kernel_len - 1)  # linear, not circular, convolution
             kernel = self.impulse_response(length, dtype, scale=1.0 / n)  # 1/n of the inverse FFT folded in
-            y = CausalFFTConv.apply(x.to(dtype), kernel, n)
+            y = fft_conv(x.to(dtype), kernel, n=n, scaled=True)
         return y.to(x.dtype)
 
     # ---- generation: one step at a time
 
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
+    def init_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
         """Ring buffers: (K-1)*2^(j-1) past inputs of level j, and (n-1)*spacing past values of each level
         whose uniform selection reads n > 1 taps. All zero: the sequence starts at t = 0."""
         zeros = lambda size: self.w.new_zeros(batch_size, self.d_model, size, device=device)  # noqa: E731
@@ -419,6 +346,7 @@ class MultiresConv(nn.Module):
         selection = [zeros((n - 1) * spacing) if n > 1 else None for _, _, n, spacing in self.plan]
         return {"t": 0, "cascade": cascade, "selection": selection}
 
+    @torch.no_grad()
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """x_t [B, D] at position t -> (layer output at t [B, D], state at t + 1). For inference (no grad):
         the state's buffers are updated in place."""
@@ -471,58 +399,13 @@ def wavelet_filters(name: str) -> tuple[torch.Tensor, torch.Tensor]:
             torch.tensor(wavelet.dec_hi[::-1], dtype=torch.float32))
 
 
-def check_layer_args(kernel_size: int, depth: int, tree_select: str, memory_size: int | None,
-                     wavelet_init: str | None, impl: str, dropout: float) -> None:
-    if kernel_size < 2:
-        raise ConfigError(f"model.kernel_size must be >= 2 (got {kernel_size}): the tree needs two taps per filter")
-    if depth < 1:
-        raise ConfigError(f"model.depth must be >= 1 or null (from the sequence length), got {depth}")
-    if tree_select not in TREE_SELECTS:
-        raise ConfigError(f"model.tree_select must be one of {TREE_SELECTS}, got {tree_select!r}")
-    if tree_select == "uniform" and (memory_size is None or memory_size < 2):
-        raise ConfigError(f"model.tree_select=uniform needs model.memory_size >= 2, got {memory_size}")
-    if impl not in IMPLS:
-        raise ConfigError(f"model.impl must be one of {IMPLS}, got {impl!r}")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-    if wavelet_init is not None:
-        length = wavelet_filters(wavelet_init)[0].numel()
-        if length != kernel_size:
-            # The published layer pads and sizes the tree with kernel_size and crashes on a mismatch.
-            raise ConfigError(f"model.wavelet_init={wavelet_init!r} has {length}-tap filters but "
-                              f"model.kernel_size={kernel_size}; set model.kernel_size={length}")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The network
 
 
 class MultiresNet(Backbone):
-    """The backbone plus token-by-token generation and conversion to/from the published state dicts."""
-
-    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> dict[str, Any]:
-        """State for `step`: one per layer."""
-        if self.spec.output != "sequence":
-            raise ConfigError(f"step-by-step generation needs a sequence task, {self.spec.name} is pooled")
-        return {"layers": [block.mixer.init_state(batch_size, device) for block in self.blocks]}
-
-    @torch.no_grad()
-    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """x_t [B, d_input] (or [B] tokens) at position t -> (outputs at t [B, n_outputs], state at t + 1).
-
-        Equals forward(x)[:, t] when stepped from t = 0; every part but the layer acts per position (LayerNorm,
-        BatchNorm in eval mode, the channel mixers), so it sees a length-1 sequence here.
-        """
-        h = self.embed_dropout(self.encoder(x_t))  # [B, D]
-        for block, layer_state in zip(self.blocks, state["layers"]):
-            assert not block.prenorm
-            mixed, _ = block.mixer.step(h, layer_state)
-            branch = block.dropout(block.channel_mixer(mixed[:, None, :]))
-            h = block.norm(h[:, None, :] + branch)[:, 0]
-        h = self.final_norm(h[:, None, :])[:, 0]
-        return self.decoder(h), state
-
-    # ---- weights of the published MultiresNet / MultiresAR (Conv1d 1x1 layers, [B, D, L] layout)
+    """The backbone plus conversion to and from the state dicts of the published MultiresNet / MultiresAR
+    (Conv1d 1x1 layers, [B, D, L] layout)."""
 
     def _published_item(self, key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
         """Our (name, tensor) -> the published one. 1x1 convolutions carry a trailing kernel axis."""
@@ -568,16 +451,15 @@ class MultiresNet(Backbone):
 @MODELS.register("multires", MultiresConfig)
 def build(cfg: MultiresConfig, spec: TaskSpec) -> nn.Module:
     """MultiresNet: causal multiresolution (wavelet-tree) convolutions, post-norm GLU blocks."""
-    if cfg.norm not in NORMS:
-        raise ConfigError(f"model.norm must be one of {NORMS}, got {cfg.norm!r}")
     depth = cfg.depth if cfg.depth is not None else max_depth(spec.seq_len, cfg.kernel_size)
     d = cfg.d_model
     autoregressive = spec.output == "sequence"
     blocks = []
     for _ in range(cfg.n_layers):
-        mixer = MultiresConv(d, cfg.kernel_size, depth, tree_select=cfg.tree_select, memory_size=cfg.memory_size,
-                             wavelet_init=cfg.wavelet_init, indep_res_init=cfg.indep_res_init,
-                             share_filters=cfg.share_filters, dropout=cfg.dropout, impl=cfg.impl)
+        mixer = MultiresConv(d, kernel_size=cfg.kernel_size, depth=depth, tree_select=cfg.tree_select,
+                             memory_size=cfg.memory_size, wavelet_init=cfg.wavelet_init,
+                             indep_res_init=cfg.indep_res_init, share_filters=cfg.share_filters, dropout=cfg.dropout,
+                             impl=cfg.impl)
         # Linear on [B, L, D] == the published 1x1 Conv1d on [B, D, L] (same parameters and default init).
         if autoregressive:
             # Published AR mixing: Conv1d(d, 2d) -> GLU -> Dropout1d -> Conv1d(d, d); no dropout after it.

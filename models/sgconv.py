@@ -1,53 +1,84 @@
-"""SGConv: structured global convolution with a multi-scale kernel (Li et al., ICLR 2023).
+"""SGConv: structured global convolution with a multi-scale kernel.
 
-Written from /work/shared/specs/sgconv_wavspa.md (Part A, ctlllll/SGConv `GConv`). The kernel of each feature
-is assembled from n small sub-kernels of kernel_dim taps: sub-kernel i is upsampled by 2^max(0, i-1) (linear
-interpolation, align_corners=False), weighted by m_h^(n-1-i) (the finest scale gets the largest factor, so
-scale i carries the paper's alpha^i decay, alpha = 1/m) and concatenated; n = 1 + ceil(log2(l_max / K)).
-The full-length kernel is divided by its L2 norm at initialisation (a frozen buffer, as published).
+Paper: Li, Cai, Zhang, Chen & Dey, "What Makes Convolutional Models Great on Long Sequence Modeling?", ICLR 2023.
+Published code: ctlllll/SGConv, `gconv_standalone.py` (GConv), run in the state-spaces/s4 backbone with the
+configs `configs/experiment/lra/gconv-lra-*.yaml`. The kernel of each feature is assembled from n small sub-kernels
+of kernel_dim taps: sub-kernel i is upsampled by 2^max(0, i-1) (linear interpolation, align_corners=False),
+weighted by m_h^(n-1-i) (the finest scale gets the largest factor, so scale i carries the paper's alpha^i decay,
+alpha = 1/m) and concatenated; n = 1 + ceil(log2(l_max / K)). The full-length kernel is divided by its L2 norm at
+initialisation (a frozen buffer, as published).
 
-Speed: only the scales that start before the batch length are built, the kernel is assembled in fp32 and
-the convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.s4`).
+Speed: only the scales that start before the batch length are built, the kernel is assembled in fp32 and the
+convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.longconv`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+from harness.config import ModelConfig, positive
 from harness.errors import ConfigError
-from models import MODELS
-from models.s4 import ConvMixer, SeqBackbone, build_backbone, check_causal
 from harness.task import TaskSpec
+from models import MODELS
+from models._validate import at_least
+from models.longconv import ConvLayer
+from models.s4block import check_block_config, check_causal, s4_backbone
 
 
-class SGConvLayer(ConvMixer):
+@dataclass
+class SGConvConfig(ModelConfig):
+    """SGConv: multi-scale global convolution (Li et al. 2023), defaults of the published LRA configs."""
+
+    name: str = "sgconv"
+    d_model: int = 128
+    n_layers: int = 4
+    kernel_dim: int = 64
+    n_scales: int | None = None  # null: 1 + ceil(log2(l_max / kernel_dim)) - init_scale
+    init_scale: int = 0
+    mode: str = "cat_randn"  # cat|sum _ randn|cos [_nearest] [_learnable[_fixed]]
+    decay_min: float = 2.0
+    decay_max: float = 2.0
+    kernel_lr: float | None = 0.001  # lr of the sub-kernels (null: global)
+    bidirectional: bool = False
+    activation: str = "gelu"  # gelu | silu | swish | id | none
+    final_act: str = "glu"  # glu | gelu | id
+    dropout: float = 0.0
+    tie_dropout: bool = True  # residual dropout tied over length (the S4 codebase's model default)
+    prenorm: bool = True
+    norm: str = "layer"  # layer | batch | none
+    l_max: int | None = None  # null: the task's seq_len
+    d_state: int = 64  # not used by the layer (published signature); part of existing run ids
+
+    def __post_init__(self) -> None:
+        check_block_config(self)
+        positive("model.kernel_dim", self.kernel_dim, integer=True)
+        positive("model.n_scales", self.n_scales, integer=True, optional=True)
+        at_least("model.init_scale", self.init_scale, 0)
+        if ("cat" in self.mode) == ("sum" in self.mode) or ("randn" in self.mode) == ("cos" in self.mode):
+            raise ConfigError(f"model.mode={self.mode!r} must contain one of cat, sum and one of randn, cos "
+                              "(e.g. cat_randn, sum_cos, cat_randn_learnable_fixed)")
+
+
+class SGConvLayer(ConvLayer):
     """[B, L, H] -> multi-scale global convolution (+ D u) -> activation -> dropout (no length masking)."""
 
-    def __init__(self, d_model: int, l_max: int, kernel_dim: int = 64, n_scales: int | None = None,
-                 init_scale: int = 0, mode: str = "cat_randn", decay_min: float = 2.0, decay_max: float = 2.0,
-                 bidirectional: bool = False, kernel_lr: float | None = 0.001, activation: str = "gelu",
-                 dropout: float = 0.0):
+    def __init__(self, cfg: SGConvConfig, l_max: int):
         # SGConv's dropout sits after the activation and is elementwise (transposed=False in the LRA configs).
-        super().__init__(d_model, activation, dropout, tie_dropout=False, inner_dropout=False)
-        H, K = d_model, kernel_dim
-        if K < 1 or l_max < K * 2 ** init_scale:
+        super().__init__(cfg.d_model, l_max=l_max, bidirectional=cfg.bidirectional, activation=cfg.activation,
+                         dropout=cfg.dropout, tie_dropout=False, inner_dropout=False, mask_lengths=False)
+        H, K, mode = cfg.d_model, cfg.kernel_dim, cfg.mode
+        if l_max < K * 2 ** cfg.init_scale:
             raise ConfigError(f"SGConv needs l_max >= kernel_dim * 2^init_scale, got l_max={l_max}, "
-                              f"kernel_dim={K}, init_scale={init_scale}")
-        if ("cat" in mode) == ("sum" in mode) or ("randn" in mode) == ("cos" in mode):
-            raise ConfigError(f"SGConv mode must contain one of cat|sum and one of randn|cos, got {mode!r}")
-        self.mode, self.K, self.s0, self.bidirectional = mode, K, init_scale, bidirectional
-        self.n = n_scales if n_scales is not None else 1 + math.ceil(math.log2(l_max / K)) - init_scale
-        if self.n < 1:
-            raise ConfigError(f"SGConv n_scales must be >= 1, got {self.n}")
+                              f"model.kernel_dim={K}, model.init_scale={cfg.init_scale}")
+        self.mode, self.K, self.s0 = mode, K, cfg.init_scale
+        self.n = cfg.n_scales if cfg.n_scales is not None else 1 + math.ceil(math.log2(l_max / K)) - cfg.init_scale
         self.interp = "nearest" if "nearest" in mode else "linear"
-        channels = 2 if bidirectional else 1
+        channels = 2 if cfg.bidirectional else 1
         self.kernel_list = nn.ParameterList()
         for _ in range(self.n):
             if "randn" in mode:
@@ -56,18 +87,18 @@ class SGConvLayer(ConvMixer):
                 w = torch.stack([torch.cos(torch.linspace(0, 2 * math.pi * h, K)) for h in range(H)])
                 w = w[torch.randperm(H)].expand(channels, H, K).clone()
             p = nn.Parameter(w)
-            if kernel_lr is not None:
+            if cfg.kernel_lr is not None:
                 # Published: only the lr is overridden; the kernel keeps the global weight decay.
-                p._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
+                p._optim = {"lr": cfg.kernel_lr}  # type: ignore[attr-defined]
             self.kernel_list.append(p)
         if "learnable" in mode:  # polynomial envelope (t+1)^-a_h instead of per-scale weights
-            self.decay = nn.Parameter(torch.rand(H) * (decay_max - decay_min) + decay_min,
+            self.decay = nn.Parameter(torch.rand(H) * (cfg.decay_max - cfg.decay_min) + cfg.decay_min,
                                       requires_grad="fixed" not in mode)
-            if "fixed" not in mode and kernel_lr is not None:
-                self.decay._optim = {"lr": kernel_lr}  # type: ignore[attr-defined]
+            if "fixed" not in mode and cfg.kernel_lr is not None:
+                self.decay._optim = {"lr": cfg.kernel_lr}  # type: ignore[attr-defined]
             self.register_buffer("multiplier", torch.ones(1, H, 1))
         else:
-            self.register_buffer("multiplier", torch.linspace(decay_min, decay_max, H).view(1, H, 1))
+            self.register_buffer("multiplier", torch.linspace(cfg.decay_min, cfg.decay_max, H).view(1, H, 1))
         self.D = nn.Parameter(torch.randn(1, H))
         # Normalise by the norm of the full kernel at initialisation, then keep that constant (published).
         self.register_buffer("kernel_norm", torch.ones(channels, H, 1))
@@ -111,40 +142,9 @@ class SGConvLayer(ConvMixer):
         return F.pad(k, (0, L - k.shape[-1])) if k.shape[-1] < L else k
 
 
-@dataclass
-class SGConvConfig(ModelConfig):
-    """SGConv: multi-scale global convolution (Li et al. 2023), defaults of the published LRA configs."""
-
-    name: str = "sgconv"
-    d_model: int = 128
-    n_layers: int = 4
-    kernel_dim: int = 64
-    n_scales: int | None = None  # null: 1 + ceil(log2(l_max / kernel_dim)) - init_scale
-    init_scale: int = 0
-    mode: str = "cat_randn"  # cat|sum _ randn|cos [_nearest] [_learnable[_fixed]]
-    decay_min: float = 2.0
-    decay_max: float = 2.0
-    kernel_lr: float | None = 0.001  # lr of the sub-kernels (null: global)
-    bidirectional: bool = False
-    activation: str = "gelu"
-    final_act: str = "glu"
-    dropout: float = 0.0
-    tie_dropout: bool = True  # residual dropout tied over length (the S4 codebase's model default)
-    prenorm: bool = True
-    norm: str = "layer"
-    l_max: int | None = None  # null: the task's seq_len
-    d_state: int = 64  # unused by the layer (published signature); kept for config compatibility
-
-
 @MODELS.register("sgconv", SGConvConfig)
 def build(cfg: SGConvConfig, spec: TaskSpec) -> nn.Module:
     """SGConv: multi-scale global convolution (Li et al. 2023), defaults of the published LRA configs."""
     check_causal(cfg, spec)
     l_max = cfg.l_max or spec.seq_len
-    mixers: list[Any] = [
-        SGConvLayer(cfg.d_model, l_max, cfg.kernel_dim, cfg.n_scales, cfg.init_scale, cfg.mode, cfg.decay_min,
-                    cfg.decay_max, cfg.bidirectional, cfg.kernel_lr, cfg.activation, cfg.dropout)
-        for _ in range(cfg.n_layers)
-    ]
-    model: SeqBackbone = build_backbone(cfg, spec, mixers)
-    return model
+    return s4_backbone(cfg, spec, [SGConvLayer(cfg, l_max) for _ in range(cfg.n_layers)])

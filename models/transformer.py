@@ -1,19 +1,21 @@
 """Transformer baseline: pre-norm blocks of multi-head self-attention and an MLP.
 
+Papers: Vaswani et al., "Attention Is All You Need", NeurIPS 2017; the LRA baseline of Tay et al., "Long Range
+Arena: A Benchmark for Efficient Transformers", ICLR 2021. Published code: google-research/long-range-arena,
+`lra_benchmarks/models/transformer/transformer.py`.
+
 Attention goes through `F.scaled_dot_product_attention`, so GPUs use the fused flash or
 memory-efficient kernels and no (L x L) matrix is kept for the backward pass.
 
 Two flavours from one config:
 - the defaults: a plain pre-norm Transformer (biases, exact GELU, LayerNorm eps 1e-5, mean pooling);
-- the LRA baseline (google-research/long-range-arena `models/transformer/transformer.py`, preset
-  `sweeps/experiment/transformer_lra_listops.yaml`): bias-free q/k/v/out projections, xavier-uniform
-  kernels, biases N(0, 1e-6^2), tanh-GELU (Flax `nn.gelu`), LayerNorm eps 1e-6 (Flax default), a learned
-  CLS token (zero init) prepended before the positions, pooled at position 0 and fed to the LRA classifier
-  head Dense(mlp_dim) -> ReLU -> Dense(classes).
+- the LRA baseline (preset `sweeps/experiment/transformer_lra_listops.yaml`): bias-free q/k/v/out projections,
+  xavier-uniform kernels, biases N(0, 1e-6^2), tanh-GELU (Flax `nn.gelu`), LayerNorm eps 1e-6 (Flax default), a
+  learned CLS token (zero init) prepended before the positions, pooled at position 0 and fed to the LRA
+  classifier head Dense(mlp_dim) -> ReLU -> Dense(classes).
 
-Causal models (autoregressive density) also run step by step with a key-value cache:
-`model.init_state(batch_size, device)` then `y_t, state = model.step(x_t, state)`; stepping t = 0..L-1
-equals `model(x)[:, t]`.
+Causal models (autoregressive density) also run step by step (`models.backbone.Backbone.step`), the attention
+with a key-value cache.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
-from models import MODELS
-from models.backbone import Backbone, Encoder, Norm, ResidualBlock, length_mask, masked_mean
 from harness.task import TaskSpec
+from models import MODELS
+from models._validate import divides, probability
+from models.backbone import Backbone, Encoder, Norm, ResidualBlock, length_mask, masked_mean
 
 
 @dataclass
@@ -53,6 +56,27 @@ class TransformerConfig(ModelConfig):
     gelu: str = "exact"  # exact | tanh (Flax nn.gelu is the tanh approximation)
     norm_eps: float = 1e-5  # LayerNorm epsilon (Flax default 1e-6)
     init: str = "default"  # default (PyTorch) | xavier (LRA: xavier-uniform kernels, biases N(0, 1e-6^2))
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_layers", "n_heads", "d_ff"):
+            positive(f"model.{key}", getattr(self, key), integer=True)
+        positive("model.qkv_dim", self.qkv_dim, integer=True, optional=True)
+        divides("model.n_heads", self.n_heads, "model.qkv_dim" if self.qkv_dim else "model.d_model",
+                self.qkv_dim or self.d_model)
+        probability("model.dropout", self.dropout)
+        probability("model.attn_dropout", self.attn_dropout)
+        one_of("model.positions", self.positions, POSITIONS)
+        one_of("model.pooling", self.pooling, POOLINGS)
+        one_of("model.head", self.head, HEADS)
+        one_of("model.gelu", self.gelu, tuple(GELUS))
+        one_of("model.init", self.init, ("default", "xavier"))
+        positive("model.norm_eps", self.norm_eps)
+
+
+POSITIONS = ("sinusoidal", "learned", "none")
+POOLINGS = ("mean", "cls")
+HEADS = ("linear", "mlp")
+GELUS = {"exact": "none", "tanh": "tanh"}  # -> nn.GELU(approximate=...)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -87,8 +111,6 @@ class PositionalEncoder(nn.Module):
             self.table = nn.Parameter(torch.randn(self.max_len, d_model) * 0.02)  # LRA: N(0, 0.02^2)
         elif kind == "sinusoidal":
             self.register_buffer("table", sinusoidal_positions(self.max_len, d_model), persistent=False)
-        elif kind != "none":
-            raise ConfigError(f"positions must be sinusoidal, learned or none, got {kind!r}")
 
     def _add_positions(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
         if self.kind == "none":
@@ -108,8 +130,8 @@ class PositionalEncoder(nn.Module):
     def step(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
         """Embed one step ([B] tokens or [B, d_input]) at position t -> [B, 1, D]."""
         if self.cls is not None:
-            raise ConfigError("step mode does not support a CLS token (use pooling=mean for causal models)")
-        return self._add_positions(self.inner(x_t[:, None]), start=t)
+            raise ConfigError("step mode does not support a CLS token (use model.pooling=mean for causal models)")
+        return self._add_positions(self.inner.step(x_t, t), start=t)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -127,18 +149,20 @@ def key_padding_mask(lengths: torch.Tensor | None, seq_len: int, device: torch.d
 
 
 class SelfAttention(nn.Module):
-    """Multi-head softmax self-attention; q/k/v fused in one projection of width 3 * qkv_dim."""
+    """Multi-head softmax self-attention; q/k/v fused in one projection of width 3 * qkv_dim.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, causal: bool = False,
-                 qkv_dim: int | None = None, bias: bool = True):
+    `max_len`: the positions a step cache holds (causal models step through at most that many).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, causal: bool = False,
+                 qkv_dim: int | None = None, bias: bool = True, max_len: int | None = None):
         super().__init__()
         qkv_dim = qkv_dim or d_model
-        if qkv_dim % n_heads:
-            raise ConfigError(f"qkv_dim {qkv_dim} is not divisible by n_heads {n_heads}")
         self.n_heads = n_heads
         self.qkv_dim = qkv_dim
         self.causal = causal
         self.dropout = dropout
+        self.max_len = max_len
         self.qkv = nn.Linear(d_model, 3 * qkv_dim, bias=bias)
         self.out = nn.Linear(qkv_dim, d_model, bias=bias)
 
@@ -159,13 +183,19 @@ class SelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self._merge(y)
 
-    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None, t: int,
-             max_len: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One position: x [B, 1, D] at time t -> ([B, 1, D], cache). The cache ([B, H, max_len, hd] keys and
-        values) is allocated on the first call and written in place."""
-        q, k, v = self._heads(x)
+    def init_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
+        """Position 0, no cache yet: the caches take batch, device and dtype from the first step's keys."""
+        if not self.causal or self.max_len is None:
+            raise ConfigError("step() needs causal attention built with max_len (a causal task)")
+        return {"t": 0, "cache": None}
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """x_t [B, D] at position t -> [B, D]. The cache ([B, H, max_len, hd] keys and values) is allocated on
+        the first step and written in place."""
+        t, cache = state["t"], state["cache"]
+        q, k, v = self._heads(x_t[:, None])
         if cache is None:
-            shape = (x.shape[0], self.n_heads, max_len, k.shape[-1])
+            shape = (x_t.shape[0], self.n_heads, self.max_len, k.shape[-1])
             cache = (k.new_zeros(shape), v.new_zeros(shape))
         keys, values = cache
         keys[:, :, t] = k[:, :, 0].to(keys.dtype)
@@ -173,7 +203,7 @@ class SelfAttention(nn.Module):
         # The query at t sees keys 0..t: exactly row t of the causal forward.
         y = F.scaled_dot_product_attention(q, keys[:, :, : t + 1].to(q.dtype), values[:, :, : t + 1].to(q.dtype),
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self._merge(y), cache
+        return self._merge(y)[:, 0], {"t": t + 1, "cache": cache}
 
 
 class MLP(nn.Module):
@@ -186,6 +216,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> None:
+        """Position-wise: nothing to remember."""
+        return None
+
+    def step(self, x_t: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return self.net(x_t), state
 
 
 def lra_init_(module: nn.Module) -> None:
@@ -219,28 +256,26 @@ def lecun_normal_(linear: nn.Linear) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# The backbone with LRA pooling/head conventions and step mode
+# The backbone with LRA pooling/head conventions
 
 
 class SequenceModel(Backbone):
-    """`Backbone` plus: CLS or masked-mean pooling, a linear or LRA-MLP head, optional right padding of every
-    batch to a fixed length (the LRA pipelines pad to 2000 and some models depend on it), and step mode.
+    """`Backbone` plus: CLS or masked-mean pooling, a linear or LRA-MLP head, and optional right padding of every
+    batch to a fixed length (the LRA pipelines pad to 2000 and some models depend on it).
 
     `blocks` keeps the backbone contract: `blocks[i]` are `ResidualBlock`s and `blocks[0].mixer` is the
     sequence layer alone.
     """
 
-    def __init__(self, spec: TaskSpec, d_model: int, blocks: Sequence[nn.Module], encoder: PositionalEncoder,
+    def __init__(self, spec: TaskSpec, d_model: int, blocks: Sequence[nn.Module], encoder: PositionalEncoder, *,
                  embed_dropout: float = 0.0, pooling: str = "mean", head: str = "linear",
                  head_dim: int | None = None, norm_eps: float = 1e-5, pad_to: int | None = None):
         super().__init__(spec, d_model, blocks, final_norm="layer", encoder=encoder, embed_dropout=embed_dropout)
-        if pooling not in ("mean", "cls"):
-            raise ConfigError(f"pooling must be mean or cls, got {pooling!r}")
-        if pooling == "cls" and spec.output == "sequence":
-            raise ConfigError(f"pooling=cls needs a pooled task, but {spec.name} has per-position outputs; "
-                              f"use pooling=mean")
-        if pooling == "cls" and encoder.cls is None:
-            raise ConfigError("pooling=cls needs an encoder built with cls_token=True")
+        if pooling == "cls" and (spec.output == "sequence" or spec.causal):
+            # Causal attention would also keep the CLS token at position 0 from seeing any other position.
+            raise ConfigError(f"model.pooling=cls needs a pooled, non-causal task; {spec.name} is not: "
+                              f"use model.pooling=mean")
+        assert (pooling == "cls") == (encoder.cls is not None), "the encoder's CLS token and the pooling disagree"
         self.pooling = pooling
         self.pad_to = pad_to
         self.final_norm = Norm("layer", d_model, eps=norm_eps)
@@ -249,8 +284,6 @@ class SequenceModel(Backbone):
             self.decoder = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, spec.n_outputs))
             lecun_normal_(self.decoder[0])
             lecun_normal_(self.decoder[2])
-        elif head != "linear":
-            raise ConfigError(f"head must be linear or mlp, got {head!r}")
 
     def _encode(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         length = x.shape[1]
@@ -270,9 +303,6 @@ class SequenceModel(Backbone):
             h = block(h, lengths)
         return self.final_norm(h), lengths
 
-    def features(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self._encode(x, lengths)[0]
-
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         length = x.shape[1]
         h, lengths = self._encode(x, lengths)
@@ -282,62 +312,21 @@ class SequenceModel(Backbone):
             return self.decoder(h[:, 0])
         return self.decoder(masked_mean(h, lengths))
 
-    # -- step mode (causal models only) ---------------------------------------------------------------------------
-
-    def init_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
-        """Empty generation state; key/value caches are allocated on the first step."""
-        if not self.spec.causal:
-            raise ConfigError(f"step mode needs a causal task; {self.spec.name} is not causal")
-        del batch_size, device  # the caches take batch, device and dtype from the first input
-        return {"t": 0, "caches": [None] * len(self.blocks)}
-
-    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """x_t [B] tokens or [B, d_input] -> (y_t [B, n_outputs], state); equals forward(x)[:, t]."""
-        t = state["t"]
-        assert isinstance(self.encoder, PositionalEncoder)
-        h = self.embed_dropout(self.encoder.step(x_t, t))
-        caches = list(state["caches"])
-        for i, block in enumerate(self.blocks):
-            if not hasattr(block.mixer, "step"):
-                h = block(h, None)  # position-wise (MLP)
-                continue
-            z = block.norm(h) if block.prenorm else h
-            y, caches[i] = block.mixer.step(z, caches[i], t, self.encoder.max_len)
-            y = block.dropout(block.channel_mixer(y))
-            h = h + y if block.prenorm else block.norm(h + y)
-        y_t = self.decoder(self.final_norm(h))[:, 0]
-        return y_t, {"t": t + 1, "caches": caches}
-
 
 # ------------------------------------------------------------------------------------------------------------------
 # Builder
 
 
-def _choice(value: str, options: tuple[str, ...], what: str) -> str:
-    if value not in options:
-        raise ConfigError(f"model.{what} must be one of {', '.join(options)}, got {value!r}")
-    return value
-
-
 @MODELS.register("transformer", TransformerConfig)
 def build(cfg: TransformerConfig, spec: TaskSpec) -> nn.Module:
     """Pre-norm Transformer encoder (causal for autoregressive tasks)."""
-    _choice(cfg.pooling, ("mean", "cls"), "pooling")
-    _choice(cfg.head, ("linear", "mlp"), "head")
-    gelu = {"exact": "none", "tanh": "tanh"}[_choice(cfg.gelu, ("exact", "tanh"), "gelu")]
-    _choice(cfg.init, ("default", "xavier"), "init")
-    if spec.causal and cfg.pooling == "cls":
-        raise ConfigError("a causal task cannot use pooling=cls (the CLS token would sit before every position); "
-                          "use model.pooling=mean")
     blocks: list[nn.Module] = []
     for _ in range(cfg.n_layers):
-        attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attn_dropout, causal=spec.causal,
-                             qkv_dim=cfg.qkv_dim, bias=cfg.bias)
-        mlp = MLP(cfg.d_model, cfg.d_ff, cfg.dropout, approximate=gelu)
-        for mixer in (attn, mlp):
-            block = ResidualBlock(mixer, cfg.d_model, "layer", prenorm=True, dropout=cfg.dropout)
-            block.norm = Norm("layer", cfg.d_model, eps=cfg.norm_eps)
-            blocks.append(block)
+        attn = SelfAttention(cfg.d_model, cfg.n_heads, dropout=cfg.attn_dropout, causal=spec.causal,
+                             qkv_dim=cfg.qkv_dim, bias=cfg.bias, max_len=spec.seq_len)
+        mlp = MLP(cfg.d_model, cfg.d_ff, cfg.dropout, approximate=GELUS[cfg.gelu])
+        blocks += [ResidualBlock(mixer, cfg.d_model, "layer", prenorm=True, dropout=cfg.dropout,
+                                 norm_eps=cfg.norm_eps) for mixer in (attn, mlp)]
     encoder = PositionalEncoder(spec, cfg.d_model, cfg.positions, cls_token=cfg.pooling == "cls")
     model = SequenceModel(spec, cfg.d_model, blocks, encoder, embed_dropout=cfg.dropout, pooling=cfg.pooling,
                           head=cfg.head, head_dim=cfg.d_ff, norm_eps=cfg.norm_eps)

@@ -1,10 +1,13 @@
-"""WavSpA: attention in a learnable wavelet space (Zhuang et al., arXiv 2210.01989).
+"""WavSpA: attention in a learnable wavelet space.
+
+Paper: Zhuang et al., "WavSpA: Wavelet Space Attention for Boosting Transformers' Long Sequence Learning
+Ability", arXiv 2210.01989. Published code (JAX): EvanZhuang/wavspa @ 0610f76, `wavspa/conv_fwt_learn.py`,
+`wavspa/wavelet_lifting.py`, `lra_benchmarks/models/wavspa/wavspa_learn.py`, with the ListOps configs
+`lra_benchmarks/listops/configs/wavspa-exp*.py`. Where that code is ambiguous or departs from the paper, the
+comments say which behaviour is kept ("reference" is the published code).
 
 Each block transforms the sequence with a multi-level wavelet decomposition (learnable filters, one per
 feature), runs a separate self-attention on every band, transforms back and crops to the input length.
-Written from the published JAX code (EvanZhuang/wavspa @ 0610f76, `wavspa/conv_fwt_learn.py`,
-`wavspa/wavelet_lifting.py`, `lra_benchmarks/models/wavspa/wavspa_learn.py`) as described in
-/work/shared/specs/sgconv_wavspa.md Part B; the decisions of its Part C are marked "C.n" below.
 
 Parametrisations (`wavelet`):
 - `ada`   AdaWavSpA: free filters (wlen, D), every column initialised to Daubechies db{wlen/2} dec_lo.
@@ -13,7 +16,7 @@ Parametrisations (`wavelet`):
 - `lift`  LiftWavSpA as the released configs run it: the fixed CDF-5/3 lifting (split, predict, update),
           no trainable transform parameters.
 - `adalift` the learnable lifting of the same code (`liftdec_learn`): predict/update filters (wlen, D)
-          ~ N(0, 0.02^2) inside SiLU; which of `lift`/`adalift` produced the README rows is not recorded (C.6).
+          ~ N(0, 0.02^2) inside SiLU; which of `lift`/`adalift` produced the README rows is not recorded.
 
 Shapes: activations [B, T, D] (time on axis 1, as the reference); filters [N, D] (N = wlen taps).
 """
@@ -27,14 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import ModelConfig
+from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
-from models import MODELS
-from models.backbone import Norm, ResidualBlock, length_mask
-from models.transformer import MLP, PositionalEncoder, SequenceModel, lra_init_
 from harness.task import TaskSpec
-
-WAVELETS = ("ada", "ortho", "lift", "adalift")
+from models import MODELS
+from models._validate import divides, even, probability
+from models.backbone import ResidualBlock, length_mask
+from models.transformer import HEADS, MLP, POOLINGS, POSITIONS, PositionalEncoder, SequenceModel, lra_init_
 
 
 @dataclass
@@ -54,14 +56,34 @@ class WavSpAConfig(ModelConfig):
     dropout: float = 0.1
     attn_dropout: float = 0.1  # on the attention weights (softmax only)
     positions: str = "sinusoidal"  # sinusoidal | learned | none
-    pooling: str = "cls"  # cls (the reference always pools the CLS token, C.8) | mean
+    pooling: str = "cls"  # cls (the reference always pools the CLS token) | mean
     head: str = "mlp"  # mlp (LRA classifier head) | linear
-    # Reference quirk (C.1): `jnp.flip` without an axis also reverses the low-pass filter over features, so
+    # Reference quirk: `jnp.flip` without an axis also reverses the low-pass filter over features, so
     # feature d pairs the low-pass of feature D-1-d with its own high-pass. True = reference behaviour.
     reverse_channels: bool = True
     # The LRA pipelines pad every batch to the full length (2000 tokens), and WavSpA attends over padding,
     # so outputs depend on the padded length. True pads each batch to the task's seq_len (reference).
     pad_to_seq_len: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_layers", "n_heads", "qkv_dim", "d_ff", "levels"):
+            positive(f"model.{key}", getattr(self, key), integer=True)
+        divides("model.n_heads", self.n_heads, "model.qkv_dim", self.qkv_dim)
+        one_of("model.wavelet", self.wavelet, ("ada", "ortho", "lift", "adalift"))
+        one_of("model.attention", self.attention, ("softmax", "linear"))
+        even("model.wlen", self.wlen)
+        if self.wavelet == "ada" and self.wlen > 2 * MAX_DAUBECHIES:
+            raise ConfigError(f"model.wlen={self.wlen} is above {2 * MAX_DAUBECHIES} (db1..db{MAX_DAUBECHIES}), "
+                              "the Daubechies filters model.wavelet=ada starts from. The reference switches to its "
+                              "own `daubcqf` above db20, which is numerically broken from wlen 48 on")
+        probability("model.dropout", self.dropout)
+        probability("model.attn_dropout", self.attn_dropout)
+        one_of("model.positions", self.positions, POSITIONS)
+        one_of("model.pooling", self.pooling, POOLINGS)
+        one_of("model.head", self.head, HEADS)
+
+
+MAX_DAUBECHIES = 38  # PyWavelets' db1..db38
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -72,11 +94,7 @@ def daubechies_lowpass(wlen: int) -> torch.Tensor:
     """db{wlen/2} decomposition low-pass (PyWavelets `filter_bank[0]`), float32 [wlen]."""
     import pywt  # local import: only the `ada` initialisation needs it
 
-    order = wlen // 2
-    if wlen % 2 or not 1 <= order <= 38:
-        raise ConfigError(f"wlen must be even and at most 76 (db1..db38), got {wlen}. The reference switches to its "
-                          f"own `daubcqf` above db20, which is numerically broken from wlen 48 on")
-    return torch.tensor(pywt.Wavelet(f"db{order}").filter_bank[0], dtype=torch.float32)
+    return torch.tensor(pywt.Wavelet(f"db{wlen // 2}").filter_bank[0], dtype=torch.float32)
 
 
 def ortho_filter(thetas: torch.Tensor) -> torch.Tensor:
@@ -109,12 +127,12 @@ def analysis_filters(w: torch.Tensor, reverse_channels: bool = True) -> tuple[to
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Convolutional wavelet transform (B.3, B.4)
+# Convolutional wavelet transform
 
 
 def reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """NumPy 'reflect' padding (no edge repeat) of [B, T, D] along time, including NumPy's repeated reflection
-    when the pad exceeds T - 1 (C.3; `F.pad` refuses that case). The signal is extended as its even periodic
+    when the pad exceeds T - 1 (`F.pad` refuses that case). The signal is extended as its even periodic
     extension of period 2(T-1)."""
     t = x.shape[1]
     if left == 0 and right == 0:
@@ -138,7 +156,7 @@ def _filter_bank(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
 def _analysis(xpad: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Circular cross-correlation at even offsets of a padded signal [B, P, D] (P even) -> (A, Dt) [B, P/2, D]:
     A[k] = sum_n lo[n] xpad[(2k + n) mod P]. The reference computes it by FFT; here the first N-2 samples are
-    appended (the circular wrap-around, C.2) and one grouped strided conv1d does the rest."""
+    appended (the circular wrap-around) and one grouped strided conv1d does the rest."""
     b, p, d = xpad.shape
     n = lo.shape[0]
     ext = torch.cat([xpad, xpad[:, : n - 2]], dim=1) if n > 2 else xpad
@@ -165,10 +183,8 @@ def wavedec(x: torch.Tensor, w: torch.Tensor, levels: int, reverse_channels: boo
 
     Per level (length T_j): reflect-pad N-2 on the left and N-2 + (T_j mod 2) on the right, then `_analysis`;
     M_j = ceil(T_j / 2) + N - 2. With Daubechies filters the first floor((T + N - 1) / 2) level-1 coefficients
-    equal `pywt.wavedec(mode='reflect')`; the last N/2 - 1 are extra circular wrap-around coefficients (C.2).
+    equal `pywt.wavedec(mode='reflect')`; the last N/2 - 1 are extra circular wrap-around coefficients.
     """
-    if levels < 1:
-        raise ConfigError(f"levels must be at least 1, got {levels}")
     lo, hi = analysis_filters(w, reverse_channels)
     pad = w.shape[0] - 2  # (2N - 3) // 2
     coeffs = []
@@ -199,7 +215,7 @@ def waverec(coeffs: list[torch.Tensor], w: torch.Tensor, reverse_channels: bool 
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Lifting transforms (B.5)
+# Lifting transforms
 
 
 def _pad_even(a: torch.Tensor) -> torch.Tensor:
@@ -214,7 +230,7 @@ def _interleave(even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
 def liftdec(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Fixed CDF-5/3 lifting with circular boundaries -> [s_J, d_J, ..., d_1]. Zero-pad to even length, split
     e = a[0::2], o = a[1::2]; predict d = o - (e[k] + e[k+1]) / 2; update s = e + (d[k-1] + d[k]) / 4 (the
-    reference's out-of-range gather index clamps to the last element, i.e. wraps around, C.5)."""
+    reference's out-of-range gather index clamps to the last element, i.e. wraps around)."""
     a = _pad_even(x)
     coeffs = []
     for _ in range(levels):
@@ -229,7 +245,7 @@ def liftdec(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
 
 def liftrec(coeffs: list[torch.Tensor]) -> torch.Tensor:
     """Reference inverse of `liftdec`: zero-pads each detail band on the right to the running length instead of
-    cropping the approximation (C.5), so it is exact only while no intermediate length was odd."""
+    cropping the approximation, so it is exact only while no intermediate length was odd."""
     s = coeffs[0]
     for det in coeffs[1:]:
         det = F.pad(det, (0, 0, 0, s.shape[1] - det.shape[1]))
@@ -288,10 +304,8 @@ class BandAttention(nn.Module):
     elu + 1 feature map, eps 1e-6) followed, in the block, by dropout on its output.
     """
 
-    def __init__(self, d_model: int, n_heads: int, qkv_dim: int, kind: str, attn_dropout: float, dropout: float):
+    def __init__(self, d_model: int, *, n_heads: int, qkv_dim: int, kind: str, attn_dropout: float, dropout: float):
         super().__init__()
-        if qkv_dim % n_heads:
-            raise ConfigError(f"qkv_dim {qkv_dim} is not divisible by n_heads {n_heads}")
         self.kind = kind
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
@@ -299,7 +313,7 @@ class BandAttention(nn.Module):
         self.q, self.k, self.v = (nn.Linear(d_model, qkv_dim, bias=bias) for _ in range(3))
         self.out = nn.Linear(qkv_dim, d_model, bias=bias)
         for lin in (self.q, self.k, self.v, self.out):
-            nn.init.xavier_uniform_(lin.weight)  # Flax xavier on the flattened (in, out) kernel (C.7)
+            nn.init.xavier_uniform_(lin.weight)  # Flax xavier on the flattened (in, out) kernel
             if lin.bias is not None:
                 nn.init.normal_(lin.bias, std=1e-6)
         self.out_dropout = nn.Dropout(dropout) if kind == "linear" and dropout > 0 else nn.Identity()
@@ -335,18 +349,10 @@ class WavSpALayer(nn.Module):
     float32 even under autocast (the reference is fp32; they are cheap next to attention).
     """
 
-    def __init__(self, d_model: int, n_heads: int = 1, qkv_dim: int = 64, wavelet: str = "ada", wlen: int = 16,
+    def __init__(self, d_model: int, *, n_heads: int = 1, qkv_dim: int = 64, wavelet: str = "ada", wlen: int = 16,
                  levels: int = 1, attention: str = "softmax", attn_dropout: float = 0.0, dropout: float = 0.0,
                  reverse_channels: bool = True):
         super().__init__()
-        if wavelet not in WAVELETS:
-            raise ConfigError(f"wavelet must be one of {', '.join(WAVELETS)}, got {wavelet!r}")
-        if attention not in ("softmax", "linear"):
-            raise ConfigError(f"attention must be softmax or linear, got {attention!r}")
-        if wlen < 2 or wlen % 2:
-            raise ConfigError(f"wlen must be even and at least 2, got {wlen}")
-        if levels < 1:
-            raise ConfigError(f"levels must be at least 1, got {levels}")
         self.wavelet, self.levels, self.reverse_channels = wavelet, levels, reverse_channels
         if wavelet == "ada":
             self.filters = nn.Parameter(daubechies_lowpass(wlen)[:, None].repeat(1, d_model))
@@ -356,7 +362,8 @@ class WavSpALayer(nn.Module):
             self.w_est = nn.Parameter(torch.randn(wlen, d_model) * 0.02)
             self.w_pred = nn.Parameter(torch.randn(wlen, d_model) * 0.02)
         # 'lift' has no parameters (the reference creates two unused (wlen, D) arrays for it; left out).
-        self.attn = nn.ModuleList(BandAttention(d_model, n_heads, qkv_dim, attention, attn_dropout, dropout)
+        self.attn = nn.ModuleList(BandAttention(d_model, n_heads=n_heads, qkv_dim=qkv_dim, kind=attention,
+                                                attn_dropout=attn_dropout, dropout=dropout)
                                   for _ in range(levels + 1))
 
     def filter(self) -> torch.Tensor:
@@ -388,7 +395,7 @@ class WavSpALayer(nn.Module):
 
 
 class WavSpABlock(ResidualBlock):
-    """Reference `WavspaBlock` (B.6):  x0 = where(mask, x, 0);  x = x0 + layer(LN(x0));
+    """Reference `WavspaBlock`:  x0 = where(mask, x, 0);  x = x0 + layer(LN(x0));
     return x + MLP(dropout(x)), the MLP being Dense -> tanh-GELU -> Dropout -> Dense -> Dropout.
 
     Unlike the LRA Transformer block there is no LayerNorm before the MLP and the dropout sits on the MLP input.
@@ -397,8 +404,7 @@ class WavSpABlock(ResidualBlock):
     """
 
     def __init__(self, mixer: WavSpALayer, d_model: int, d_ff: int, dropout: float, norm_eps: float = 1e-6):
-        super().__init__(mixer, d_model, "layer", prenorm=True, dropout=0.0)
-        self.norm = Norm("layer", d_model, eps=norm_eps)
+        super().__init__(mixer, d_model, "layer", prenorm=True, dropout=0.0, norm_eps=norm_eps)
         self.mlp_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.mlp = nn.Sequential(MLP(d_model, d_ff, dropout, approximate="tanh"), nn.Dropout(dropout))
 
@@ -416,15 +422,15 @@ def build(cfg: WavSpAConfig, spec: TaskSpec) -> nn.Module:
     if spec.causal:
         raise ConfigError(f"wavspa is not causal (the wavelet transform mixes past and future), but {spec.name} "
                           f"needs a causal model")
-    blocks = [WavSpABlock(WavSpALayer(cfg.d_model, cfg.n_heads, cfg.qkv_dim, cfg.wavelet, cfg.wlen, cfg.levels,
-                                      cfg.attention, cfg.attn_dropout, cfg.dropout, cfg.reverse_channels),
+    blocks = [WavSpABlock(WavSpALayer(cfg.d_model, n_heads=cfg.n_heads, qkv_dim=cfg.qkv_dim, wavelet=cfg.wavelet,
+                                      wlen=cfg.wlen, levels=cfg.levels, attention=cfg.attention,
+                                      attn_dropout=cfg.attn_dropout, dropout=cfg.dropout,
+                                      reverse_channels=cfg.reverse_channels),
                           cfg.d_model, cfg.d_ff, cfg.dropout)
               for _ in range(cfg.n_layers)]
-    if cfg.pooling not in ("cls", "mean"):
-        raise ConfigError(f"model.pooling must be cls or mean, got {cfg.pooling!r}")
     encoder = PositionalEncoder(spec, cfg.d_model, cfg.positions, cls_token=cfg.pooling == "cls")
     model = SequenceModel(spec, cfg.d_model, blocks, encoder, embed_dropout=cfg.dropout, pooling=cfg.pooling,
                           head=cfg.head, head_dim=cfg.d_ff, norm_eps=1e-6,
                           pad_to=spec.seq_len if cfg.pad_to_seq_len else None)
-    lra_init_(model)  # MLP kernels xavier-uniform, biases N(0, 1e-6^2) (C.7); band attention inits itself
+    lra_init_(model)  # MLP kernels xavier-uniform, biases N(0, 1e-6^2); band attention inits itself
     return model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from harness.errors import UserError, exit_with
 from reports.build import build
 
 
@@ -14,7 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="directory to write the report into")
     parser.add_argument("--sweep", default=None, help="only records of this sweep")
     args = parser.parse_args(argv)
-    path = build(args.store, args.out, args.sweep)
+    try:
+        path = build(args.store, args.out, args.sweep)
+    except UserError as exc:
+        exit_with(exc)
     print(f"seqbench: report written to {path}")
     return 0
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from reports import html, plots, render
 from reports.ablation import ablations
-from reports.bench import bench_table
+from reports.bench import bench_notes, bench_tables
 from reports.leaderboard import Board, boards, footnotes
 from reports.load import load
 from reports.references import load_references
@@ -65,11 +65,9 @@ def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], o
     for ab in ablations(runs):
         result.append(Section(f"Ablation: sweep {ab.sweep}, {ab.task}",
                               [(f"sweep {ab.sweep}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
-    if not bench.empty:
-        bench_section = Section("Scaling benchmark", figures=plots.scaling(bench, figdir))
-        bench_section.tables.append(("tokens/s per length (oom: out of memory)", bench_table(bench, "tokens_per_s")))
-        bench_section.tables.append(("peak memory per length", bench_table(bench, "peak_bytes")))
-        result.append(bench_section)
+    if not bench.empty:  # the figures show our models; published code is in its own table
+        result.append(Section("Scaling benchmark", bench_tables(bench), bench_notes(bench),
+                              plots.scaling(bench[bench["impl"] == "ours"], figdir)))
     if not result:
         result.append(Section("No records", notes=["The store holds no readable records (of this sweep)."]))
     return result

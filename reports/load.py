@@ -28,8 +28,9 @@ RUN_COLUMNS = [
     "config", "flat_config", "config_key", "task_variant", "history",
 ]
 BENCH_COLUMNS = [
-    "run_id", "sweep", "model", "status", "scope", "pass", "dtype", "length", "batch_size", "time_ms",
-    "tokens_per_s", "peak_bytes", "error",
+    "run_id", "sweep", "model", "impl", "status", "scope", "pass", "dtype", "length", "batch_size", "time_ms",
+    "tokens_per_s", "peak_bytes", "memory_kind", "frac_bandwidth", "frac_matmul", "error", "device", "ceilings",
+    "env", "bench_config",
 ]
 
 
@@ -107,6 +108,7 @@ def bench_row(record: dict[str, Any]) -> dict[str, Any]:
         "run_id": record.get("run_id"),
         "sweep": record.get("sweep"),
         "model": record.get("model"),
+        "impl": metrics.get("impl") or "ours",  # records from before published code was timed are all ours
         "status": record.get("status"),
         "scope": metrics.get("scope"),
         "pass": metrics.get("pass"),
@@ -116,7 +118,14 @@ def bench_row(record: dict[str, Any]) -> dict[str, Any]:
         "time_ms": _num(metrics.get("time_ms")),
         "tokens_per_s": _num(metrics.get("tokens_per_s")),
         "peak_bytes": _num(metrics.get("peak_bytes")),
+        "memory_kind": metrics.get("memory_kind"),
+        "frac_bandwidth": _num(metrics.get("frac_bandwidth")),
+        "frac_matmul": _num(metrics.get("frac_matmul")),
         "error": record.get("error"),
+        "device": _section(record, "env").get("device"),
+        "ceilings": _section(metrics, "ceilings"),
+        "env": _section(record, "env"),
+        "bench_config": _section(_section(record, "config"), "bench"),
     }
 
 

@@ -1,6 +1,8 @@
 """Reading CIFAR-10 from its published formats, shared by `scifar` and `cifar_bpd`.
 
-Two formats are read, both to the same arrays (images uint8 [N, 32, 32, 3] in HWC order, labels int64 [N]):
+CIFAR-10 is published by Alex Krizhevsky (University of Toronto) at https://www.cs.toronto.edu/~kriz/cifar.html
+(Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009). Two formats are read, both to the
+same arrays (images uint8 [N, 32, 32, 3] in HWC order, labels int64 [N]):
 
 * the official Python release `cifar-10-batches-py/` (pickled dicts `data_batch_1..5`, `test_batch` with
   b'data' uint8 [N, 3072] laid out as 1024 R, 1024 G, 1024 B values in raster order, and b'labels');
@@ -14,20 +16,16 @@ and extracted; otherwise a `DataError` says exactly what to fetch and where to p
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from harness.errors import ConfigError, DataError
+from tasks._download import fetch_and_extract
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -151,41 +149,10 @@ def read_parquet_split(files: list[str], cache_dir: str | None) -> tuple[np.ndar
 # Download
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_cifar(root: Path, url: str = CIFAR_URL, md5: str = CIFAR_MD5) -> Path:
-    """Download the official tarball, check its md5 and extract `cifar-10-batches-py` into `root`."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=root, suffix=".tar.gz.part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        got = md5sum(tmp)
-        if got != md5:
-            raise DataError(f"download of {url} has md5 {got}, expected {md5}; the file is corrupt, try again")
-        staging = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
-        try:
-            with tarfile.open(tmp, "r:gz") as tar:
-                tar.extractall(staging, filter="data")  # 'data' refuses absolute paths and links out of staging
-            if not (staging / PYTHON_DIR / "data_batch_1").exists():
-                raise DataError(f"{url} does not contain {PYTHON_DIR}/data_batch_1")
-            # Rename into place only once complete, so an interrupted download never looks like data.
-            os.replace(staging / PYTHON_DIR, root / PYTHON_DIR)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"downloading {url} failed ({type(e).__name__}: {e}).\n{fetch_instructions(root)}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Download the official tarball, check its md5 and put `cifar-10-batches-py` (renamed whole) into `root`."""
+    fetch_and_extract(url, root, f"{PYTHON_DIR}/data_batch_1", checksum=f"md5:{md5}",
+                      instructions=fetch_instructions(root))
     return root / PYTHON_DIR
 
 
@@ -205,11 +172,9 @@ def load_cifar10(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
     """{'train': (images, labels), 'test': (...)} and a description of where they came from.
 
-    `roots` are searched in order (the task's data directory first). `source` restricts the format:
-    auto | python | parquet. `download` fetches the official tarball into roots[0] when nothing is found.
+    `roots` are searched in order (the task's data directory first). `source` restricts the format (one of
+    SOURCES): auto | python | parquet. `download` fetches the official tarball into roots[0] when nothing is found.
     """
-    if source not in SOURCES:
-        raise ConfigError(f"task.source={source!r} is not one of {SOURCES}")
     existing = [r for r in roots if r.is_dir()]
     if source in ("auto", "python"):
         for root in existing:
@@ -234,6 +199,6 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     """Train/val indices exactly as `torch.utils.data.random_split(range(n), [n - val_size, val_size],
     generator=torch.Generator().manual_seed(seed))`, the split both published pipelines use."""
     if not 0 < val_size < n:
-        raise ConfigError(f"task.val_size={val_size} must be between 1 and the {n - 1} (training images - 1)")
+        raise ConfigError(f"task.val_size={val_size} must be between 1 and {n - 1} (the training images - 1)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[: n - val_size], perm[n - val_size:]

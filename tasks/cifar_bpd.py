@@ -1,4 +1,8 @@
-"""CIFAR-10 density estimation in bits per dimension, as MultiresNet's `autoregressive.py` does it.
+"""CIFAR-10 density estimation in bits per dimension, as MultiresNet's published code does it.
+
+Data: CIFAR-10 as its publisher ships it (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html; read by
+tasks/_cifar.py). Follows thjashin/multires-conv `autoregressive.py`; the likelihood is PixelCNN++'s (Salimans et
+al., ICLR 2017; openai/pixel-cnn `pixel_cnn_pp/nn.py`, discretized_mix_logistic_loss).
 
 Each image is 1024 positions (raster order) of 3 channels with values 2k/255 - 1 in [-1, 1]. The TASK does
 the causal shift: x[t] = pixel t-1 (x[0] = 0), y[t] = pixel t; the model (spec.causal) maps x to
@@ -30,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from harness.config import TaskConfig
+from harness.config import TaskConfig, one_of, positive
 from harness.errors import ConfigError
 from harness.registry import TASKS
-from tasks._cifar import load_cifar10, split_indices
 from harness.task import Batch, Metric, Objective, Task, TaskSpec
+from tasks._cifar import SOURCES, load_cifar10, split_indices
 
 N_MIX = 10
 OUTPUTS = {"dmol": 10 * N_MIX, "softmax": 3 * 256}
@@ -49,8 +53,14 @@ class CifarBpdConfig(TaskConfig):
     seed: int = 42
     limit: int | None = None  # keep at most this many examples per split (smoke runs)
     source: str = "auto"  # auto | python | parquet
-    download: bool = True
-    hf_cache_dir: str | None = None
+    download: bool = True  # fetch the official tarball when no copy is found
+    hf_cache_dir: str | None = None  # `datasets` cache for the Parquet route (None: its default)
+
+    def __post_init__(self) -> None:
+        one_of("task.likelihood", self.likelihood, OUTPUTS)
+        one_of("task.source", self.source, SOURCES)
+        positive("task.val_size", self.val_size, integer=True)
+        positive("task.limit", self.limit, integer=True, optional=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -173,10 +183,6 @@ class ShiftedImages(Dataset):
 @TASKS.register("cifar_bpd", CifarBpdConfig)
 def build(cfg: CifarBpdConfig, data_root: Path) -> Task:
     """CIFAR-10 autoregressive density (1024 steps x 3 channels, bits per dim)."""
-    if cfg.likelihood not in OUTPUTS:
-        raise ConfigError(f"task.likelihood={cfg.likelihood!r} is not one of {sorted(OUTPUTS)}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"task.limit={cfg.limit} must be positive (or null for all examples)")
     data_root = Path(data_root)
     data, source = load_cifar10([data_root, data_root.parent / "scifar"], cfg.source, cfg.download,
                                 cfg.hf_cache_dir)

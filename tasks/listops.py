@@ -1,9 +1,13 @@
 """LRA ListOps: nested MIN / MAX / MED / SM expressions over digits, classify the value (0-9).
 
+ListOps is from Nangia & Bowman ("ListOps: A Diagnostic Dataset for Latent Tree Learning", NAACL SRW 2018); its
+long version is a task of the Long Range Arena (Tay et al., ICLR 2021), whose release, lra_release.gz, and
+generator, google-research/long-range-arena `lra_benchmarks/data/listops.py`, are the published data and code.
 Three parts, each usable alone:
-- the generator, a reimplementation of `lra_benchmarks/data/listops.py` of the LRA release;
+- the generator, a reimplementation of that `listops.py`;
 - the LRA release format: `basic_{train,val,test}.tsv`, tab-separated, header `Source<TAB>Target`;
-- the task: tokenised as the LRA and S4 pipelines do it, padded, with true lengths for pooling.
+- the task: tokenised as the LRA pipeline (`lra_benchmarks/listops/input_pipeline.py`) and S4's
+  (state-spaces/s4 `src/dataloaders/lra.py`, class ListOps) do it, padded, with true lengths for pooling.
 
 Generate a set in the release format:
 
@@ -19,6 +23,7 @@ import io
 import json
 import random
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +32,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from harness.config import TaskConfig
+from harness.config import TaskConfig, positive
 from harness.errors import ConfigError, DataError
+from harness.files import atomic_write
 from harness.registry import TASKS
-from harness.results import atomic_write_text
 from harness.task import Batch, Task, TaskSpec
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
@@ -38,6 +43,41 @@ OPERATORS = (MIN, MAX, MED, SUM_MOD)
 VALUE_P = 0.25  # probability that a node below the maximum depth is a digit rather than an operator
 SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 1  # part of the cache key: bump when generated data would change
+
+
+@dataclass
+class ListOpsConfig(TaskConfig):
+    """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
+
+    name: str = "listops"
+    n_train: int = 96_000
+    n_val: int = 2_000
+    n_test: int = 2_000
+    min_length: int = 500
+    max_length: int = 2_000
+    max_depth: int = 10
+    max_args: int = 10
+    seed: int = 0  # the generator's seed (the run's seed is separate)
+    l_max: int = 2048  # tokens the model sees at most, <eos> included
+    append_eos: bool = True  # the S4 pipeline appends <eos>; LRA's own does not
+    pad_to_max: bool = False  # pad every batch to l_max (MultiresNet's BatchNorm statistics see that padding)
+
+    def __post_init__(self) -> None:
+        positive("task.l_max", self.l_max, integer=True)
+        if self.l_max < 2 and self.append_eos:
+            raise ConfigError(f"task.l_max={self.l_max} leaves no room for a token and <eos>; the S4 setting is 2048")
+        if not self.root:  # generated: settings under which generation could never finish are refused now
+            check_settings(settings_of(self), prefix="task.")
+
+
+def settings_of(cfg: ListOpsConfig) -> GeneratorSettings:
+    return GeneratorSettings(cfg.n_train, cfg.n_val, cfg.n_test, cfg.min_length, cfg.max_length, cfg.max_depth,
+                             cfg.max_args, cfg.seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The generator
+
 
 # The reference's tree: a digit, or nested pairs ((((op, a1), a2), ...), "]"), built left to right.
 Tree = int | str | tuple[Any, Any]
@@ -113,22 +153,24 @@ def longest_tree(max_depth: int, max_args: int) -> int:
     return length
 
 
-def check_settings(settings: GeneratorSettings) -> None:
-    """Reject settings under which generation could never finish, before it starts."""
-    if min(settings.n_train, settings.n_val, settings.n_test) < 1:
-        raise ConfigError(f"ListOps needs at least one example per split, got train/val/test = "
-                          f"{settings.n_train}/{settings.n_val}/{settings.n_test}")
-    if settings.max_args < 2 or settings.max_depth < 1:
-        raise ConfigError(f"ListOps max_args must be at least 2 and max_depth at least 1, got "
-                          f"max_args={settings.max_args}, max_depth={settings.max_depth}")
-    if settings.max_length - settings.min_length < 2:
-        raise ConfigError(f"no ListOps length lies strictly between min_length={settings.min_length} and "
-                          f"max_length={settings.max_length}; widen the window")
-    longest = longest_tree(settings.max_depth, settings.max_args)
-    if longest <= settings.min_length:
-        raise ConfigError(f"ListOps trees with max_depth={settings.max_depth}, max_args={settings.max_args} have "
-                          f"at most {longest} tokens, not more than min_length={settings.min_length}; "
-                          f"lower min_length or raise max_depth/max_args")
+def check_settings(settings: GeneratorSettings, prefix: str = "") -> None:
+    """Reject settings under which generation could never finish, before it starts; `prefix` + field names
+    the option in messages (e.g. "task.")."""
+    s, k = settings, prefix
+    if min(s.n_train, s.n_val, s.n_test) < 1:
+        raise ConfigError(f"ListOps needs at least one example per split, got {k}n_train/{k}n_val/{k}n_test = "
+                          f"{s.n_train}/{s.n_val}/{s.n_test}")
+    if s.max_args < 2 or s.max_depth < 1:
+        raise ConfigError(f"ListOps {k}max_args must be at least 2 and {k}max_depth at least 1, got "
+                          f"{k}max_args={s.max_args}, {k}max_depth={s.max_depth}")
+    if s.max_length - s.min_length < 2:
+        raise ConfigError(f"no ListOps length lies strictly between {k}min_length={s.min_length} and "
+                          f"{k}max_length={s.max_length}; widen the window")
+    longest = longest_tree(s.max_depth, s.max_args)
+    if longest <= s.min_length:
+        raise ConfigError(f"ListOps trees with {k}max_depth={s.max_depth}, {k}max_args={s.max_args} have "
+                          f"at most {longest} tokens, not more than {k}min_length={s.min_length}; "
+                          f"lower {k}min_length or raise {k}max_depth/{k}max_args")
 
 
 # Draws in a row without a new example after which the settings are taken to admit too few distinct
@@ -172,6 +214,10 @@ def generate(settings: GeneratorSettings, progress: bool = False) -> dict[str, l
     return {"train": rows[:cut1], "val": rows[cut1:cut2], "test": rows[cut2:]}
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The LRA release format
+
+
 def write_release(rows: dict[str, list[tuple[str, int]]], out: Path) -> None:
     """`basic_{split}.tsv` as the reference writes them, each atomically.
 
@@ -182,7 +228,7 @@ def write_release(rows: dict[str, list[tuple[str, int]]], out: Path) -> None:
         writer = csv.writer(buffer, delimiter="\t")
         writer.writerow(["Source", "Target"])
         writer.writerows(rows[split])
-        atomic_write_text(out / f"basic_{split}.tsv", buffer.getvalue())
+        atomic_write(out / f"basic_{split}.tsv", buffer.getvalue())
 
 
 LRA_HINT = ("The official data is the `listops-1000` folder of lra_release.gz (linked from the README of "
@@ -233,6 +279,10 @@ def read_release(root: Path) -> dict[str, list[tuple[str, int]]]:
     return rows
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Tokens
+
+
 # Fixed ids, so that a model's embedding does not depend on the data it was built from. The S4
 # pipeline orders symbols by training frequency; the vocabulary (and every parameter count) is the same.
 SPECIALS = ("<pad>", "<unk>", "<eos>")
@@ -268,7 +318,7 @@ class ListOpsDataset(Dataset):
         return self.items[i]
 
 
-def make_collate(pad_to: int | None):  # noqa: ANN201
+def make_collate(pad_to: int | None) -> Callable[[list[tuple[torch.Tensor, int]]], Batch]:
     """Right-pad with <pad> to the longest sequence of the batch, or to `pad_to`."""
 
     def collate(items: list[tuple[torch.Tensor, int]]) -> Batch:
@@ -282,27 +332,8 @@ def make_collate(pad_to: int | None):  # noqa: ANN201
     return collate
 
 
-@dataclass
-class ListOpsConfig(TaskConfig):
-    """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
-
-    name: str = "listops"
-    n_train: int = 96_000
-    n_val: int = 2_000
-    n_test: int = 2_000
-    min_length: int = 500
-    max_length: int = 2_000
-    max_depth: int = 10
-    max_args: int = 10
-    seed: int = 0  # the generator's seed (the run's seed is separate)
-    l_max: int = 2048  # tokens the model sees at most, <eos> included
-    append_eos: bool = True  # the S4 pipeline appends <eos>; LRA's own does not
-    pad_to_max: bool = False  # pad every batch to l_max (MultiresNet's BatchNorm statistics see that padding)
-
-
-def settings_of(cfg: ListOpsConfig) -> GeneratorSettings:
-    return GeneratorSettings(cfg.n_train, cfg.n_val, cfg.n_test, cfg.min_length, cfg.max_length, cfg.max_depth,
-                             cfg.max_args, cfg.seed)
+# ----------------------------------------------------------------------------------------------------------------
+# The task
 
 
 def generated_dir(data_root: Path, settings: GeneratorSettings) -> Path:
@@ -316,15 +347,13 @@ def ensure_generated(data_root: Path, settings: GeneratorSettings) -> Path:
     # settings.json is written last: a directory without it is an interrupted generation.
     if not (out / "settings.json").is_file():
         write_release(generate(settings, progress=True), out)
-        atomic_write_text(out / "settings.json", json.dumps(asdict(settings), indent=1) + "\n")
+        atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=1) + "\n")
     return out
 
 
 @TASKS.register("listops", ListOpsConfig)
 def build(cfg: ListOpsConfig, data_root: Path) -> Task:
     """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
-    if cfg.l_max < (2 if cfg.append_eos else 1):
-        raise ConfigError(f"task.l_max={cfg.l_max} leaves no room for a token (and <eos>); the S4 setting is 2048")
     if cfg.root:
         # The runner passes the resolved `cfg.root` as data_root.
         source: dict[str, Any] = {"source": "files", "root": str(data_root)}

@@ -1,8 +1,11 @@
-"""PTB-XL 12-lead ECG classification (Wagner et al., PhysioNet), as the PTB-XL benchmark builds it.
+"""PTB-XL 12-lead ECG classification, as the PTB-XL benchmark builds it.
 
-Data: the unzipped PhysioNet release (`ptbxl_database.csv`, `scp_statements.csv`, `records100/`, `records500/`),
-read with `wfdb`. Labels follow helme/ecg_ptbxl_benchmarking (`compute_label_aggregations` / `select_data` with
-min_samples 0) for the six label sets:
+Data: PTB-XL 1.0.3 as PhysioNet publishes it (Wagner et al., "PTB-XL, a large publicly available
+electrocardiography dataset", Scientific Data 2020; https://physionet.org/content/ptb-xl/1.0.3/), unzipped:
+`ptbxl_database.csv`, `scp_statements.csv`, `records100/`, `records500/`, read with `wfdb`. Labels follow the
+benchmark's published code, github.com/helme/ecg_ptbxl_benchmarking `code/utils/utils.py`
+(`compute_label_aggregations`, `select_data` with min_samples 0; Strodthoff et al., IEEE JBHI 2021), for the six
+label sets:
   all              every SCP code of the record
   diagnostic       codes whose `diagnostic` flag is 1
   subdiagnostic    their `diagnostic_subclass`
@@ -23,11 +26,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +34,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import TaskConfig
-from harness.errors import ConfigError, DataError
+from harness.config import TaskConfig, one_of
+from harness.errors import DataError
+from harness.files import atomic_write
 from harness.registry import TASKS
-from harness.results import atomic_write_text
-from tasks._cache import fill_cached
 from harness.task import Task, TaskSpec
+from tasks._cache import fill_cached
+from tasks._download import fetch_and_extract
 
 VERSION_DIR = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
 ZIP_URL = f"https://physionet.org/static/published-projects/ptb-xl/{VERSION_DIR}.zip"
@@ -61,6 +60,14 @@ class PtbxlConfig(TaskConfig):
     cache_dir: str | None = None  # None: <data root>/cache
     download: bool = False  # fetch PhysioNet's zip (about 1.8 GB) when the data is missing
 
+    def __post_init__(self) -> None:
+        one_of("task.label_set", self.label_set, LABEL_SETS)
+        one_of("task.sampling_rate", self.sampling_rate, RATES)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding and fetching the release
+
 
 def fetch_instructions(root: Path) -> str:
     return (
@@ -72,24 +79,11 @@ def fetch_instructions(root: Path) -> str:
 
 
 def download_ptbxl(root: Path, url: str = ZIP_URL) -> None:
-    """Fetch PhysioNet's zip and extract its contents directly into `root` (staged, then moved)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".zip.part")
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        with zipfile.ZipFile(tmp) as z:
-            z.extractall(staging)  # zipfile strips absolute paths and '..' from member names
-        top = next(staging.rglob("ptbxl_database.csv")).parent
-        # The database file last: until it is in place the directory does not look like PTB-XL.
-        for item in sorted(top.iterdir(), key=lambda p: p.name == "ptbxl_database.csv"):
-            os.replace(item, root / item.name)
-    except Exception as e:
-        raise DataError(f"downloading {url} failed ({type(e).__name__}: {e}).\n{fetch_instructions(root)}") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+    """Fetch PhysioNet's zip and put the contents of its versioned folder directly into `root`.
+
+    The database file is moved last: until it is in place the directory does not look like PTB-XL.
+    """
+    fetch_and_extract(url, root, "ptbxl_database.csv", instructions=fetch_instructions(root))
 
 
 def find_root(root: Path) -> Path:
@@ -138,8 +132,6 @@ def read_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def label_lists(db: pd.DataFrame, statements: pd.DataFrame, label_set: str) -> pd.Series:
     """Per record, the list of its labels in `label_set` (duplicates removed, as the benchmark's set())."""
-    if label_set not in LABEL_SETS:
-        raise ConfigError(f"task.label_set={label_set!r} is not one of {LABEL_SETS}")
     if label_set == "all":
         return db["scp_codes"].apply(lambda codes: sorted(codes))
     flag = "diagnostic" if label_set in ("diagnostic", "subdiagnostic", "superdiagnostic") else label_set
@@ -236,7 +228,7 @@ def load_signals(root: Path, db: pd.DataFrame, rate: int, cache_dir: Path) -> np
 
     # The meta before the array: a visible array always has its meta.
     return fill_cached(path, shape, np.float32, fill,
-                       before_publish=lambda: atomic_write_text(path.with_suffix(".json"), json.dumps(meta)))
+                       before_publish=lambda: atomic_write(path.with_suffix(".json"), json.dumps(meta)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -273,10 +265,6 @@ def global_standardisation(signals: np.ndarray, rows: np.ndarray, chunk: int = 1
 @TASKS.register("ptbxl", PtbxlConfig)
 def build(cfg: PtbxlConfig, data_root: Path) -> Task:
     """PTB-XL multi-label ECG classification (12 leads, 1000 or 5000 steps, macro AUROC)."""
-    if cfg.sampling_rate not in RATES:
-        raise ConfigError(f"task.sampling_rate={cfg.sampling_rate} must be 100 or 500 (Hz)")
-    if cfg.label_set not in LABEL_SETS:
-        raise ConfigError(f"task.label_set={cfg.label_set!r} is not one of {LABEL_SETS}")
     data_root = Path(data_root)
     if cfg.download and not any((c / "ptbxl_database.csv").is_file() for c in (data_root, data_root / VERSION_DIR)):
         download_ptbxl(data_root)

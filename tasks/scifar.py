@@ -1,7 +1,9 @@
 """Sequential CIFAR-10: each image is a 1024-step sequence (raster order, t = 32 * row + col) of 3 channels.
 
-Follows the S4 (`src/dataloaders/basic.py::CIFAR10`) and MultiresNet (`classification.py`) pipelines:
-ToTensor -> per-channel Normalize -> (h w) c; the 50k training images are split 45,000 / 5,000 exactly as
+Data: CIFAR-10 as its publisher ships it (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html; read by
+tasks/_cifar.py). Follows the published pipelines of S4 (state-spaces/s4 `src/dataloaders/basic.py`, class
+CIFAR10) and MultiresNet (thjashin/multires-conv `classification.py`): ToTensor -> per-channel Normalize ->
+(h w) c; the 50k training images are split 45,000 / 5,000 exactly as
 `random_split(..., generator=torch.Generator().manual_seed(42))` does; the official 10k test set.
 The two published pipelines differ only in the normalisation std (`norm`): S4 uses the true CIFAR-10 stds
 (0.247, 0.243, 0.261), MultiresNet (and S4's example.py) the widely copied (0.2023, 0.1994, 0.2010).
@@ -13,7 +15,8 @@ published sCIFAR config uses none:
   crop_flip_cutout  the above, then after normalisation one 16x16 hole zeroed (Cutout(1, 16))
 Augmentation applies to the training split only (S4 splits val off the augmented training set, so its val
 images are augmented too when augment is on; we keep val deterministic).
-`grayscale` gives the LRA "Image" variant (PIL luma, normalised by 122.6/255 and 61.0/255, d_input 1).
+`grayscale` gives the LRA "Image" variant (PIL luma, normalised by 122.6/255 and 61.0/255, d_input 1), as S4's
+`grayscale` option of the same class does.
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import TaskConfig
-from harness.errors import ConfigError
+from harness.config import TaskConfig, one_of, positive
 from harness.registry import TASKS
-from tasks._cifar import load_cifar10, split_indices
 from harness.task import Task, TaskSpec
+from tasks._cifar import SOURCES, load_cifar10, split_indices
 
 NORMS = {
     "s4": ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)),
@@ -51,6 +53,17 @@ class SCifarConfig(TaskConfig):
     source: str = "auto"  # auto | python | parquet
     download: bool = True  # fetch the official tarball when no copy is found
     hf_cache_dir: str | None = None  # `datasets` cache for the Parquet route (None: its default)
+
+    def __post_init__(self) -> None:
+        one_of("task.augment", self.augment, AUGMENTS)
+        one_of("task.norm", self.norm, NORMS)
+        one_of("task.source", self.source, SOURCES)
+        positive("task.val_size", self.val_size, integer=True)
+        positive("task.limit", self.limit, integer=True, optional=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Images to sequences, augmentation
 
 
 def to_grayscale(images: np.ndarray) -> np.ndarray:
@@ -109,19 +122,13 @@ class ImageSequences(Dataset):
 
 
 def _take(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, limit: int | None) -> tuple:
-    idx = idx[:limit] if limit is not None else idx
+    idx = idx[:limit]  # limit None keeps all
     return images[idx], labels[idx]
 
 
 @TASKS.register("scifar", SCifarConfig)
 def build(cfg: SCifarConfig, data_root: Path) -> Task:
     """Sequential CIFAR-10 classification (1024 steps x 3 channels, 10 classes, accuracy)."""
-    if cfg.augment not in AUGMENTS:
-        raise ConfigError(f"task.augment={cfg.augment!r} is not one of {AUGMENTS}")
-    if cfg.norm not in NORMS:
-        raise ConfigError(f"task.norm={cfg.norm!r} is not one of {sorted(NORMS)}")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"task.limit={cfg.limit} must be positive (or null for all examples)")
     data_root = Path(data_root)
     # The cifar_bpd task reads the same files: look in its directory too before asking for a download.
     data, source = load_cifar10([data_root, data_root.parent / "cifar_bpd"], cfg.source, cfg.download,

@@ -1,7 +1,9 @@
 """Speech Commands SC10: raw 16 kHz waveforms of ten words, one channel, 16,000 steps (zero-padded).
 
-Reads the official archive layout (speech_commands_v0.02.tar.gz): one folder per word of 16-bit PCM .wav files,
-`validation_list.txt` and `testing_list.txt` (paths `word/file.wav`); train = every other file of the ten words.
+Data: Speech Commands v0.02 as Google publishes it (Warden, "Speech Commands: A Dataset for Limited-Vocabulary
+Speech Recognition", arXiv:1804.03209, 2018; speech_commands_v0.02.tar.gz from download.tensorflow.org): one
+folder per word of 16-bit PCM .wav files, `validation_list.txt` and `testing_list.txt` (paths
+`word/file.wav`); train = every other file of the ten words.
 Classes in the order yes, no, up, down, left, right, on, off, stop, go. Samples are scaled to [-1, 1)
 (int16 / 32768, as torchaudio loads them) and, with `normalize` (default, as S4's loader does), standardised by
 one mean/std over the training split (padding included).
@@ -13,19 +15,15 @@ and test at 8 kHz (length 8,000). spec.seq_len is the longer of the two lengths.
 Decoded clips are cached as int16 arrays (keyed by a fingerprint of the file list and the files' sizes/mtimes),
 written to temporary files and renamed, so a crashed run never leaves a cache that looks complete.
 
-Note S4's SC10 loader instead drops clips shorter than 16,000 samples and splits 70/15/15 at random; we use the
-official lists, which is what the dataset's publisher and most later papers use.
+Note S4's SC10 loader (state-spaces/s4 `src/dataloaders/datasets/sc.py`, `_SpeechCommands._process_data`) instead
+drops clips shorter than 16,000 samples and splits 70/15/15 at random; we use the official lists, which is what
+the dataset's publisher and most later papers use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-import shutil
-import tarfile
-import tempfile
-import urllib.request
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +32,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import TaskConfig
+from harness.config import TaskConfig, positive
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
-from tasks._cache import fill_cached
 from harness.task import Task, TaskSpec
+from tasks._cache import fill_cached
+from tasks._download import fetch_and_extract
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 URL = "http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
 RATE, LENGTH = 16000, 16000
+MAX_RATE = 4 * RATE  # the highest train_rate / eval_rate accepted (Hz)
 LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 
 
@@ -55,6 +55,17 @@ class SpeechCommandsConfig(TaskConfig):
     cache_dir: str | None = None  # None: <data root>/cache
     download: bool = False  # fetch the v0.02 archive (2.3 GB) when the data is missing
 
+    def __post_init__(self) -> None:
+        for key in ("train_rate", "eval_rate"):
+            rate = getattr(self, key)
+            positive(f"task.{key}", rate, integer=True)
+            if rate > MAX_RATE:
+                raise ConfigError(f"task.{key}={rate} is above {MAX_RATE}; give a rate in Hz, e.g. 16000 or 8000")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Finding and fetching the archive
+
 
 def fetch_instructions(root: Path) -> str:
     return (
@@ -65,22 +76,8 @@ def fetch_instructions(root: Path) -> str:
 
 
 def download_speech_commands(root: Path, url: str = URL) -> None:
-    """Fetch the archive and extract it into `root` (the archive has no top-level folder)."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".tar.gz.part")
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".extract-"))
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        with tarfile.open(tmp, "r:gz") as tar:
-            tar.extractall(staging, filter="data")
-        for item in staging.iterdir():  # the list files last would be nicer, but rename is quick either way
-            os.replace(item, root / item.name)
-    except Exception as e:
-        raise DataError(f"downloading {url} failed ({type(e).__name__}: {e}).\n{fetch_instructions(root)}") from e
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+    """Fetch the archive and extract it into `root` (the archive has no top-level folder), the validation list last."""
+    fetch_and_extract(url, root, LISTS["val"], instructions=fetch_instructions(root))
 
 
 def find_root(root: Path) -> Path:
@@ -237,10 +234,6 @@ def resampled_length(rate: int) -> int:
 @TASKS.register("speech_commands", SpeechCommandsConfig)
 def build(cfg: SpeechCommandsConfig, data_root: Path) -> Task:
     """Speech Commands SC10 raw audio (16,000 steps x 1 channel, 10 words, accuracy)."""
-    for field in ("train_rate", "eval_rate"):
-        rate = getattr(cfg, field)
-        if not isinstance(rate, int) or not 0 < rate <= 4 * RATE:
-            raise ConfigError(f"task.{field}={rate!r} must be a positive integer rate in Hz (e.g. 16000 or 8000)")
     data_root = Path(data_root)
     if cfg.download and not any((c / LISTS["val"]).is_file() for c in (data_root, data_root / "SpeechCommands")):
         download_speech_commands(data_root)

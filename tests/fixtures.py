@@ -12,6 +12,7 @@ import json
 import pickle
 import tarfile
 import wave
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,14 @@ def write_ptbxl(root: Path, n_records: int = 30, rates: tuple[int, ...] = (100,)
     return {"db": db, "signals": {rate: np.stack(s) for rate, s in signals.items()}}
 
 
+def ptbxl_zip(root: Path, out: Path, folder: str) -> None:
+    """Pack a PTB-XL directory as PhysioNet's zip does: everything inside one versioned `folder` (no caches)."""
+    with zipfile.ZipFile(out, "w") as z:
+        for path in sorted(Path(root).rglob("*")):
+            if path.is_file() and "cache" not in path.parts:
+                z.write(path, f"{folder}/{path.relative_to(root)}")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Speech Commands
 
@@ -219,3 +228,11 @@ def write_speech_commands(root: Path, n_per_word: int = 4, extra_words: tuple[st
     (root / "validation_list.txt").write_text("".join(f"{r}\n" for r in lists["val"]))
     (root / "testing_list.txt").write_text("".join(f"{r}\n" for r in lists["test"]))
     return out
+
+
+def speech_commands_tarball(root: Path, out: Path) -> None:
+    """Pack a Speech Commands directory as the v0.02 archive is packed: no top-level folder (no caches)."""
+    with tarfile.open(out, "w:gz") as tar:
+        for item in sorted(Path(root).iterdir()):
+            if item.name != "cache":
+                tar.add(item, arcname=item.name)

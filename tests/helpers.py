@@ -34,6 +34,8 @@ def run_py(tmp_path: Path, *args: str, timeout: int = 300, cwd: Path | None = No
     """`python run.py ARGS` as a user runs it, with results and data under `tmp_path`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     paths = [f"paths.root={tmp_path / 'results'}", f"paths.data={tmp_path / 'data'}", "train.progress=false"]
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *paths, *args], cwd=cwd or tmp_path,
+    flags = [a for a in args if a.startswith("-")]  # Hydra's (-m): its parser takes no option after an override
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *flags, *paths, *overrides], cwd=cwd or tmp_path,
                           capture_output=True, text=True, timeout=timeout,
                           env=env or {**os.environ, "OMP_NUM_THREADS": "1"})

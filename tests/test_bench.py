@@ -1,4 +1,5 @@
-"""The scaling benchmark on CPU: timing, memory, counts, records, OOM handling, exponent fit, the CLI.
+"""The scaling benchmark on CPU: timing, memory, counts, records, OOM handling, exponent fit, its tables, the
+published-code study (on stand-ins for the published files), the CLI.
 
 Speed is never asserted here (only that a clock measures at least a known sleep); the GPU study is run by
 hand with the preset sweeps/experiment/bench_scaling.yaml.
@@ -10,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +20,42 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from harness import bench
-from harness.config import RunConfig
+from harness.config import BenchConfig, RunConfig
+from harness.errors import ConfigError
 from harness.registry import MODELS
 from harness.results import Store
 from harness.timing import PeakMemory, fit_exponent, time_calls
+from reports import bench as tables
+from reports import build
+from sweeps.studies import compare_published as study
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 D = 16
 
 
 def bench_cfg(tmp_path: Path, **fields: Any) -> Any:
-    """A run config for job=bench on CPU with tiny sizes; `fields` set bench.* (also ones BenchConfig lacks)."""
+    """A run config for job=bench on CPU with tiny sizes; `fields` set bench.*."""
     cfg = OmegaConf.structured(RunConfig)
     cfg.job = "bench"
     cfg.paths.root = str(tmp_path / "results")
-    sweep = fields.pop("sweep", "default")
-    cfg.sweep = sweep
+    cfg.sweep = fields.pop("sweep", "default")
     values = {"models": ["transformer"], "lengths": [32, 64], "device": "cpu", "d_model": D,
               "tokens_per_batch": 128, "warmup": 1, "repeats": 3, "dtypes": ["fp32"], **fields}
     with open_dict(cfg.bench):
         for key, value in values.items():
             cfg.bench[key] = value
     return cfg
+
+
+def options(**fields: Any) -> BenchConfig:
+    return BenchConfig(**{"scope": ["layer"], "lengths": [64], "passes": ["fwd"], "dtypes": ["fp32"], **fields})
+
+
+def time_row(result: bench.BenchResult, model: str = "transformer") -> list[str]:
+    """The cells of the model's first row in the run's printed time table."""
+    row = next(line for line in tables.summary(result).splitlines() if line.startswith(f"| {model} "))
+    return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
 def transformer_attention_params(d: int) -> int:
@@ -52,15 +67,16 @@ def test_a_cpu_sweep_writes_one_record_per_point_with_the_agreed_fields(tmp_path
     records = result.records
     assert len(records) == 2 * 2 * 2 * 2  # lengths x scopes x passes x dtypes
     assert {(r["metrics"]["scope"], r["metrics"]["pass"], r["metrics"]["dtype"], r["metrics"]["length"])
-            for r in records} == {(s, p, d, n) for s in bench.SCOPES for p in bench.PASSES for d in bench.DTYPES
-                                  for n in (32, 64)}
+            for r in records} == {(s, p, d, n) for s in BenchConfig.SCOPES for p in BenchConfig.PASSES
+                                  for d in BenchConfig.DTYPES for n in (32, 64)}
     stored = {r["run_id"]: r for r in Store(tmp_path / "results" / "store").records()}
     assert set(stored) == {r["run_id"] for r in records}
     for rec in stored.values():
         m = rec["metrics"]
         assert rec["kind"] == "bench" and rec["task"] is None and rec["model"] == "transformer"
-        assert rec["status"] == "complete" and rec["error"] is None
+        assert rec["status"] == "complete" and rec["error"] is None and m["impl"] == "ours"
         assert rec["env"]["torch"] == torch.__version__
+        assert rec["config"]["bench"]["lengths"] == [32, 64] and rec["config"]["model"]["n_layers"] == 1
         assert m["batch_size"] == 128 // m["length"]
         assert len(m["time_ms_all"]) == 3 and all(t > 0 for t in m["time_ms_all"])
         assert m["time_ms"] == statistics.median(m["time_ms_all"])
@@ -89,21 +105,32 @@ def test_a_cpu_sweep_writes_one_record_per_point_with_the_agreed_fields(tmp_path
             else:
                 assert m["bytes_assumed"] == 2 * once
                 assert m["flops_assumed"] >= 3 * linear + 2 * attention
-    assert result.report is not None and result.report.exists()
-    text = result.report.read_text()
+    # The report of the store: a row per series with its exponents, the time of each point to 3 digits.
+    text = build(tmp_path / "results" / "store", tmp_path / "report").read_text()
     assert "| transformer | block | fwd_bwd | bf16 |" in text and "p_time" in text
-    assert "| transformer | layer | fwd | fp32 | 32 | 4 | complete |" in text
+    first = next(r["metrics"] for r in records if (r["metrics"]["scope"], r["metrics"]["pass"], r["metrics"]["dtype"],
+                                                   r["metrics"]["length"]) == ("layer", "fwd", "fp32", 32))
+    assert f"| transformer | layer | fwd | fp32 | {first['time_ms']:.3g} |" in text
+    assert "fraction of the matmul rate" in text and "ceilings: copy" in text
 
 
-def test_an_out_of_memory_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path,
+def test_an_out_of_memory_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    def fault(point: bench.Point) -> None:
-        if point.length == 64:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 EiB (injected)")
-        if point.length == 128 and point.pass_ == "fwd_bwd":
-            raise ValueError("an injected bug")
+    real = bench.make_step
 
-    result = bench.run(bench_cfg(tmp_path, lengths=[32, 64, 128], scope=["layer"]), fault=fault)
+    def make_step(module: torch.nn.Module, x: torch.Tensor, point: bench.Point, *args: Any) -> Any:
+        step = real(module, x, point, *args)
+
+        def faulty() -> None:  # fails at the start of every call of the point, as a real one would
+            if point.length == 64:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 EiB (injected)")
+            if point.length == 128 and point.pass_ == "fwd_bwd":
+                raise ValueError("an injected bug")
+            step()
+        return faulty
+
+    monkeypatch.setattr(bench, "make_step", make_step)
+    result = bench.run(bench_cfg(tmp_path, lengths=[32, 64, 128], scope=["layer"]))
     status = {(r["metrics"]["length"], r["metrics"]["pass"]): r["status"] for r in result.records}
     assert status == {(32, "fwd"): "complete", (32, "fwd_bwd"): "complete", (64, "fwd"): "oom",
                       (64, "fwd_bwd"): "oom", (128, "fwd"): "complete", (128, "fwd_bwd"): "failed"}
@@ -115,18 +142,22 @@ def test_an_out_of_memory_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path
         if rec["status"] == "failed":
             assert "ValueError: an injected bug" in rec["error"]
     out = capsys.readouterr().out
-    assert "| transformer | layer | fwd | fp32 | " in out and "oom" in out and "fail" in out
+    assert "transformer layer fwd fp32 L=64 B=2: oom (" in out and "L=128 B=1: failed (" in out
+    fwd = time_row(result)  # the lengths' cells: 32, 64, 128
+    assert fwd[:4] == ["transformer", "layer", "fwd", "fp32"] and fwd[5] == "oom" and float(fwd[4]) > 0
+    fwd_bwd = next(line for line in tables.summary(result).splitlines() if "| fwd_bwd |" in line)
+    assert "| oom |" in fwd_bwd and "| failed |" in fwd_bwd
 
 
 def test_a_model_that_cannot_be_built_at_a_length_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = bench.build_block
 
-    def build(name: str, cfg: Any, length: int, d_model: int, device: torch.device) -> torch.nn.Module:
+    def build_block(name: str, cfg: Any, length: int, d_model: int, device: torch.device) -> torch.nn.Module:
         if length == 32:
             raise torch.OutOfMemoryError("CUDA out of memory (injected at build)")
         return real(name, cfg, length, d_model, device)
 
-    monkeypatch.setattr(bench, "build_block", build)
+    monkeypatch.setattr(bench, "build_block", build_block)
     result = bench.run(bench_cfg(tmp_path, lengths=[32, 64], scope=["layer", "block"], passes=["fwd"]))
     by_length = {(r["metrics"]["length"], r["metrics"]["scope"]): r for r in result.records}
     assert {k: r["status"] for k, r in by_length.items()} == {(32, "layer"): "oom", (32, "block"): "oom",
@@ -145,33 +176,48 @@ def test_the_exponent_fit_recovers_a_known_slope() -> None:
     assert fit_exponent([1024, 2048], [5.0, None]) is None
 
 
-def test_the_sweep_fits_exponents_per_series_from_time_and_memory_per_sequence() -> None:
+def test_the_report_fits_exponents_per_series_from_time_and_memory_per_sequence() -> None:
     def record(n: int, batch: int, ms: float, peak: int | None, status: str = "complete") -> dict[str, Any]:
         return {"model": "m", "status": status, "metrics": {"scope": "layer", "pass": "fwd", "dtype": "fp32",
                                                            "length": n, "batch_size": batch, "time_ms": ms,
                                                            "peak_bytes": peak}}
     # Tokens held at 4096: a linear layer takes the same time per batch, i.e. time per sequence ~ L.
     recs = [record(n, 4096 // n, 2.0, 1000 * 4096) for n in (256, 512, 1024)] + [record(2048, 2, 0, None, "oom")]
-    (time_p, mem_p, n_points), = bench.exponents(recs).values()
+    (key, (time_p, mem_p, n_points)), = tables.exponents(tables.frame(recs)).items()
+    assert key == ("m", "layer", "fwd", "fp32")
     assert n_points == 3 and time_p == pytest.approx(1.0) and mem_p == pytest.approx(1.0)
 
 
 def test_run_ids_are_determined_by_the_point() -> None:
     point = bench.Point("s4", "layer", "fwd", "bf16", 1024, 256)
-    config = {"name": "s4", "d_model": 256, "n_layers": 1, "d_state": 64}
+    config = {"model": {"name": "s4", "d_model": 256, "n_layers": 1, "d_state": 64}}
     rid = bench.point_run_id(point, config, "NVIDIA H100 80GB HBM3")
     assert rid == bench.point_run_id(bench.Point("s4", "layer", "fwd", "bf16", 1024, 256), dict(config),
                                      "NVIDIA H100 80GB HBM3")
     assert rid.startswith("bench-s4-")
-    variants = [(point, {**config, "d_state": 16}, "NVIDIA H100 80GB HBM3"),
+    h100 = "NVIDIA H100 80GB HBM3"
+    variants = [(point, {"model": {**config["model"], "d_state": 16}}, h100),
                 (point, config, "NVIDIA H200"),
-                (bench.Point("s4", "block", "fwd", "bf16", 1024, 256), config, "NVIDIA H100 80GB HBM3"),
-                (bench.Point("s4", "layer", "fwd_bwd", "bf16", 1024, 256), config, "NVIDIA H100 80GB HBM3"),
-                (bench.Point("s4", "layer", "fwd", "fp32", 1024, 256), config, "NVIDIA H100 80GB HBM3"),
-                (bench.Point("s4", "layer", "fwd", "bf16", 2048, 256), config, "NVIDIA H100 80GB HBM3"),
-                (bench.Point("s4", "layer", "fwd", "bf16", 1024, 128), config, "NVIDIA H100 80GB HBM3")]
+                (bench.Point("s4", "block", "fwd", "bf16", 1024, 256), config, h100),
+                (bench.Point("s4", "layer", "fwd_bwd", "bf16", 1024, 256), config, h100),
+                (bench.Point("s4", "layer", "fwd", "fp32", 1024, 256), config, h100),
+                (bench.Point("s4", "layer", "fwd", "bf16", 2048, 256), config, h100),
+                (bench.Point("s4", "layer", "fwd", "bf16", 1024, 128), config, h100),
+                (bench.Point("s4", "layer", "fwd", "bf16", 1024, 256, bench.PUBLISHED), config, h100),
+                (point, {**config, "optim": {"lr": 0.01}}, h100)]
     ids = {bench.point_run_id(*v) for v in variants}
     assert len(ids) == len(variants) and rid not in ids
+
+
+def test_old_records_keep_their_run_ids() -> None:
+    """Our points' ids do not depend on `impl` or other config sections: a rerun overwrites records written
+    before they existed (here one of reports/measured/h100-2026-11-23/store)."""
+    store = Store(ROOT / "reports" / "measured" / "h100-2026-11-23" / "store")
+    rec = store.get("bench-multires-07e219076769")
+    assert rec is not None and "impl" not in rec["metrics"]
+    m = rec["metrics"]
+    point = bench.Point(rec["model"], m["scope"], m["pass"], m["dtype"], m["length"], m["batch_size"])
+    assert bench.point_run_id(point, {"model": rec["config"]["model"]}, rec["env"]["device"]) == rec["run_id"]
 
 
 def test_a_rerun_overwrites_the_same_records(tmp_path: Path) -> None:
@@ -182,25 +228,26 @@ def test_a_rerun_overwrites_the_same_records(tmp_path: Path) -> None:
     assert len(list((tmp_path / "results" / "store").glob("*.json"))) == 1
 
 
-def test_the_report_can_be_rebuilt_from_the_store(tmp_path: Path) -> None:
+def test_python_m_reports_tabulates_the_run_from_its_store(tmp_path: Path) -> None:
+    from reports.__main__ import main
+
     result = bench.run(bench_cfg(tmp_path, lengths=[32, 64], passes=["fwd"], sweep="part"))
-    assert result.report is not None
-    original = result.report.read_text()
-    result.report.unlink()
-    assert bench.rebuild_reports(tmp_path / "results", "part") == [result.report]
-    rebuilt = result.report.read_text()
-    # The same tables (the header's timestamp differs).
-    assert original.split("## Time per call")[1] == rebuilt.split("## Time per call")[1]
+    assert main(["--store", str(tmp_path / "results" / "store"), "--out", str(tmp_path / "out"),
+                 "--sweep", "part"]) == 0
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    # The time table the run printed, now from the store.
+    printed = tables.summary(result).split("\n\n", 1)[1]
+    assert printed in text
 
 
-def test_series_over_the_call_budget_are_skipped_without_records(tmp_path: Path) -> None:
+def test_series_over_the_call_budget_are_skipped_without_records(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     result = bench.run(bench_cfg(tmp_path, lengths=[32, 64, 128], scope=["layer"], passes=["fwd"],
                                  max_call_s=1e-9))
     assert [r["metrics"]["length"] for r in result.records] == [32]  # the first length has no prediction
     assert [(p.length, "bench.max_call_s" in why) for p, why in result.skipped] == [(64, True), (128, True)]
-    row = next(line for line in result.table.splitlines() if line.startswith("| transformer"))
-    cells = [c.strip() for c in row.strip().strip("|").split("|")]
-    assert cells[5:] == ["skip", "skip", "", ""]  # two skipped lengths; one point fits no exponent
+    assert "L=64 B=2: skipped, a call predicted" in capsys.readouterr().out
+    assert time_row(result)[5:] == ["skip", "skip", "", ""]  # two skipped lengths; one point fits no exponent
 
 
 def test_the_call_budget_prediction_is_at_least_linear() -> None:
@@ -214,11 +261,19 @@ def test_the_call_budget_prediction_is_at_least_linear() -> None:
 
 
 def test_the_batch_is_fixed_or_holds_tokens_constant() -> None:
-    opts = bench.Options.from_config({"scope": ["layer"], "lengths": [1024], "passes": ["fwd"], "dtypes": ["fp32"],
-                                      "tokens_per_batch": 2**18})
+    opts = options(lengths=[1024], tokens_per_batch=2**18)
     assert [opts.batch_for(2**k) for k in (10, 18, 20)] == [256, 1, 1]
-    opts.batch_size = 8
-    assert opts.batch_for(2**20) == 8
+    assert options(batch_size=8).batch_for(2**20) == 8
+
+
+def test_options_are_checked_once_when_built() -> None:
+    opts = options(lengths=[128, 32, 128], model_overrides=None)
+    assert opts.lengths == [32, 128] and opts.overrides("s4") == {}
+    for fields, message in [({"warmup": -1}, "bench.warmup"), ({"repeats": 0}, "bench.repeats"),
+                            ({"batch_size": 0}, "bench.batch_size"), ({"max_call_s": -1.0}, "bench.max_call_s"),
+                            ({"scope": []}, "bench.scope"), ({"model_overrides": {"s4": 4}}, "model_overrides")]:
+        with pytest.raises(ConfigError, match=message):
+            options(**fields)
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -231,14 +286,12 @@ def test_the_batch_is_fixed_or_holds_tokens_constant() -> None:
     ({"models": ["nosuch"]}, "nosuch"),
 ])
 def test_bad_bench_options_get_a_clear_error(tmp_path: Path, fields: dict[str, Any], message: str) -> None:
-    with pytest.raises(bench.ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         bench.run(bench_cfg(tmp_path, **fields))
 
 
 def test_model_overrides_reach_the_built_model() -> None:
-    opts = bench.Options.from_config({"models": ["s4", "transformer"], "scope": ["layer"], "lengths": [64],
-                                      "passes": ["fwd"], "dtypes": ["fp32"], "d_model": 32,
-                                      "model_overrides": {"s4": {"d_state": 8}}})
+    opts = options(models=["s4", "transformer"], d_model=32, model_overrides={"s4": {"d_state": 8}})
     configs = bench.model_configs(opts)
     assert configs["s4"].d_state == 8 and configs["s4"].d_model == 32 and configs["s4"].n_layers == 1
     assert configs["transformer"].d_model == 32
@@ -260,9 +313,7 @@ def test_a_model_without_d_model_is_skipped_with_a_message(monkeypatch: pytest.M
 
     MODELS.discover()
     monkeypatch.setitem(MODELS._entries, "fixedwidth", Entry("fixedwidth", Fixed, lambda cfg, spec: None, ""))
-    opts = bench.Options.from_config({"models": ["fixedwidth", "transformer"], "scope": ["layer"], "lengths": [64],
-                                      "passes": ["fwd"], "dtypes": ["fp32"]})
-    assert list(bench.model_configs(opts)) == ["transformer"]
+    assert list(bench.model_configs(options(models=["fixedwidth", "transformer"]))) == ["transformer"]
     assert "skipping fixedwidth: its config has no d_model" in capsys.readouterr().out
 
 
@@ -301,6 +352,131 @@ def test_job_bench_end_to_end_through_run_py(tmp_path: Path) -> None:
     assert len(records) == 2 * 2 * 2
     assert all(r["status"] == "complete" and r["sweep"] == "ci" for r in records)
     assert all(r["config"]["model"]["n_heads"] == 2 and r["config"]["model"]["n_layers"] == 1 for r in records)
-    reports = list((tmp_path / "results" / "reports" / "bench").glob("ci-*.md"))
-    assert len(reports) == 1
-    assert "| transformer | layer | fwd_bwd | fp32 |" in out.stdout and "ceilings: copy" in out.stdout
+    assert "seqbench: bench transformer layer fwd_bwd fp32 L=128 B=2: " in out.stdout and "copy_gbps=" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Published code beside ours (sweeps/studies/compare_published.py), on stand-ins written here: the study reads a
+# checkout's files by their published paths, so stand-ins with the same names and signatures exercise all of it.
+
+MULTIRES_LAYER = '''
+import torch
+from torch import nn
+
+
+class MultiresLayer(nn.Module):  # a stand-in: a depthwise causal convolution on [B, D, L]
+    def __init__(self, d_model, kernel_size=None, seq_len=None, tree_select="fading"):
+        super().__init__()
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, padding=kernel_size - 1)
+
+    def forward(self, x):
+        return self.conv(x)[..., : x.shape[-1]]
+'''
+
+CLASSIFICATION = '''
+import torch
+from torch import nn
+import torchvision.transforms as transforms
+from dataloaders.lra import ListOps
+from sklearn.metrics import roc_auc_score
+
+from layers.multireslayer import MultiresLayer
+
+
+class MultiresNet(nn.Module):  # a stand-in with the published signature, on [B, d_input, L]
+    def __init__(self, d_input, d_output=10, d_model=256, n_layers=4, dropout=0.2, batchnorm=False, max_length=None,
+                 hinit=None, depth=None, tree_select="fading", d_mem=None, kernel_size=2, indep_res_init=False):
+        super().__init__()
+        self.encoder = nn.Conv1d(d_input, d_model, 1)
+        self.layers = nn.ModuleList(MultiresLayer(d_model, kernel_size) for _ in range(n_layers))
+        self.out = nn.Linear(d_model, d_output)
+
+    def forward(self, x):
+        x = self.encoder(x)
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.out(x.mean(-1))
+'''
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What loading published code leaves in this process (its path, its modules, the stand-ins for modules it
+    imports but does not use) is gone after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        origin = getattr(getattr(sys.modules[name], "__spec__", None), "origin", None)
+        if origin is None or origin.startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, sandbox: None) -> Path:
+    """A stand-in checkout of thjashin/multires-conv (outside the repository, as the real one must be)."""
+    root = tmp_path / "multires-conv"
+    (root / "layers").mkdir(parents=True)
+    (root / "layers" / "multireslayer.py").write_text(MULTIRES_LAYER)
+    (root / "classification.py").write_text(CLASSIFICATION)
+    return root
+
+
+def test_the_study_records_published_and_our_layers_the_same_way(tmp_path: Path, checkout: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "results"
+    assert study.main(["--multires-conv", str(checkout), f"paths.root={root}", "bench.device=cpu",
+                       "bench.lengths=[32,64]", f"bench.d_model={D}", "bench.tokens_per_batch=128",
+                       "bench.warmup=1", "bench.repeats=3"]) == 0
+    records = {(r["metrics"]["impl"], r["metrics"]["length"]): r for r in Store(root / "store").records()}
+    assert set(records) == {(impl, n) for impl in ("ours", "published") for n in (32, 64)}
+    for (impl, _), rec in records.items():
+        m = rec["metrics"]
+        assert rec["kind"] == "bench" and rec["sweep"] == "compare_published" and rec["model"] == "multires"
+        assert rec["status"] == "complete" and (m["scope"], m["pass"], m["dtype"]) == ("layer", "fwd_bwd", "fp32")
+        assert len(m["time_ms_all"]) == 3 and m["time_ms"] == statistics.median(m["time_ms_all"])
+        # Ours set as the published layer is; the published settings recorded with their source.
+        assert rec["config"]["model"]["kernel_size"] == 2
+        if impl == "published":
+            assert rec["config"]["model"]["source"] == "thjashin/multires-conv layers/multireslayer.py"
+            assert rec["params"] == D * 2 + D  # the stand-in's depthwise kernel of 2 taps and its bias
+    # The speed-up table, from the records: ours tokens/s over the published ones.
+    pairs = tables.speedup_table(tables.frame(records.values())).set_index("L")
+    for n in (32, 64):
+        speedup = records[("ours", n)]["metrics"]["tokens_per_s"] / records[("published", n)]["metrics"]["tokens_per_s"]
+        assert pairs.loc[tables.length_label(n), "speed-up"] == f"{speedup:.2f}×"
+    out = capsys.readouterr().out
+    assert "published code against ours" in out and "| multires (published) | layer | fwd_bwd | fp32 |" in out
+    text = build(root / "store", tmp_path / "report", "compare_published").read_text()
+    assert "published code against ours" in text and "| compare_published | multires | layer | fwd_bwd |" in text
+
+
+def test_the_study_times_train_steps_as_the_preset_sets_them_up(tmp_path: Path, checkout: Path) -> None:
+    root = tmp_path / "results"
+    small = ["model.d_model=8", "model.n_layers=1", "train.batch_size=2", "train.compile=false"]
+    assert study.main(["--multires-conv", str(checkout), "--train-step", f"paths.root={root}", "bench.device=cpu",
+                       "bench.warmup=1", "bench.repeats=3", *small]) == 0
+    records = {r["metrics"]["impl"]: r for r in Store(root / "store").records()}
+    assert set(records) == {"ours", "published"}
+    for rec in records.values():
+        m = rec["metrics"]
+        assert rec["status"] == "complete" and (m["scope"], m["pass"], m["length"], m["batch_size"]) == (
+            "model", "train_step", 1024, 2)
+        assert len(m["time_ms_all"]) == 3
+        # The optimizer of sweeps/experiment/multires_scifar.yaml, for both.
+        assert rec["config"]["optim"]["lr"] == 0.0045 and rec["config"]["optim"]["weight_decay"] == 0.01
+    assert records["published"]["config"]["model"]["d_model"] == 8  # the preset's model, overridden here
+    # Another learning rate is another point.
+    assert study.main(["--multires-conv", str(checkout), "--train-step", f"paths.root={root}", "bench.device=cpu",
+                       "bench.warmup=1", "bench.repeats=3", "optim.lr=0.01", *small]) == 0
+    lrs = sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records())
+    assert lrs == [0.0045, 0.0045, 0.01, 0.01]
+
+
+def test_the_study_needs_published_code(tmp_path: Path, sandbox: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        study.main([f"paths.root={tmp_path}"])
+    assert stop.value.code == 2 and "--multires-conv" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(["--s4", str(tmp_path / "nowhere"), f"paths.root={tmp_path}", "bench.device=cpu"])
+    assert "not found" in capsys.readouterr().err

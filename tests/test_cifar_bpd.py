@@ -62,8 +62,12 @@ def test_task_shifts_and_scales(cifar_root):
     assert metric.name == "bpd" and metric.higher_is_better is False
     soft = TASKS.build(TASKS.config("cifar_bpd", val_size=10, download=False, likelihood="softmax"), root)
     assert soft.spec.n_outputs == 768
-    with pytest.raises(ConfigError, match="likelihood"):
-        TASKS.build(TASKS.config("cifar_bpd", val_size=10, download=False, likelihood="flow"), root)
+    with pytest.raises(ConfigError, match="task.likelihood"):
+        TASKS.config("cifar_bpd", likelihood="flow")
+    with pytest.raises(ConfigError, match="task.limit"):
+        TASKS.config("cifar_bpd", limit=-1)
+    with pytest.raises(ConfigError, match="task.source"):
+        TASKS.config("cifar_bpd", source="tfds")
 
 
 @pytest.mark.parametrize("mean,log_scale", [(0.0, -3.0), (0.37, -5.0), (-0.99, -2.0), (0.999, -4.5), (0.2, 0.5)])

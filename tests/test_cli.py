@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from hydra.errors import CompactHydraException
 
 from harness.__main__ import list_registered
+from harness.errors import DataError, UserError
+from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
+from tests.helpers import ROOT, compose_run, run_py
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def run_py(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), f"paths.root={tmp_path / 'results'}",
-                           f"paths.data={tmp_path / 'data'}", "train.progress=false", *args],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+def clean_env(home: Path) -> dict[str, str]:
+    """What a fresh login shell has: nothing of this session's environment."""
+    return {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(home)}
 
 
 def test_list_shows_every_registered_task_and_model_with_options() -> None:
@@ -31,21 +34,37 @@ def test_list_shows_every_registered_task_and_model_with_options() -> None:
     assert {"transformer", "multires", "s4", "s4d", "sgconv", "wavspa"} <= set(MODELS.names())
 
 
+def test_a_bad_input_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    """The whole path through run.py, once; the cases below check each message in-process."""
+    out = run_py(tmp_path, "task=listops", env=clean_env(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["seqbench: error: no model chosen: add model=<name> (see `python -m harness "
+                                       "list`), or give neither task nor model to run the quickstart"]
+    assert "Traceback" not in out.stdout
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["task=nosuch", "model=transformer"], "Could not find 'task/nosuch'"),
     (["task=listops", "model=nosuch"], "Could not find 'model/nosuch'"),
     (["task=listops", "model=transformer", "train.nosuch=1"], "Key 'nosuch' not in 'TrainConfig'"),
-    (["task=listops", "model=transformer", "model.nosuch=1"], "nosuch"),
+    (["task=listops", "model=transformer", "model.nosuch=1"], "Key 'nosuch' not in 'TransformerConfig'"),
+])
+def test_a_bad_override_is_refused_while_composing(tmp_path: Path, args: list[str], expected: str) -> None:
+    # Hydra prints a CompactHydraException (and the OmegaConf error that caused it) as a message, no traceback.
+    with pytest.raises(CompactHydraException) as error:
+        compose_run(tmp_path, *args)
+    assert expected in f"{error.value}\n{error.value.__cause__}"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
     (["task=listops"], "no model chosen"),
     (["task=listops", "model=transformer", "task.root=/nonexistent/listops"], "/nonexistent/listops"),
     (["task=scifar", "model=transformer", "task.download=false"], "cifar-10"),
 ])
-def test_bad_input_gets_one_clear_message_and_no_traceback(tmp_path: Path, args: list[str], expected: str) -> None:
-    out = run_py(tmp_path, *args)
-    assert out.returncode != 0
-    assert expected in out.stderr + out.stdout
-    assert "Traceback" not in out.stderr + out.stdout
-    assert not (tmp_path / "results" / "store").exists() or not any((tmp_path / "results" / "store").iterdir())
+def test_a_config_that_cannot_run_is_a_user_error(tmp_path: Path, args: list[str], expected: str) -> None:
+    with pytest.raises(UserError, match=re.escape(expected)):
+        dispatch(compose_run(tmp_path, *args))
+    assert not list(tmp_path.glob("store/*"))
 
 
 def test_a_tsv_with_the_wrong_columns_is_named(tmp_path: Path) -> None:
@@ -53,29 +72,26 @@ def test_a_tsv_with_the_wrong_columns_is_named(tmp_path: Path) -> None:
     root.mkdir()
     for split in ("train", "val", "test"):
         (root / f"basic_{split}.tsv").write_text("Input\tLabel\n( [MAX 1 2 ] )\t2\n")
-    out = run_py(tmp_path, "task=listops", "model=transformer", f"task.root={root}")
-    assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert "basic_train.tsv" in out.stderr and "Source" in out.stderr
+    with pytest.raises(DataError, match="basic_train.tsv") as error:
+        dispatch(compose_run(tmp_path, "task=listops", "model=transformer", f"task.root={root}"))
+    assert "Source" in str(error.value)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
     """The user's view of resume: stop a run with SIGTERM after its first epoch, rerun the same command."""
-    import json
-    import signal
-    import time
-
     args = ["task=listops", "task.n_train=600", "task.n_val=50", "task.n_test=50", "task.min_length=20",
             "task.max_length=80", "task.max_depth=4", "task.l_max=80", "model=s4d", "model.d_model=32",
             "model.n_layers=2", "train.epochs=4", "train.batch_size=8", "seed=3"]
-    reference = run_py(tmp_path / "reference", *args)
+    reference = run_py(tmp_path / "reference", *args, env=clean_env(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr[-2000:]
 
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(interrupted)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), f"paths.root={interrupted / 'results'}",
                              f"paths.data={interrupted / 'data'}", "train.progress=false", *args],
-                            cwd=interrupted, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            cwd=interrupted, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(interrupted))
     deadline = time.monotonic() + 300
     while not list((interrupted / "results" / "runs").glob("*/metrics.jsonl")):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first epoch"
@@ -87,7 +103,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path
     record = json.loads(next((interrupted / "results" / "store").glob("*.json")).read_text())
     assert record["status"] == "preempted"
 
-    resumed = run_py(interrupted, *args)  # the same command again
+    resumed = run_py(interrupted, *args, env=clean_env(interrupted))  # the same command again
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     stores = [next((d / "results" / "store").glob("*.json")) for d in (tmp_path / "reference", interrupted)]
     a, b = (json.loads(p.read_text()) for p in stores)

@@ -10,16 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 import tests.toy  # noqa: F401  (registers the toy task)
 from harness import distributed
 from harness.distributed import Dist, ShardedBatches, shard_size
-from harness.registry import MODELS
 from harness.train import EpochBatches
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import compose_run
 
 
 def test_shards_are_disjoint_and_cover_every_batch() -> None:
@@ -52,13 +49,6 @@ def test_world_comes_from_torchrun_or_slurm(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert distributed.from_env() == Dist(3, 4, 1)
-
-
-def compose_run(root: Path, *overrides: str) -> DictConfig:
-    MODELS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.root={root}", f"paths.data={root / 'data'}",
-                                             "train.progress=false", *overrides])
 
 
 # dropout 0: the only difference between one process and two is then the order of float sums.

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from harness.errors import ConfigError, DataError
 from tasks import listops
 from tasks.listops import GeneratorSettings, ListOpsConfig
+from tests.helpers import ROOT
 
 SMALL = GeneratorSettings(n_train=60, n_val=20, n_test=20, min_length=10, max_length=60, max_depth=4, seed=3)
 
@@ -103,7 +105,7 @@ def test_release_format_round_trip_via_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "lra"
     subprocess.run([sys.executable, "-m", "tasks.listops", "generate", "--out", str(out), "--train", "30",
                     "--val", "5", "--test", "5", "--seed", "1", "--min-length", "8", "--max-length", "40",
-                    "--max-depth", "3"], check=True, cwd=Path(__file__).resolve().parent.parent,
+                    "--max-depth", "3"], check=True, cwd=ROOT,
                    capture_output=True)
     raw = (out / "basic_train.tsv").read_bytes()
     assert raw.startswith(b"Source\tTarget\r\n")  # csv.writer's excel dialect, as the reference writes
@@ -155,7 +157,7 @@ def test_task_generates_once_then_reuses_the_cache(tmp_path: Path) -> None:
     assert other.info["dir"] != task.info["dir"]
 
 
-def task_length(dataset, i: int) -> int:  # noqa: ANN001
+def task_length(dataset: Dataset, i: int) -> int:
     return len(dataset[i][0])
 
 
@@ -170,8 +172,19 @@ def test_task_from_a_release_directory_padded_to_l_max(tmp_path: Path) -> None:
     assert batch["x"].shape == (3, 64) and batch["x"].dtype == torch.long
     for row, n in zip(batch["x"], batch["lengths"].tolist()):
         assert row[n - 1] == listops.EOS and not row[n:].any()
-    with pytest.raises(ConfigError, match="l_max"):
-        listops.build(ListOpsConfig(root=str(root), l_max=1), root)
+    with pytest.raises(ConfigError, match="task.l_max"):
+        ListOpsConfig(root=str(root), l_max=1)
+    with pytest.raises(ConfigError, match="task.l_max"):
+        ListOpsConfig(root=str(root), l_max=0, append_eos=False)
+    assert ListOpsConfig(root=str(root), l_max=1, append_eos=False).l_max == 1
+
+
+def test_impossible_generator_settings_are_refused_with_the_config() -> None:
+    with pytest.raises(ConfigError, match="task.max_depth=2, task.max_args=3 have at most 5 tokens"):
+        ListOpsConfig(min_length=10, max_length=60, max_depth=2, max_args=3)
+    with pytest.raises(ConfigError, match="task.n_train/task.n_val/task.n_test"):
+        ListOpsConfig(n_test=0)
+    ListOpsConfig(root="/lra/listops-1000", n_test=0)  # the release is read, not generated: no settings apply
 
 
 def test_interrupted_generation_is_not_read(tmp_path: Path) -> None:

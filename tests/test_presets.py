@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from harness.sweep import inspect_model
+from harness.preflight import inspect_model
 from harness.task import TaskSpec
-from tests.test_train import ROOT, compose_run
+from tests.helpers import ROOT, compose_run
 
 PTBXL_CLASSES = {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19, "rhythm": 12}
 

@@ -15,7 +15,7 @@ import tasks.ptbxl as ptbxl
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
 from harness.task import OBJECTIVES
-from tests.fixtures import STATEMENTS, write_ptbxl
+from tests.fixtures import STATEMENTS, ptbxl_zip, write_ptbxl
 
 N = 30
 # wfdb 4.3 calls pandas with the deprecated inplace keyword; not ours to fix.
@@ -191,22 +191,25 @@ def test_csv_without_expected_columns(copy):
 
 def test_bad_config(ptbxl_data):
     root, _ = ptbxl_data
-    with pytest.raises(ConfigError, match="label_set"):
+    with pytest.raises(ConfigError, match="task.label_set"):
         build(root, label_set="diagnostic_classes")
-    with pytest.raises(ConfigError, match="sampling_rate"):
+    with pytest.raises(ConfigError, match="task.sampling_rate"):
         build(root, sampling_rate=250)
 
 
 def test_download_extracts_physionets_zip(tmp_path, ptbxl_data):
-    import zipfile
-
     archive = tmp_path / f"{ptbxl.VERSION_DIR}.zip"
-    with zipfile.ZipFile(archive, "w") as z:  # PhysioNet's zip holds one versioned folder
-        for path in sorted(ptbxl_data[0].rglob("*")):
-            if path.is_file() and "cache" not in path.parts:
-                z.write(path, f"{ptbxl.VERSION_DIR}/{path.relative_to(ptbxl_data[0])}")
+    ptbxl_zip(ptbxl_data[0], archive, ptbxl.VERSION_DIR)
     ptbxl.download_ptbxl(tmp_path / "dl", url=archive.as_uri())
     assert len(build(tmp_path / "dl", label_set="rhythm").splits["train"]) == 24
     assert [p.name for p in (tmp_path / "dl").iterdir() if p.name.startswith(".")] == []  # no staging left
-    with pytest.raises(DataError, match="failed"):
+    with pytest.raises(DataError, match="failed") as err:
         ptbxl.download_ptbxl(tmp_path / "dl2", url=(tmp_path / "absent.zip").as_uri())
+    assert "physionet.org" in str(err.value)  # says how to fetch it by hand
+    # An archive without the database file is not PTB-XL: nothing of it is kept.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "readme.txt").write_text("not PTB-XL")
+    ptbxl_zip(tmp_path / "other", tmp_path / "other.zip", "other")
+    with pytest.raises(DataError, match="does not contain ptbxl_database.csv"):
+        ptbxl.download_ptbxl(tmp_path / "dl3", url=(tmp_path / "other.zip").as_uri())
+    assert list((tmp_path / "dl3").iterdir()) == []

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.registry import MODELS
-from tests.test_cli import run_py
+from tests.helpers import run_py
 
 TINY = ["quickstart.n_train=64", "quickstart.n_val=16", "quickstart.n_test=16", "quickstart.min_length=8",
         "quickstart.max_length=70", "quickstart.max_depth=3", "quickstart.epochs=1", "quickstart.d_model=8",
         "quickstart.n_layers=1", "quickstart.batch_size=16"]
 
 
+@pytest.mark.slow
 def test_quickstart_trains_every_model_and_writes_the_leaderboard(tmp_path: Path) -> None:
     out = run_py(tmp_path, *TINY, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,9 +1,10 @@
-"""S4 / S4D: kernels against the recurrence and the dense SSM, FFT conv against direct convolution, step ==
-forward, parameter counts of the published configs."""
+"""S4 / S4D: kernels against the recurrence and the dense SSM, the shared FFT convolution (models.longconv) against
+direct convolution and finite differences, parameter counts of the published configs. The contract every model
+keeps (shapes, causality, stepping, padding) is in test_models.py."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import pytest
 import torch
@@ -11,30 +12,20 @@ import torch.nn.functional as F
 
 from harness.errors import ConfigError
 from harness.registry import MODELS
-from models.s4 import S4Layer, circular_kernel, dense_discretisation, exp_sum, fft_conv, hippo_legs_nplr, legs_dense
 from harness.task import TaskSpec
+from models.longconv import circular_kernel, fft_conv, next_fast_len
+from models.s4 import S4Config, S4Layer, dense_discretisation, exp_sum, hippo_legs_nplr
+from models.s4d import S4DConfig, S4DLayer
+from tests.references import direct_conv, legs_dense
 
 LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)
 SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)
 SC = TaskSpec("speech_commands", "signal", 16000, 35, "accuracy", d_input=1)
 
 
-def direct_conv(u: torch.Tensor, k: torch.Tensor, bidirectional: bool) -> torch.Tensor:
-    """Brute-force loop of the published causal / bidirectional convolution (spec A.3, s4_lra §1.7)."""
-    B, H, L = u.shape
-    y = torch.zeros(B, H, L, dtype=torch.float64)
-    for t in range(L):
-        for s in range(L):
-            if s <= t:
-                y[..., t] += k[0, :, t - s].double() * u[..., s].double()
-            elif bidirectional:
-                y[..., t] += k[1, :, s - t - 1].double() * u[..., s].double()
-    return y
-
-
 def test_hippo_legs_nplr_is_legs():
     lam, P, B = hippo_legs_nplr(8)
-    # spec §1.4: N=8 -> Lambda ~ -0.5 - i {19.857, 5.354, 1.958, 0.427}
+    # N=8: Lambda ~ -0.5 - i {19.857, 5.354, 1.958, 0.427}, and A = Lambda - P P^* has the spectrum of dense LegS
     assert torch.allclose(lam.real, torch.full((4,), -0.5, dtype=torch.float64))
     assert torch.allclose(lam.imag, -torch.tensor([19.857, 5.354, 1.958, 0.427], dtype=torch.float64), atol=1e-3)
     full = lambda z: torch.cat([z, z.conj()])  # noqa: E731
@@ -57,7 +48,8 @@ def test_exp_sum_equals_naive(L):
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
 def test_s4d_kernel_equals_unrolled_recurrence(init, disc):
     torch.manual_seed(0)
-    layer = S4Layer(4, 8, "diag", init, disc, l_max=40, n_ssm=2, dt_min=0.01, dt_max=0.5)
+    layer = S4DLayer(S4DConfig(d_model=4, d_state=8, init=init, disc=disc, n_ssm=2, dt_min=0.01, dt_max=0.5),
+                     l_max=40)
     p = layer.params()
     dtA = p["dt"].double() * p["A"].cdouble()
     # Independent discretisation per diagonal mode, in float64.
@@ -92,8 +84,8 @@ def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
 @pytest.mark.parametrize("N,L,bidirectional", [(4, 16, False), (8, 32, True), (16, 20, False)])
 def test_s4_kernel_equals_dense_ssm(N, L, bidirectional):
     torch.manual_seed(1)
-    layer = S4Layer(3, N, "dplr", "legs", l_max=L, bidirectional=bidirectional, n_ssm=None, dt_min=0.01,
-                    dt_max=0.3)
+    layer = S4Layer(S4Config(d_model=3, d_state=N, bidirectional=bidirectional, n_ssm=None, dt_min=0.01,
+                             dt_max=0.3), l_max=L)
     with torch.no_grad():
         k = layer.kernel(L).double()
         assert k.shape == (2 if bidirectional else 1, 3, L)
@@ -103,7 +95,7 @@ def test_s4_kernel_equals_dense_ssm(N, L, bidirectional):
 
 def test_s4_length_doubling_keeps_the_ssm():
     torch.manual_seed(2)
-    layer = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+    layer = S4Layer(S4Config(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2), l_max=16)
     with torch.no_grad():
         short = dense_s4_kernel(layer, 16)
         long = layer.kernel(40)  # attunes C~ to 64 = 16 * 2 * 2
@@ -115,10 +107,11 @@ def test_s4_length_doubling_keeps_the_ssm():
 def test_s4_length_survives_a_state_dict_round_trip():
     """The attuned length lives in the buffer l_kernel and its Python mirror (no GPU sync per call)."""
     torch.manual_seed(2)
-    long = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+    cfg = S4Config(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2)
+    long = S4Layer(cfg, l_max=16)
     with torch.no_grad():
         k = long.kernel(40)  # attunes to 64
-        fresh = S4Layer(2, 8, "dplr", "legs", l_max=16, dt_min=0.05, dt_max=0.2)
+        fresh = S4Layer(cfg, l_max=16)
         fresh.load_state_dict(long.state_dict())
         assert fresh._lk == 64 and torch.allclose(fresh.kernel(40), k)
 
@@ -138,29 +131,48 @@ def test_fft_conv_equals_direct_convolution(bidirectional, act):
     assert torch.allclose(got.double(), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("act", ["id", "gelu"])
-def test_fft_conv_hand_written_backward_passes_gradcheck(bidirectional, act):
-    """The custom backward (correlations in the spectrum) against finite differences, float64."""
+def test_fft_conv_hand_written_backward_passes_gradcheck(batch, bidirectional, act):
+    """The custom backward (correlations in the spectrum) against finite differences, float64; batch 1 takes the
+    strided (no transpose) FFT path."""
     torch.manual_seed(0)
-    x = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(batch, 6, 3, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2 if bidirectional else 1, 3, 6, dtype=torch.float64, requires_grad=True)
     D = torch.randn(1, 3, dtype=torch.float64, requires_grad=True)
-    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2], dtype=torch.float64)
+    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2], dtype=torch.float64)[:batch]
     fn = lambda x, k, D: fft_conv(x, circular_kernel(k, D, bidirectional), mask, act)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, k, D))
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("taps", [1, 4, 9])
+def test_fft_conv_with_a_causal_kernel_equals_direct_convolution(batch, taps):
+    """The MultiresNet layout: Lk taps, FFT size n >= L + Lk - 1 (not a power of two), 1/n in the kernel."""
+    torch.manual_seed(0)
+    L = 9
+    n = next_fast_len(L + taps - 1)
+    x = torch.randn(batch, L, 3, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(3, taps, dtype=torch.float64, requires_grad=True)
+    full = torch.nn.functional.pad(k, (0, L - taps))[None]  # [1, H, L]: lags >= taps are zero
+    ref = direct_conv(x.transpose(1, 2), full, False).transpose(1, 2)
+    torch.testing.assert_close(fft_conv(x, k / n, n=n, scaled=True), ref)
+    assert torch.autograd.gradcheck(lambda x, k: fft_conv(x, k / n, n=n, scaled=True), (x, k))
 
 
 def test_fft_conv_rejects_a_kernel_of_the_wrong_length():
     with pytest.raises(ConfigError, match=r"\[H, 2L\]"):
         fft_conv(torch.randn(1, 8, 2), torch.randn(2, 8))
+    with pytest.raises(ConfigError, match=r"n >= L \+ Lk - 1"):
+        fft_conv(torch.randn(1, 8, 2), torch.randn(2, 4), n=10)
 
 
 def test_layer_gradients_equal_autograd_through_the_direct_convolution():
     """Whole S4D layer (dropout active, so the unfused path runs too) against autograd of the brute-force loop."""
     torch.manual_seed(0)
     for dropout in (0.0, 0.3):
-        layer = S4Layer(3, 8, "diag", "diag-lin", l_max=10, bidirectional=True, dropout=dropout).train()
+        layer = S4DLayer(S4DConfig(d_model=3, d_state=8, bidirectional=True, dropout=dropout), l_max=10).train()
         x = torch.randn(2, 10, 3, requires_grad=True)
         lengths = torch.tensor([10, 7])
         torch.manual_seed(1)
@@ -183,16 +195,17 @@ def test_causal_layer_ignores_the_future_and_bidirectional_does_not():
     x = torch.randn(2, 24, 8)
     x2 = x.clone()
     x2[:, 15:] += 1.0
-    for mode, init in [("dplr", "legs"), ("diag", "diag-inv")]:
-        causal = S4Layer(8, 8, mode, init, l_max=24).eval()
+    for layer, cfg in [(S4Layer, S4Config(d_model=8, d_state=8)), (S4DLayer, S4DConfig(d_model=8, d_state=8,
+                                                                                       init="diag-inv"))]:
+        causal = layer(cfg, l_max=24).eval()
         assert torch.allclose(causal(x)[:, :15], causal(x2)[:, :15], atol=1e-5)
-        bi = S4Layer(8, 8, mode, init, l_max=24, bidirectional=True).eval()
+        bi = layer(dataclasses.replace(cfg, bidirectional=True), l_max=24).eval()
         assert not torch.allclose(bi(x)[:, :15], bi(x2)[:, :15], atol=1e-3)
 
 
 def test_layer_output_equals_conv_plus_D_then_gelu():
     torch.manual_seed(0)
-    layer = S4Layer(3, 8, "diag", "diag-lin", l_max=11, bidirectional=True).eval()
+    layer = S4DLayer(S4DConfig(d_model=3, d_state=8, bidirectional=True), l_max=11).eval()
     x = torch.randn(2, 11, 3)
     with torch.no_grad():
         ref = direct_conv(x.transpose(1, 2), layer.kernel(11), True) + layer.D.double()[0, :, None] * x.transpose(
@@ -200,8 +213,9 @@ def test_layer_output_equals_conv_plus_D_then_gelu():
         assert torch.allclose(layer(x).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
 
 
-def test_padding_is_masked_at_each_block_input():
-    """ListOps: positions >= length are zeroed before the SSM, so padding values cannot leak (even bidirectional)."""
+def test_padding_is_masked_at_each_block_input_even_bidirectional():
+    """ListOps: positions >= length are zeroed before the SSM, so padding values cannot leak back through the
+    bidirectional kernel."""
     torch.manual_seed(0)
     model = MODELS.build(MODELS.config("s4", d_model=16, n_layers=2, bidirectional=True, d_state=8, norm="layer"),
                          LISTOPS).eval()
@@ -213,33 +227,8 @@ def test_padding_is_masked_at_each_block_input():
     assert torch.allclose(out1, out2, atol=1e-5)
 
 
-def causal_spec(input_kind: str) -> TaskSpec:
-    if input_kind == "tokens":
-        return TaskSpec("gen", "tokens", 12, 7, "bpd", vocab_size=9, output="sequence", causal=True)
-    return TaskSpec("gen", "signal", 12, 7, "bpd", d_input=3, output="sequence", causal=True)
-
-
-@pytest.mark.parametrize("name", ["s4d", "s4"])
-@pytest.mark.parametrize("input_kind,prenorm,norm", [("tokens", True, "layer"), ("signal", False, "batch")])
-def test_step_equals_forward(name, input_kind, prenorm, norm):
-    torch.manual_seed(0)
-    spec = causal_spec(input_kind)
-    cfg = MODELS.config(name, d_model=8, n_layers=2, d_state=8, prenorm=prenorm, norm=norm, dropout=0.1)
-    model = MODELS.build(cfg, spec)
-    model.train()
-    model(torch.randint(0, 9, (4, 12)) if input_kind == "tokens" else torch.randn(4, 12, 3))  # BN statistics
-    model.eval()
-    x = torch.randint(0, 9, (2, 12)) if input_kind == "tokens" else torch.randn(2, 12, 3)
-    with torch.no_grad():
-        full = model(x)
-        state = model.init_state(2, "cpu")
-        for t in range(12):
-            y, state = model.step(x[:, t], state)
-            assert torch.allclose(y, full[:, t], atol=1e-4), t
-
-
 def test_config_errors():
-    gen = causal_spec("tokens")
+    gen = TaskSpec("gen", "tokens", 12, 7, "bpd", vocab_size=9, output="sequence", causal=True)
     with pytest.raises(ConfigError, match="bidirectional"):
         MODELS.build(MODELS.config("s4d", bidirectional=True), gen)
     with pytest.raises(ConfigError, match="n_ssm"):
@@ -248,10 +237,16 @@ def test_config_errors():
         MODELS.build(MODELS.config("s4d", init="fourier"), SCIFAR)
     with pytest.raises(ConfigError, match="bilinear"):
         MODELS.build(MODELS.config("s4", disc="zoh"), SCIFAR)
+    with pytest.raises(ConfigError, match="model.mode='diag'"):
+        MODELS.config("s4", mode="diag")  # S4D is model=s4d
+    with pytest.raises(ConfigError, match="model.d_state=7"):
+        MODELS.config("s4d", d_state=7)
+    with pytest.raises(ConfigError, match="model.dt_min"):
+        MODELS.config("s4", dt_min=0.5, dt_max=0.1)
 
 
 def test_ssm_parameters_carry_their_optimizer_settings():
-    layer = S4Layer(8, 8, "dplr", "legs", l_max=16, ssm_lr=0.001, dt_lr=None)
+    layer = S4Layer(S4Config(d_model=8, d_state=8, ssm_lr=0.001, dt_lr=None), l_max=16)
     for name in ("A_real", "A_imag", "B", "P"):
         assert getattr(layer, name)._optim == {"lr": 0.001, "weight_decay": 0.0}
     assert layer.inv_dt._optim == {"weight_decay": 0.0}  # dt at the global lr (v3 ListOps config)
@@ -261,7 +256,7 @@ def test_ssm_parameters_carry_their_optimizer_settings():
 
 
 def test_kernel_and_fft_stay_fp32_under_bf16_autocast():
-    layer = S4Layer(8, 8, "diag", "diag-lin", l_max=32)
+    layer = S4DLayer(S4DConfig(d_model=8, d_state=8), l_max=32)
     x = torch.randn(2, 32, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x.bfloat16())
@@ -297,12 +292,4 @@ def test_parameter_counts_equal_published(key):
     expected, spec, overrides = PUBLISHED[key]
     model = MODELS.build(MODELS.config(key[0], d_state=64, **overrides), spec)
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert isinstance(model.blocks[0].mixer, S4Layer)
-
-
-def test_blocks_expose_the_sequence_layer_alone():
-    model = MODELS.build(MODELS.config("s4d", d_model=16, n_layers=2, d_state=8), SCIFAR)
-    mixer = model.blocks[0].mixer
-    x = torch.randn(2, 50, 16)
-    assert mixer(x, None).shape == x.shape and model.blocks[0](x).shape == x.shape
-    assert math.isfinite(float(model(torch.randn(2, 50, 3)).detach().sum()))
+    assert isinstance(model.blocks[0].mixer, S4Layer if key[0] == "s4" else S4DLayer)

@@ -15,6 +15,7 @@ from harness.registry import TASKS
 from tasks import _cifar
 from tasks.scifar import NORMS, cutout, random_crop_flip
 from tests.fixtures import cifar_tarball, write_cifar_parquet, write_cifar_python
+from tests.helpers import compose_run
 
 
 @pytest.fixture(scope="module")
@@ -155,10 +156,12 @@ def test_download_checks_md5_and_extracts(tmp_path, python_root):
     assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
     assert list((tmp_path / "bad").iterdir()) == []  # no partial download or extraction left behind
     directory = _cifar.download_cifar(tmp_path / "good", url=url, md5=md5)
+    assert sorted(p.name for p in (tmp_path / "good").iterdir()) == ["cifar-10-batches-py"]
     train_images, _ = _cifar.read_python_split(directory, train=True)
     assert np.array_equal(train_images, python_root[1]["train"][0])
-    with pytest.raises(DataError, match="failed"):
+    with pytest.raises(DataError, match="failed") as err:
         _cifar.download_cifar(tmp_path / "none", url=(tmp_path / "missing.tar.gz").as_uri())
+    assert "cifar-10-python.tar.gz" in str(err.value)  # says how to fetch it by hand
 
 
 def test_missing_root_says_what_to_fetch(tmp_path):
@@ -192,13 +195,21 @@ def test_parquet_without_expected_columns(tmp_path):
         build(tmp_path, val_size=2, hf_cache_dir=str(tmp_path / "hf"))
 
 
-def test_bad_config(python_root):
+def test_bad_config(python_root, tmp_path):
     root, _ = python_root
-    with pytest.raises(ConfigError, match="augment"):
+    with pytest.raises(ConfigError, match="task.augment"):
         build(root, augment="mixup")
-    with pytest.raises(ConfigError, match="norm"):
+    with pytest.raises(ConfigError, match="task.norm"):
         build(root, norm="imagenet")
-    with pytest.raises(ConfigError, match="val_size"):
+    with pytest.raises(ConfigError, match="task.val_size"):
         build(root, val_size=5000)  # the fixture has 50 training images
-    with pytest.raises(ConfigError, match="source"):
+    with pytest.raises(ConfigError, match="task.val_size"):
+        build(root, val_size=0)
+    with pytest.raises(ConfigError, match="task.source"):
         build(root, source="tfds")
+    with pytest.raises(ConfigError, match="task.limit"):
+        build(root, limit=0)
+    # Composed by Hydra (as run.py does), the same check runs when the task is built.
+    cfg = compose_run(tmp_path, "task=scifar", "model=transformer", "task.augment=mixup")
+    with pytest.raises(ConfigError, match="task.augment"):
+        TASKS.build(cfg.task, root)

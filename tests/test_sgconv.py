@@ -1,9 +1,10 @@
-"""SGConv: multi-scale kernel (length, scale layout, decay, normalisation), convolution, step == forward,
-parameter counts of the published LRA configs."""
+"""SGConv: multi-scale kernel (length, scale layout, decay, normalisation), convolution, parameter counts of the
+published LRA configs. The contract every model keeps (shapes, causality, stepping, padding) is in test_models.py."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -11,45 +12,49 @@ import torch.nn.functional as F
 
 from harness.errors import ConfigError
 from harness.registry import MODELS
-from models.sgconv import SGConvLayer
 from harness.task import TaskSpec
-from tests.test_s4 import direct_conv
+from models.sgconv import SGConvConfig, SGConvLayer
+from tests.references import direct_conv
 
 LISTOPS = TaskSpec("listops", "tokens", 2048, 10, "accuracy", vocab_size=18, variable_length=True)
 GRAY_CIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=1)
 
 
+def layer(d_model: int, l_max: int, **options: Any) -> SGConvLayer:
+    return SGConvLayer(SGConvConfig(d_model=d_model, **options), l_max)
+
+
 @pytest.mark.parametrize("l_max,K,s0,n", [(2048, 1, 0, 12), (1024, 32, 0, 6), (4000, 1, 0, 13), (16384, 64, 1, 8)])
 def test_scale_count_and_kernel_length(l_max, K, s0, n):
-    layer = SGConvLayer(2, l_max, kernel_dim=K, init_scale=s0)
-    assert layer.n == n  # spec A.7 table
-    assert layer.full_length == K * 2 ** (n - 1 + s0) >= l_max
+    sg = layer(2, l_max, kernel_dim=K, init_scale=s0)
+    assert sg.n == n  # n = 1 + ceil(log2(l_max / K)) - init_scale
+    assert sg.full_length == K * 2 ** (n - 1 + s0) >= l_max
     with torch.no_grad():
-        assert layer.raw_kernel(10**6).shape == (1, 2, layer.full_length)
-        assert layer.kernel(l_max + 100).shape == (1, 2, l_max + 100)  # zero-padded beyond the kernel
-        assert layer.kernel(l_max + 100)[..., layer.full_length:].abs().sum() == 0
+        assert sg.raw_kernel(10**6).shape == (1, 2, sg.full_length)
+        assert sg.kernel(l_max + 100).shape == (1, 2, l_max + 100)  # zero-padded beyond the kernel
+        assert sg.kernel(l_max + 100)[..., sg.full_length:].abs().sum() == 0
 
 
 def test_k1_kernel_is_constant_on_dyadic_blocks_with_per_scale_decay():
     torch.manual_seed(0)
-    layer = SGConvLayer(3, 64, kernel_dim=1, decay_min=2.0, decay_max=3.0)
-    n = layer.n  # 7 scales: [0,1), [1,2), [2,4), ..., [32,64)
+    sg = layer(3, 64, kernel_dim=1, decay_min=2.0, decay_max=3.0)
+    n = sg.n  # 7 scales: [0,1), [1,2), [2,4), ..., [32,64)
     with torch.no_grad():
-        k = layer.raw_kernel(64)[0]
+        k = sg.raw_kernel(64)[0]
         m = torch.linspace(2.0, 3.0, 3)
         for i in range(n):
             lo, hi = (0, 1) if i == 0 else (2 ** (i - 1), 2 ** i)
             block = k[:, lo:hi]
-            expected = layer.kernel_list[i][0, :, 0] * m ** (n - 1 - i)
+            expected = sg.kernel_list[i][0, :, 0] * m ** (n - 1 - i)
             assert torch.allclose(block, expected[:, None].expand_as(block), rtol=1e-6)
 
 
 def test_linear_upsampling_matches_align_corners_false_formula():
     torch.manual_seed(0)
-    layer = SGConvLayer(2, 64, kernel_dim=4, decay_min=1.0, decay_max=1.0)
-    w = layer.kernel_list[3][0]  # scale 3: factor 4, positions [16, 32)
+    sg = layer(2, 64, kernel_dim=4, decay_min=1.0, decay_max=1.0)
+    w = sg.kernel_list[3][0]  # scale 3: factor 4, positions [16, 32)
     with torch.no_grad():
-        got = layer.raw_kernel(64)[0, :, 16:32]
+        got = sg.raw_kernel(64)[0, :, 16:32]
     f, K = 4, 4
     ref = torch.zeros(2, 16)
     for j in range(16):
@@ -65,18 +70,18 @@ def test_linear_upsampling_matches_align_corners_false_formula():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_full_kernel_has_unit_norm_at_init(mode, bidirectional):
     torch.manual_seed(0)
-    layer = SGConvLayer(4, 100, kernel_dim=8, mode=mode, bidirectional=bidirectional, decay_min=1.0, decay_max=2.0)
+    sg = layer(4, 100, kernel_dim=8, mode=mode, bidirectional=bidirectional, decay_min=1.0, decay_max=2.0)
     with torch.no_grad():
-        k = layer.kernel(layer.full_length)
+        k = sg.kernel(sg.full_length)
     assert k.shape == (2 if bidirectional else 1, 4, 128)
     assert torch.allclose(k.norm(dim=-1), torch.ones(k.shape[:2]), atol=1e-5)
-    assert torch.allclose(layer.kernel(50), k[..., :50])  # truncation, same normaliser
+    assert torch.allclose(sg.kernel(50), k[..., :50])  # truncation, same normaliser
 
 
 def test_learnable_fixed_envelope_is_polynomial():
     torch.manual_seed(0)
-    plain = SGConvLayer(2, 64, kernel_dim=8, mode="cat_randn", decay_min=1.0, decay_max=1.0)
-    env = SGConvLayer(2, 64, kernel_dim=8, mode="cat_randn_learnable_fixed", decay_min=1.0, decay_max=1.0)
+    plain = layer(2, 64, kernel_dim=8, mode="cat_randn", decay_min=1.0, decay_max=1.0)
+    env = layer(2, 64, kernel_dim=8, mode="cat_randn_learnable_fixed", decay_min=1.0, decay_max=1.0)
     env.kernel_list.load_state_dict(plain.kernel_list.state_dict())
     assert not env.decay.requires_grad
     with torch.no_grad():
@@ -87,34 +92,27 @@ def test_learnable_fixed_envelope_is_polynomial():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_layer_equals_direct_convolution_plus_D_then_gelu(bidirectional):
     torch.manual_seed(0)
-    layer = SGConvLayer(3, 16, kernel_dim=4, bidirectional=bidirectional).eval()
+    sg = layer(3, 16, kernel_dim=4, bidirectional=bidirectional).eval()
     x = torch.randn(2, 13, 3)
     with torch.no_grad():
         u = x.transpose(1, 2)
-        ref = direct_conv(u, layer.kernel(13), bidirectional) + layer.D.double()[0, :, None] * u.double()
-        assert torch.allclose(layer(x, None).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
-
-
-def test_step_equals_forward():
-    torch.manual_seed(0)
-    spec = TaskSpec("gen", "tokens", 10, 5, "bpd", vocab_size=7, output="sequence", causal=True)
-    model = MODELS.build(MODELS.config("sgconv", d_model=8, n_layers=2, kernel_dim=2), spec).eval()
-    x = torch.randint(0, 7, (2, 10))
-    with torch.no_grad():
-        full = model(x)
-        state = model.init_state(2, "cpu")
-        for t in range(10):
-            y, state = model.step(x[:, t], state)
-            assert torch.allclose(y, full[:, t], atol=1e-4)
-    with pytest.raises(ConfigError, match="bidirectional"):
-        MODELS.build(MODELS.config("sgconv", bidirectional=True), spec)
+        ref = direct_conv(u, sg.kernel(13), bidirectional) + sg.D.double()[0, :, None] * u.double()
+        assert torch.allclose(sg(x, None).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
 
 
 def test_kernel_parameters_carry_their_lr():
-    layer = SGConvLayer(4, 64, kernel_dim=8, kernel_lr=0.001)
-    assert all(p._optim == {"lr": 0.001} for p in layer.kernel_list)
+    sg = layer(4, 64, kernel_dim=8, kernel_lr=0.001)
+    assert all(p._optim == {"lr": 0.001} for p in sg.kernel_list)
+
+
+def test_config_errors():
     with pytest.raises(ConfigError, match="l_max"):
-        SGConvLayer(4, 4, kernel_dim=8)
+        layer(4, 4, kernel_dim=8)
+    with pytest.raises(ConfigError, match="model.mode='cat_sum_randn'"):
+        MODELS.config("sgconv", mode="cat_sum_randn")
+    causal = TaskSpec("gen", "tokens", 10, 5, "bpd", vocab_size=7, output="sequence", causal=True)
+    with pytest.raises(ConfigError, match="bidirectional"):
+        MODELS.build(MODELS.config("sgconv", bidirectional=True), causal)
 
 
 # Published counts: ctlllll/SGConv `gconv_standalone.GConv` (main 97862df, same parameters as the preview

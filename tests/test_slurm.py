@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from harness import runner, sweep
-from harness.registry import MODELS, TASKS
+from harness.manifest import JOBS, MANIFEST, find_sweep
 from harness.results import Store
+from tests.helpers import ROOT, compose_run, run_py
 
-ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slurm
 
 
@@ -40,7 +38,7 @@ def cluster(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("no SLURM cluster answers `sinfo`: start one with `bash harness/cluster/slurm_local.sh start` "
                     "(root, Debian)")
     yield tmp_path
-    for jobs in tmp_path.glob(f"hydra/multirun/*/{sweep.JOBS}"):  # leave nothing running
+    for jobs in tmp_path.glob(f"results/hydra/multirun/*/{JOBS}"):  # leave nothing running
         ids = sorted({job.split("_")[0] for job in json.loads(jobs.read_text()).values()})
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
 
@@ -52,20 +50,20 @@ def tiny(n_train: int, epochs: int) -> list[str]:
             "train.progress=false"]
 
 
-def submit(root: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
-    command = [sys.executable, "run.py", "-m", "hydra/sweeper=seqbench", "hydra/launcher=slurm_local", *args,
-               f"paths.root={root}", f"paths.data={root / 'data'}"]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+def submit(tmp_path: Path, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+    """A sweep through the local cluster; results under `tmp_path / "results"`. From the repo root: the jobs import
+    harness from their working directory."""
+    return run_py(tmp_path, "-m", "hydra/sweeper=seqbench", "hydra/launcher=slurm_local", *args, timeout=timeout,
+                  cwd=ROOT)
 
 
 def test_a_sweep_runs_through_slurm_and_every_record_lands(cluster: Path) -> None:
     out = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=150)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    sweep_dir = sweep.find_sweep(cluster)
-    jobs = json.loads((sweep_dir / sweep.JOBS).read_text())
-    records = {r["run_id"]: r for r in Store(cluster / "store").records()}
-    manifest = json.loads((sweep_dir / sweep.MANIFEST).read_text())
+    sweep_dir = find_sweep(cluster / "results")
+    jobs = json.loads((sweep_dir / JOBS).read_text())
+    records = {r["run_id"]: r for r in Store(cluster / "results" / "store").records()}
+    manifest = json.loads((sweep_dir / MANIFEST).read_text())
     assert {p["run_id"] for p in manifest["points"]} == set(records) and len(records) == 2
     for point in manifest["points"]:
         record = records[point["run_id"]]
@@ -93,28 +91,24 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
     args = [*tiny(480, 5), "seed=0,1"]
     out = submit(cluster, *args, "hydra.sweeper.wait=false", timeout=90)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    sweep_dir = sweep.find_sweep(cluster)
+    sweep_dir = find_sweep(cluster / "results")
     assert {r["state"] for r in sweep.sweep_status(sweep_dir)} <= {"queued", "running"}  # submitted, not waited for
-    jobs = json.loads((sweep_dir / sweep.JOBS).read_text())
-    points = json.loads((sweep_dir / sweep.MANIFEST).read_text())["points"]
+    jobs = json.loads((sweep_dir / JOBS).read_text())
+    points = json.loads((sweep_dir / MANIFEST).read_text())["points"]
     for point, how in zip(points, (["scancel", "--signal=USR2"], ["scontrol", "requeue"])):
-        last = cluster / "runs" / point["run_id"] / "last.pt"
+        last = cluster / "results" / "runs" / point["run_id"] / "last.pt"
         _wait_for(last.exists, 90, f"the first checkpoint of {point['run_id']}")  # after epoch 1 of 5
         subprocess.run([*how, jobs[str(point["job_num"])]], check=True, capture_output=True, timeout=30)
 
-    # Meanwhile, the same runs uninterrupted, here (another results root: the same run ids).
-    MODELS.discover()
-    TASKS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        references = [runner.run(compose("config", overrides=[*tiny(480, 5), f"seed={s}", f"paths.data={cluster}/data",
-                                                              f"paths.root={cluster}/reference"]))
-                      for s in (0, 1)]
+    # Meanwhile, the same runs uninterrupted, here (another results root, the same data: the same run ids).
+    references = [runner.run(compose_run(cluster / "reference", *tiny(480, 5), f"seed={s}",
+                                         f"paths.data={cluster / 'data'}")) for s in (0, 1)]
 
     def all_done() -> bool:
         return {r["state"] for r in sweep.sweep_status(sweep_dir)} == {"done"}
 
     _wait_for(all_done, 150, "both requeued jobs to finish")
-    store = Store(cluster / "store")
+    store = Store(cluster / "results" / "store")
     for point, signame in zip(points, ("SIGUSR2", "SIGTERM")):  # the run itself checkpointed mid-training
         log = "".join(f.read_text() for f in sweep_dir.glob(f".submitit/{jobs[str(point['job_num'])]}/*.err"))
         assert f"seqbench: stopped by signal {signame}, checkpoint written" in log

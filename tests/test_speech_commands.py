@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader
 import tasks.speech_commands as sc
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
-from tests.fixtures import SC_WORDS, write_speech_commands, write_wav
+from tests.fixtures import SC_WORDS, speech_commands_tarball, write_speech_commands, write_wav
 
 PER_WORD = 4
 
@@ -121,14 +120,21 @@ def test_cache_is_reused_and_never_half_read(copy, monkeypatch):
     assert len(build(copy).splits["train"]) == len(reference.splits["train"]) + 1  # new fingerprint
 
 
+def test_unwritable_cache_dir_computes_in_memory(sc_data, tmp_path):
+    (tmp_path / "not_a_dir").write_text("")  # the cache directory cannot be made
+    reference = build(sc_data[0])
+    with pytest.warns(UserWarning, match="cannot cache"):
+        task = build(sc_data[0], cache_dir=str(tmp_path / "not_a_dir"))
+    assert torch.equal(task.splits["val"][3]["x"], reference.splits["val"][3]["x"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_dir"]
+
+
 def test_download_extracts_the_archive(tmp_path, sc_data):
     archive = tmp_path / "speech_commands_v0.02.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:  # the real archive has no top-level folder
-        for item in sorted(sc_data[0].iterdir()):
-            if item.name != "cache":
-                tar.add(item, arcname=item.name)
+    speech_commands_tarball(sc_data[0], archive)
     sc.download_speech_commands(tmp_path / "dl", url=archive.as_uri())
     assert len(build(tmp_path / "dl").splits["test"]) == 10
+    assert [p.name for p in (tmp_path / "dl").iterdir() if p.name.startswith(".")] == []  # no staging left
     with pytest.raises(DataError, match="failed"):
         sc.download_speech_commands(tmp_path / "dl2", url=(tmp_path / "absent.tar.gz").as_uri())
 
@@ -177,7 +183,9 @@ def test_wrong_wav_format(copy):
 
 
 def test_bad_config(sc_data):
-    with pytest.raises(ConfigError, match="eval_rate"):
+    with pytest.raises(ConfigError, match="task.eval_rate"):
         build(sc_data[0], eval_rate=0)
-    with pytest.raises(ConfigError, match="train_rate"):
+    with pytest.raises(ConfigError, match="task.train_rate"):
         build(sc_data[0], train_rate=16000.5)
+    with pytest.raises(ConfigError, match="task.train_rate"):
+        build(sc_data[0], train_rate=10**6)

@@ -1,4 +1,4 @@
-"""The results store: atomic records, concurrent writers, unreadable files skipped."""
+"""The results store: atomic records, concurrent writers, unreadable files skipped; the atomic write itself."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.files import atomic_write
 from harness.identity import run_id, semantic_config
 from harness.results import Store
 
@@ -50,6 +51,36 @@ def test_half_written_and_foreign_files_are_not_results(tmp_path: Path, capsys: 
     assert "torn.json" in err and "other.json" in err
     assert store.get("torn") is None
     assert store.is_complete("good") and not store.is_complete("torn")
+
+
+def test_atomic_write_of_text_bytes_and_a_writer(tmp_path: Path) -> None:
+    import torch  # here: the writer processes above import this module, and need no torch
+
+    atomic_write(tmp_path / "a" / "b.txt", "été\r\n")  # parents made; UTF-8; line ends kept as given
+    assert (tmp_path / "a" / "b.txt").read_bytes() == "été\r\n".encode()
+    atomic_write(tmp_path / "c.bin", b"\x00\x01")
+    assert (tmp_path / "c.bin").read_bytes() == b"\x00\x01"
+    atomic_write(tmp_path / "d.pt", lambda tmp: torch.save({"w": torch.arange(3)}, tmp))
+    assert torch.equal(torch.load(tmp_path / "d.pt")["w"], torch.arange(3))
+    atomic_write(tmp_path / "empty", "")
+    assert (tmp_path / "empty").read_bytes() == b""
+    # Readable by everyone, as a results or data directory is shared (temporary files are private at first).
+    assert {f.name: f.stat().st_mode & 0o777 for f in tmp_path.rglob("*") if f.is_file()} == {
+        "b.txt": 0o644, "c.bin": 0o644, "d.pt": 0o644, "empty": 0o644}
+
+
+def test_a_failed_atomic_write_keeps_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "record.json"
+    atomic_write(path, "old")
+
+    def half_then_crash(tmp: Path) -> None:
+        tmp.write_text("half of the new")
+        raise KeyboardInterrupt  # also an interrupt, not only an error
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_crash)
+    assert path.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["record.json"]  # no temporary file left
 
 
 def test_status_must_be_known(tmp_path: Path) -> None:

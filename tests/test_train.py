@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import signal
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import tests.toy as toy
@@ -17,20 +17,12 @@ from harness.config import OptimConfig, TrainConfig
 from harness.errors import UserError
 from harness.optim import lr_factor, param_groups
 from harness.registry import MODELS, TASKS
-from harness.train import EpochBatches, fit
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def compose_run(tmp_path: Path, *overrides: str) -> DictConfig:
-    MODELS.discover()
-    TASKS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.root={tmp_path}", f"paths.data={tmp_path / 'data'}",
-                                             "train.progress=false", *overrides])
+from harness.task import Batch, Task, TaskSpec
+from harness.train import EpochBatches, FitResult, fit
+from tests.helpers import compose_run
 
 
-def small_model(spec):  # noqa: ANN001, ANN201
+def small_model(spec: TaskSpec) -> torch.nn.Module:
     return MODELS.build(MODELS.config("transformer", d_model=16, n_layers=1, n_heads=2, d_ff=32), spec)
 
 
@@ -59,6 +51,9 @@ def test_cosine_schedule_with_linear_warmup() -> None:
     assert lr_factor(99, 100, 10, "constant") == 1.0
     assert lr_factor(500, 80_000, 1000, "rsqrt") == pytest.approx(0.5)
     assert lr_factor(4000, 80_000, 1000, "rsqrt") == pytest.approx(0.5)  # sqrt(1000 / 4000)
+    assert lr_factor(0, 80_000, 0, "rsqrt") == 0.0 and lr_factor(4, 80_000, 0, "rsqrt") == pytest.approx(0.5)
+    with pytest.raises(UserError, match="train.schedule must be one of cosine, constant, rsqrt"):
+        lr_factor(0, 100, 10, "step")
 
 
 def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
@@ -69,30 +64,35 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
     assert list(EpochBatches(10, 3, True, seed=1, epoch=2, start=2)) == a[2:]
 
 
-def _fit(task, run_dir: Path, epochs: int = 3):  # noqa: ANN001, ANN202
+def _fit(task: Task, run_dir: Path, epochs: int = 3) -> FitResult:
     checkpoint.seed_everything(0)
     model = small_model(task.spec)
     return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=False, warmup_epochs=0.5),
                OptimConfig(lr=3e-3), 0, run_dir, torch.device("cpu"))
 
 
-@pytest.mark.parametrize("stop_at_call", [6, 9])  # after the first epoch's 6 batches; inside the second epoch
-def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int) -> None:
+# After the first epoch's 6 batches, by a scheduler's SIGTERM; inside the second epoch, by submitit's SIGUSR2.
+@pytest.mark.parametrize(("stop_at_call", "signum"), [pytest.param(6, signal.SIGTERM, id="SIGTERM-after-epoch-1"),
+                                                     pytest.param(9, signal.SIGUSR2, id="SIGUSR2-in-epoch-2")])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int, signum: int) -> None:
     task = toy.build(toy.ToyConfig(), tmp_path)
     reference = _fit(task, tmp_path / "uninterrupted")
 
     calls = {"n": 0}
     collate = task.collate
 
-    def signalling_collate(items):  # noqa: ANN001, ANN202
+    def signalling_collate(items: list[Any]) -> Batch:
         calls["n"] += 1
         if calls["n"] == stop_at_call:
-            signal.raise_signal(signal.SIGTERM)  # what a scheduler sends before it kills the job
+            signal.raise_signal(signum)
         return collate(items)
 
     task.collate = signalling_collate
-    with pytest.raises(checkpoint.Preempted):
+    handlers = [signal.getsignal(s) for s in checkpoint.STOP_SIGNALS]
+    with pytest.raises(checkpoint.Preempted) as stopped:
         _fit(task, tmp_path / "interrupted")
+    assert stopped.value.signum == signum  # what the entry point hands on to the scheduler
+    assert [signal.getsignal(s) for s in checkpoint.STOP_SIGNALS] == handlers  # restored after the stop
     assert (tmp_path / "interrupted" / "last.pt").exists()
     task.collate = collate
     resumed = _fit(task, tmp_path / "interrupted")
@@ -101,6 +101,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call
         reference.val, reference.test, reference.best_epoch, reference.steps)
 
 
+@pytest.mark.slow  # about a minute of compiling
 def test_compiled_training_computes_what_eager_training_computes(tmp_path: Path) -> None:
     task = toy.build(toy.ToyConfig(n=64), tmp_path)
     results = []
@@ -146,7 +147,7 @@ def small_model_for(cfg: DictConfig) -> torch.nn.Module:
                                               (torch.OutOfMemoryError("CUDA out of memory"), "oom")])
 def test_a_crashing_run_writes_its_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception,
                                           status: str) -> None:
-    def crash(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def crash(*args: Any, **kwargs: Any) -> NoReturn:
         raise error
 
     monkeypatch.setattr(runner, "fit", crash)
@@ -159,7 +160,7 @@ def test_a_crashing_run_writes_its_record(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_bad_values_fail_before_training(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="not divisible"):
+    with pytest.raises(UserError, match="model.n_heads.*model.d_model=15"):
         runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=15", "model.n_heads=2"))
     with pytest.raises(UserError, match="adamw or adam"):
         runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "optim.optimizer=sgd"))

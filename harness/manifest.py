@@ -1,0 +1,52 @@
+"""What a sweep leaves in its directory for `python -m harness.sweep status|collect` to read later.
+
+`seqbench_sweep.json` (written by the sweeper) names every point: its run id, overrides, store and job number.
+`seqbench_jobs.json` (written by the SLURM launcher) maps job numbers to SLURM job ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+from harness.files import atomic_write
+
+MANIFEST = "seqbench_sweep.json"
+JOBS = "seqbench_jobs.json"
+
+
+def write_points(sweep_dir: Path, points: Sequence[Mapping[str, Any]]) -> None:
+    text = json.dumps({"created": datetime.now(UTC).isoformat(timespec="seconds"), "points": list(points)}, indent=1)
+    atomic_write(sweep_dir / MANIFEST, text + "\n")
+
+
+def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = sweep_dir / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{sweep_dir} is not a seqbench sweep directory (no {MANIFEST}); sweeps run with "
+                        f"hydra/sweeper=seqbench write one")
+    return json.loads(path.read_text())["points"]
+
+
+def record_jobs(sweep_dir: Path, jobs: Mapping[int, str]) -> None:
+    """Add job number -> SLURM job id; a sweep launched in batches records each batch's jobs in turn."""
+    known = read_jobs(sweep_dir)
+    known.update({str(num): job_id for num, job_id in jobs.items()})
+    atomic_write(sweep_dir / JOBS, json.dumps(known, indent=1) + "\n")
+
+
+def read_jobs(sweep_dir: Path) -> dict[str, str]:
+    path = sweep_dir / JOBS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def find_sweep(root: Path) -> Path:
+    """The newest sweep directory under a `paths.root`."""
+    manifests = sorted(root.glob(f"hydra/multirun/*/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
+    if not manifests:
+        raise UserError(f"no sweep found under {root}/hydra/multirun; give the sweep directory")
+    return manifests[-1].parent

@@ -1,0 +1,124 @@
+"""Check a run config without training it: build its model on fake tensors, count parameters, estimate memory.
+
+    python run.py task=listops model=s4 dry_run=true          one JSON line: run_id, params, memory, status
+
+The sweeper checks every point of a sweep this way before launching any (harness.sweeper). The model needs the
+task's TaskSpec: a task module may define `task_spec(cfg) -> TaskSpec`, computed from the config alone; otherwise
+the task is built (its data loaded, or generated and cached as a run would) once per distinct task config.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from harness import runner
+from harness.errors import UserError
+from harness.identity import run_id
+from harness.optim import lr_factor, make_optimizer
+from harness.registry import MODELS, TASKS
+from harness.task import TaskSpec
+from harness.train import autocast_for
+
+_SPECS: dict[str, tuple[TaskSpec, str]] = {}  # built tasks' specs: a sweep's points mostly share one task config
+
+
+def task_spec(cfg: DictConfig) -> tuple[TaskSpec, str]:
+    """The task's spec and where it came from: "config" (the task module's `task_spec`) or "data" (built)."""
+    entry = TASKS.get(cfg.task.name)
+    from_config = getattr(sys.modules[entry.builder.__module__], "task_spec", None)
+    if callable(from_config):
+        return from_config(cfg.task), "config"
+    data_root = runner.data_root_for(cfg)
+    key = json.dumps([OmegaConf.to_container(cfg.task, resolve=True), str(data_root)], sort_keys=True)
+    if key not in _SPECS:
+        _SPECS[key] = (TASKS.build(cfg.task, data_root).spec, "data")
+    return _SPECS[key]
+
+
+class _Allocations(TorchDispatchMode):
+    """Bytes of every new tensor an operation returns (views and in-place results are not new memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(t) for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and id(t) not in inputs and not t._is_view():
+                self.bytes += t.numel() * t.element_size()
+        return out
+
+
+def activation_bytes(model: torch.nn.Module, spec: TaskSpec, batch_size: int) -> int:
+    """Every tensor one training forward pass of a full-length batch creates, counted on fake tensors: an upper
+    bound on what autograd keeps for the backward pass (fp32; bf16 autocast roughly halves it). Call it inside
+    the FakeTensorMode the model was built in."""
+    shape = (batch_size, spec.seq_len) if spec.input == "tokens" else (batch_size, spec.seq_len, spec.d_input)
+    x = torch.zeros(shape, dtype=torch.long if spec.input == "tokens" else torch.float32)
+    lengths = torch.full((batch_size,), spec.seq_len, dtype=torch.long)
+    model.train()
+    counter = _Allocations()
+    with counter:
+        model(x, lengths=lengths)
+    return counter.bytes
+
+
+def inspect_model(cfg: DictConfig, spec: TaskSpec) -> tuple[int, dict[str, Any]]:
+    """Parameter count and a training-memory estimate, from the model built on fake tensors (shapes without
+    storage: no memory, no time); on the CPU for real when a layer's initialisation needs real numbers."""
+    state = 8 if cfg.optim.optimizer in ("adam", "adamw") else 0  # Adam's two moments, fp32
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model = MODELS.build(cfg.model, spec)
+            make_optimizer(model, cfg.optim)  # the optimizer's name and parameter groups
+            params = runner.count_params(model)
+            try:
+                activations, note = activation_bytes(model, spec, cfg.train.batch_size), None
+            except Exception as exc:  # a data-dependent step (e.g. .item()) cannot run on fake tensors
+                activations, note = None, f"no estimate: {type(exc).__name__}: {str(exc)[:200]}"
+        built_on = "fake"
+    except UserError:
+        raise
+    except Exception:
+        model = MODELS.build(cfg.model, spec)
+        make_optimizer(model, cfg.optim)
+        params, activations, note, built_on = runner.count_params(model), None, "model built on the CPU", "cpu"
+    memory: dict[str, Any] = {"params_bytes": 4 * params, "grads_bytes": 4 * params, "optimizer_bytes": state * params,
+                              "activations_bytes": activations}
+    memory["total_bytes"] = sum(v for v in memory.values() if v is not None)
+    memory.update(batch_size=cfg.train.batch_size, seq_len=spec.seq_len, built_on=built_on)
+    if note:
+        memory["note"] = note
+    return params, memory
+
+
+def describe(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Check one run config as far as possible without training; raises on a config that cannot run."""
+    runner.check(cfg)
+    rid = run_id(runner.plain_config(cfg))
+    spec, spec_from = task_spec(cfg)
+    lr_factor(0, 1, 0, cfg.train.schedule)  # schedule name
+    autocast_for(torch.device("cpu"), cfg.train.precision)  # precision name
+    params, memory = inspect_model(cfg, spec)
+    existing = runner.store_for(cfg).get(rid)
+    return {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed, "params": params,
+            "memory": memory, "spec_from": spec_from, "status": existing["status"] if existing else None,
+            "overrides": list(overrides)}
+
+
+def dry_run(cfg: DictConfig) -> None:
+    """`python run.py ... dry_run=true` (one run): print the point's JSON line; nothing is trained."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    print(json.dumps(describe(cfg, overrides)), flush=True)

@@ -1,0 +1,176 @@
+"""The sweeper (`hydra/sweeper=seqbench`, harness.config.SweeperConfig): check every point before anything runs,
+vary keys together, skip what is done.
+
+    python run.py -m model=s4,multires seed=0,1,2                        check all 6 points, then run them
+    python run.py -m ... dry_run=true                                    check only: one JSON line per run
+    python run.py -m model=s4,multires optim.lr=0.01,0.003 'hydra.sweeper.zip=[[model,optim.lr]]'
+                                                                         2 points (zipped), not 4 (crossed)
+    python run.py -m hydra/launcher=slurm hydra.sweeper.wait=false ...   submit and return
+
+It is Hydra's basic sweeper with a check in front: it composes every point and checks it as `dry_run=true` does
+(harness.preflight: the model built on fake tensors, parameters counted, training memory estimated). One bad
+point refuses the whole sweep before a single job is submitted. Points whose record in the store is already
+complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or interrupted.
+The manifest it writes in the sweep directory (harness.manifest) is what `python -m harness.sweep status` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from harness import manifest, runner
+from harness.errors import ConfigError, UserError, exit_with
+from harness.preflight import describe
+from harness.slurm import SlurmLauncher
+
+Plugins.instance()  # before importing the plugin's classes: harness/hydra_plugins.py says why
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
+
+
+def _name(key: str) -> str:
+    return key.lstrip("+~")
+
+
+def expand(overrides: Sequence[Override], zipped: Sequence[Sequence[str]] = ()) -> list[list[str]]:
+    """Every point's override strings. Keys in one `zipped` group vary together (their i-th values form one
+    point, so they need equally many values); everything else is crossed, in the order the keys appear."""
+    values: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                raise ConfigError(f"{key}: only lists of values (a,b,c or range(...)) can be swept, "
+                                  f"not a {o.value_type.name if o.value_type else 'sweep'}")
+            values[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={o.get_value_element_as_str()}"]
+    by_name = {_name(k): k for k in values}
+    axes: dict[str, list[list[str]]] = {}  # first key of the axis -> alternatives (each a list of overrides)
+    zipped_keys: set[str] = set()
+    for group in zipped:
+        keys = []
+        for name in group:
+            if name not in by_name:
+                raise ConfigError(f"hydra.sweeper.zip names {name!r}, which this sweep does not set; "
+                                  f"keys set: {sorted(by_name)}")
+            if by_name[name] in zipped_keys:
+                raise ConfigError(f"hydra.sweeper.zip names {name!r} in two groups; a key can be zipped once")
+            keys.append(by_name[name])
+            zipped_keys.add(by_name[name])
+        counts = {_name(k): len(values[k]) for k in keys}
+        if len(set(counts.values())) > 1:
+            raise ConfigError(f"zipped keys need equally many values, got {counts}")
+        axes[keys[0]] = [[values[k][i] for k in keys] for i in range(len(values[keys[0]]))]
+    ordered = [axes[k] if k in axes else [[v] for v in values[k]] for k in values if k in axes or k not in zipped_keys]
+    return [[s for alternative in combo for s in alternative] for combo in itertools.product(*ordered)]
+
+
+def job_config(sweep_config: DictConfig) -> DictConfig:
+    """What the job's task function will get: the composed config without Hydra's node (as hydra's run_job)."""
+    cfg = copy.deepcopy(sweep_config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@dataclass
+class Point:
+    num: int
+    overrides: list[str]
+    cfg: DictConfig | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # harness.preflight.describe's
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.info.get("status") == "complete" and not self.cfg.force
+
+    def manifest_entry(self, job_num: int | None) -> dict[str, Any]:
+        return {"run_id": self.info["run_id"], "task": self.info["task"], "model": self.info["model"],
+                "seed": self.info["seed"], "overrides": self.overrides,
+                "store": str(runner.store_for(self.cfg).root.resolve()),
+                "runs": str((Path(self.cfg.paths.root) / "runs").resolve()), "job_num": job_num,
+                "sweep": self.cfg.sweep}
+
+
+class Sweeper(BasicSweeper):
+    """Hydra's basic sweeper, with zipped keys, a check of every point first, and finished points skipped."""
+
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
+                 zip: Sequence[Sequence[str]] | None = None, wait: bool = True) -> None:  # noqa: A002 (Hydra's key)
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.zip = [list(group) for group in (zip or [])]
+        self.wait = wait
+
+    def plan(self, arguments: list[str]) -> list[Point]:
+        """Every point, composed and checked; raises ConfigError naming every bad point."""
+        assert self.hydra_context is not None and self.config is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(self._parse_config() + list(arguments))
+        points = [Point(i, o) for i, o in enumerate(expand(overrides, self.zip))]
+        for p in points:
+            try:
+                p.cfg = job_config(self.hydra_context.config_loader.load_sweep_config(self.config, p.overrides))
+                p.info = describe(p.cfg, p.overrides)
+            except Exception as exc:  # composition, unknown names, bad values, models that cannot be built
+                p.error = f"{type(exc).__name__}: {exc}".strip().replace("\n", "\n      ")
+        bad = [p for p in points if p.error]
+        if bad:
+            lines = [f"#{p.num} {' '.join(p.overrides)}\n      {p.error}" for p in bad]
+            raise ConfigError(f"sweep refused: {len(bad)} of {len(points)} points cannot run, nothing was launched:\n  "
+                              + "\n  ".join(lines) + "\nFix or drop them; `dry_run=true` checks a sweep without "
+                              "running it.")
+        return points
+
+    def sweep(self, arguments: list[str]) -> Any:
+        try:
+            return self._sweep(arguments)
+        except UserError as exc:  # one message, no traceback, as run.py does for a single run
+            exit_with(exc)
+
+    def _sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        assert self.config is not None and self.launcher is not None
+        points = self.plan(arguments)
+        if any(p.cfg.dry_run for p in points):
+            for p in points:
+                print(json.dumps(p.info), flush=True)
+            return []
+        if not self.wait and not isinstance(self.launcher, SlurmLauncher):
+            raise ConfigError("hydra.sweeper.wait=false needs a launcher that can return before its jobs end: "
+                              "add hydra/launcher=slurm (or slurm_local)")
+        todo = [p for p in points if not p.done]
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        job_nums = {p.num: i for i, p in enumerate(todo)}  # the launcher numbers the launched points 0, 1, ...
+        manifest.write_points(sweep_dir, [p.manifest_entry(job_nums.get(p.num)) for p in points])
+        print(f"seqbench: sweep of {len(points)} points: {len(points) - len(todo)} already complete (skipped), "
+              f"{len(todo)} to run; `python -m harness.sweep status {sweep_dir}`", flush=True)
+        if isinstance(self.launcher, SlurmLauncher):
+            self.launcher.wait = self.wait
+        returns: list[Sequence[JobReturn]] = []
+        failed = []
+        size = self.max_batch_size or len(todo) or 1
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+            returns.append(results)
+            failed += [(p, r) for p, r in zip(batch, results) if r.status == JobStatus.FAILED]
+        if failed:  # after every batch: the others ran, and a rerun of the sweep runs only these
+            lines = [f"{p.info['run_id']} ({' '.join(p.overrides)}): {type(r._return_value).__name__}: "
+                     f"{str(r._return_value)[:300]}" for p, r in failed]
+            raise ConfigError(f"{len(failed)} of {len(todo)} runs failed (their records say why):\n  "
+                              + "\n  ".join(lines))
+        return returns

@@ -1,0 +1,103 @@
+"""S4D: the diagonal state-space layer, in plain PyTorch.
+
+Paper: Gu, Gupta, Goel & Ré, "On the Parameterization and Initialization of Diagonal State Space Models",
+NeurIPS 2022. Published code: state-spaces/s4, `models/s4/s4d.py` and `src/models/sequence/kernels/ssm.py`
+(SSMKernelDiag). The state matrix is diagonal: S4D-Lin (A_n = -1/2 + i pi n, the default), S4D-Inv, or the
+diagonal part of HiPPO-LegS; ZOH or bilinear discretisation per mode. The kernel K_l = 2 Re sum_n C_n B_bar_n
+A_bar_n^l is one `exp_sum` (models.s4), the convolution `models.longconv`'s, and stepping is the O(N) recurrence
+s <- A_bar s + B_bar u, y = 2 Re C s + D u.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import ConfigError
+from harness.task import TaskSpec
+from models import MODELS
+from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, hippo_legs_nplr
+from models.s4block import check_causal, s4_backbone
+
+
+@dataclass
+class S4DConfig(S4Config):
+    """S4D: diagonal state-space layers (Gu et al. 2022, S4D-Lin by default)."""
+
+    name: str = "s4d"
+    mode: str = "diag"  # diag (the only S4D kernel)
+    init: str = "diag-lin"  # diag-lin | diag-inv | legs
+    disc: str = "zoh"  # zoh | bilinear
+
+    def __post_init__(self) -> None:
+        check_ssm_config(self, modes=("diag",), inits=tuple(DIAG_INITS), discs=("zoh", "bilinear"))
+
+
+def _lin(N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = torch.arange(N // 2, dtype=torch.float64)
+    return -0.5 - 1j * math.pi * n, torch.ones(N // 2, dtype=torch.complex128)
+
+
+def _inv(N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n = torch.arange(N // 2, dtype=torch.float64)
+    return -0.5 - 1j * (N / math.pi) * (N / (2 * n + 1) - 1), torch.ones(N // 2, dtype=torch.complex128)
+
+
+def _legs(N: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lam, _, B = hippo_legs_nplr(N)
+    return lam, B
+
+
+# init -> (Lambda, B), each [N/2] complex128, from the state size N.
+DIAG_INITS: dict[str, Callable[[int], tuple[torch.Tensor, torch.Tensor]]] = {
+    "diag-lin": _lin, "diag-inv": _inv, "legs": _legs, "diag-legs": _legs,
+}
+
+
+class S4DLayer(SSMLayer):
+    """S4D convolution layer, [B, L, H] -> [B, L, H]; parameters as `SSMLayer` (no P)."""
+
+    def __init__(self, cfg: S4Config, l_max: int):
+        lam, B = DIAG_INITS[cfg.init](cfg.d_state)
+        super().__init__(cfg, l_max, (lam, torch.zeros_like(B), B), low_rank=False)
+        self.disc = cfg.disc
+
+    def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log A_bar [H, N/2], B_bar [H, N/2], C [Ch, H, N/2] (ZOH or bilinear per diagonal mode)."""
+        p = self.params()
+        dtA = p["dt"] * p["A"]
+        if self.disc == "zoh":
+            return dtA, p["B"] * torch.expm1(dtA) / p["A"], p["C"]
+        return torch.log((1 + dtA / 2) / (1 - dtA / 2)), p["B"] * p["dt"] / (1 - dtA / 2), p["C"]
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional)."""
+        log_a, b_bar, C = self.discrete()
+        return exp_sum(C * b_bar, log_a, L)
+
+    def init_state(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
+        """The SSM state s [B, H, N/2] (complex), zero before position 0."""
+        if self.bidirectional:
+            raise ConfigError("step() needs a causal layer; set model.bidirectional=false")
+        return torch.zeros(batch_size, self.H, self.N2, dtype=torch.complex64, device=device)
+
+    def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """s <- A_bar s + B_bar u;  y = 2 Re(C s) + D u  (one position, O(H N))."""
+        u = x_t.float()
+        log_a, b_bar, C = self.discrete()
+        state = torch.exp(log_a) * state + b_bar * u[..., None]
+        y = 2 * (C[0] * state).sum(-1).real + self.D[0] * u
+        return self.drop(self.act(self.drop_inner(y.to(x_t.dtype)))), state
+
+
+@MODELS.register("s4d", S4DConfig)
+def build(cfg: S4DConfig, spec: TaskSpec) -> nn.Module:
+    """S4D: diagonal state-space layers (Gu et al. 2022, S4D-Lin by default)."""
+    check_causal(cfg, spec)
+    l_max = cfg.l_max or spec.seq_len
+    return s4_backbone(cfg, spec, [S4DLayer(cfg, l_max) for _ in range(cfg.n_layers)])

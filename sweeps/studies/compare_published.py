@@ -1,0 +1,307 @@
+"""Published code timed beside ours, the same way and into the same store (the method: harness/bench.py).
+
+The published code never enters this repository: pass checkouts of the published repositories, fetched
+elsewhere. Each option names one; the models compared are those whose code is given (narrow with bench.models):
+
+    python -m sweeps.studies.compare_published --multires-conv DIR --s4 DIR --sgconv DIR paths.root=results
+    python -m sweeps.studies.compare_published --multires-conv DIR --train-step bench.repeats=20 bench.warmup=5
+
+Layers (default): each model's sequence layer, forward + backward (`bench.scope=[layer]`,
+`bench.passes=[fwd_bwd]`, `bench.dtypes=[fp32]` unless overridden), on random [B, L, D] input with B x L held
+at `bench.tokens_per_batch`. Ours is the registered model, set as the published layer is:
+- multires: thjashin/multires-conv `layers/multireslayer.py` (MultiresLayer, kernel size 2, fading tree).
+- s4, s4d: state-spaces/s4 `models/s4/s4.py` (FFTConv, d_state 64; modes nplr with legs init and diag with
+  diag-lin init). Its CUDA kernels are used when built in the checkout (`extensions/kernels`).
+- sgconv: ctlllll/SGConv `gconv_standalone.py` (GConv, kernel_dim 64, cat_randn, GELU, GLU), ours' defaults.
+
+`--train-step`: whole optimizer steps (forward, backward, AdamW) of the sCIFAR MultiresNet, the published
+`classification.py` model and ours, both set up as sweeps/experiment/multires_scifar.yaml says (width, depth,
+dropout, learning rate, weight decay, batch, precision, compile), on a random batch already on the device (no
+data loading). Records: scope `model`, pass `train_step`, length 1024.
+
+Every point is an ordinary benchmark record (sweep `compare_published` unless `sweep=` says otherwise) whose
+`metrics.impl` is ours or published, so `python -m reports --store <paths.root>/store --out DIR --sweep
+compare_published` tabulates published against ours with the speed-up; this script prints those tables too.
+Further arguments are run-config overrides, as for `python run.py` (paths.root, sweep, bench.*, and with
+--train-step the preset's keys, e.g. train.compile=false).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from harness import bench
+from harness.config import BenchConfig, OptimConfig
+from harness.errors import ConfigError, UserError, exit_with
+from harness.optim import make_optimizer
+from harness.registry import MODELS, TASKS
+from harness.task import TaskSpec
+from harness.timing import PeakMemory, time_after_warmup
+from harness.train import autocast_for
+from reports.bench import frame, speedup_table, summary
+from reports.render import markdown
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = "compare_published"
+SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)  # as tasks/scifar.py states it (RGB)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Loading published code
+
+
+def load_file(path: Path, name: str) -> types.ModuleType:
+    if not path.is_file():
+        raise UserError(f"{path} not found: the option names a checkout of the published repository")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        raise UserError(f"{path} imports {exc.name}, which is not installed: pip install {exc.name}") from exc
+    return module
+
+
+def stub(name: str, replace: bool = False, **attrs: Any) -> None:
+    """A stand-in module for an import the timed code never uses (data loading, logging, metrics), where that
+    module is not installed, or always with `replace` (the real one imports much that is not installed)."""
+    if name in sys.modules or (not replace and importlib.util.find_spec(name.partition(".")[0]) is not None):
+        return
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    module.__dict__.update(attrs)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:
+        stub(parent, replace)
+        setattr(sys.modules[parent], child, module)
+
+
+def load_s4(checkout: Path) -> types.ModuleType:
+    stub("pytorch_lightning.utilities", rank_zero_only=lambda f: f)  # used only to log from rank 0
+    sys.path.insert(0, str(checkout))  # extensions/kernels, when built there
+    return load_file(checkout / "models" / "s4" / "s4.py", "published_s4")
+
+
+def load_sgconv(checkout: Path) -> types.ModuleType:
+    stub("IPython", embed=None)  # imported for a debugging hook
+    return load_file(checkout / "gconv_standalone.py", "published_gconv")
+
+
+def load_classification(checkout: Path) -> types.ModuleType:
+    """classification.py of thjashin/multires-conv, without the data and metric code its model does not use."""
+    stub("dataloaders.lra", replace=True, ListOps=None)
+    stub("dataloaders.ptbxl", replace=True, PTBXL=None)
+    stub("torchvision.transforms")
+    stub("sklearn.metrics", roc_auc_score=None)
+    sys.path.insert(0, str(checkout))  # its layers/ and utils.py
+    return load_file(checkout / "classification.py", "published_classification")
+
+
+class PublishedLayer(nn.Module):
+    """A published layer behind our layers' interface: `layer(x, None)` maps [B, L, D] to [B, L, D] (the
+    transposes of a channels-first layer are timed with it). Timed as a layer only: it is its own `mixer`."""
+
+    def __init__(self, layer: nn.Module, channels_first: bool):
+        super().__init__()
+        self.layer, self.channels_first = layer, channels_first
+
+    @property
+    def mixer(self) -> nn.Module:
+        return self
+
+    def forward(self, x: torch.Tensor, state: object = None) -> torch.Tensor:
+        out = self.layer(x.transpose(1, 2) if self.channels_first else x)
+        out = out[0] if isinstance(out, tuple) else out  # (y, state)
+        return out.transpose(1, 2) if self.channels_first else out
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published layer: its code, how it is built (`cls(d_model, <length_arg>=L, **settings)`, recorded),
+    and the settings that make ours the same layer."""
+
+    repo: str  # the option that names its checkout
+    source: str  # GitHub repository and file
+    load: Callable[[Path], types.ModuleType]
+    cls: str
+    length_arg: str
+    channels_first: bool
+    settings: dict[str, Any]
+    ours: dict[str, Any]
+
+    def build(self, module: types.ModuleType, length: int, d_model: int) -> nn.Module:
+        layer = getattr(module, self.cls)(d_model, **{self.length_arg: length}, **self.settings)
+        return PublishedLayer(layer, self.channels_first)
+
+
+S4 = ("s4", "state-spaces/s4 models/s4/s4.py", load_s4, "FFTConv", "l_max", False)
+LAYERS = {
+    "multires": Published("multires_conv", "thjashin/multires-conv layers/multireslayer.py",
+                          lambda c: load_file(c / "layers" / "multireslayer.py", "published_multireslayer"),
+                          "MultiresLayer", "seq_len", True, {"kernel_size": 2, "tree_select": "fading"},
+                          {"kernel_size": 2}),
+    "s4": Published(*S4, {"d_state": 64, "mode": "nplr", "init": "legs", "activation": "gelu", "transposed": False},
+                    {"d_state": 64}),
+    "s4d": Published(*S4, {"d_state": 64, "mode": "diag", "init": "diag-lin", "activation": "gelu",
+                           "transposed": False}, {"d_state": 64}),
+    "sgconv": Published("sgconv", "ctlllll/SGConv gconv_standalone.py", load_sgconv, "GConv", "l_max", False,
+                        {"kernel_dim": 64, "mode": "cat_randn", "activation": "gelu", "postact": "glu",
+                         "transposed": False}, {}),
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The two comparisons
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    MODELS.discover()
+    TASKS.discover()
+    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def published_subject(model: str, module: types.ModuleType, d_model: int) -> bench.Subject:
+    p = LAYERS[model]
+    config = {"name": model, "source": p.source, "d_model": d_model, **p.settings}
+    return bench.Subject(model, bench.PUBLISHED, config,
+                         lambda length, device: p.build(module, length, d_model).to(device))
+
+
+def compare_layers(checkouts: dict[str, Path], overrides: list[str]) -> bench.BenchResult:
+    names = [m for m, p in LAYERS.items() if p.repo in checkouts]
+    cfg = compose_run(["job=bench", f"sweep={SWEEP}", "bench.scope=[layer]", "bench.passes=[fwd_bwd]",
+                       "bench.dtypes=[fp32]", f"bench.models=[{','.join(names)}]", *overrides])
+    opts = bench.options(cfg)
+    if opts.scope != ["layer"]:
+        raise ConfigError("bench.scope must be [layer]: published code is timed as a sequence layer only")
+    unknown = sorted(set(opts.models) - set(names))
+    if unknown:
+        raise ConfigError(f"bench.models {unknown} have no published code given; options: "
+                          + ", ".join(f"--{p.repo.replace('_', '-')} (for {m})" for m, p in LAYERS.items()))
+    # Ours set as the published layer is; the user's model_overrides come on top.
+    opts = dataclasses.replace(opts, model_overrides={m: {**LAYERS[m].ours, **opts.overrides(m)} for m in opts.models})
+    # Loaded before anything is measured, so that a missing dependency stops the study at once.
+    published = {m: published_subject(m, LAYERS[m].load(checkouts[LAYERS[m].repo]), opts.d_model) for m in opts.models}
+    subjects = bench.ours(opts)
+    session = bench.Session(opts, Path(cfg.paths.root), cfg.sweep, cfg.seed)
+    for ours in subjects:
+        session.measure(published[ours.model])
+        session.measure(ours)
+    return session.result()
+
+
+class ChannelsLast(nn.Module):
+    """Our model fed the published layout [B, 3, L], so that both read the same batch."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.transpose(1, 2))
+
+
+def time_train_step(model: nn.Module, optim: OptimConfig, precision: str, compiled: bool, batch_size: int,
+                    opts: BenchConfig, memory: PeakMemory) -> bench.Outcome:
+    """Optimizer steps on one random batch already on the device, timed as the benchmark times a call."""
+    device = next(model.parameters()).device
+    optimizer = make_optimizer(model, optim)
+    net = torch.compile(model) if compiled else model  # as train.compile does in harness/train.py
+    x = torch.randn(batch_size, SCIFAR.d_input, SCIFAR.seq_len, device=device)
+    y = torch.randint(0, SCIFAR.n_outputs, (batch_size,), device=device)
+
+    def step() -> None:
+        with autocast_for(device, precision):
+            loss = nn.functional.cross_entropy(net(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    t = time_after_warmup(step, device, opts.warmup, opts.repeats, memory, opts.point_budget_s)
+    return bench.Outcome("complete", times_ms=t.times_ms, peak_bytes=t.peak_bytes, warmup=t.warmup)
+
+
+def compare_train_step(checkout: Path, overrides: list[str]) -> bench.BenchResult:
+    cfg = compose_run(["+experiment=multires_scifar", "job=bench", f"sweep={SWEEP}", *overrides])
+    m, train = cfg.model, cfg.train
+    classification = load_classification(checkout)
+    opts = bench.options(cfg)
+    optim = OmegaConf.to_object(cfg.optim)
+    session = bench.Session(opts, Path(cfg.paths.root), cfg.sweep, cfg.seed)
+    device = session.device
+    published_args = {"d_input": SCIFAR.d_input, "d_output": SCIFAR.n_outputs, "max_length": SCIFAR.seq_len,
+                      "d_model": m.d_model, "n_layers": m.n_layers, "dropout": m.dropout, "kernel_size": m.kernel_size,
+                      "depth": m.depth, "tree_select": m.tree_select, "hinit": m.wavelet_init, "d_mem": m.memory_size,
+                      "indep_res_init": m.indep_res_init, "batchnorm": m.norm == "batch"}
+    precision = train.precision if train.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    runs = [  # (impl, build, precision, compile, the model's recorded config); the published code runs in fp32
+        (bench.PUBLISHED, lambda: classification.MultiresNet(**published_args), "fp32", False,
+         {"name": "multires", "source": "thjashin/multires-conv classification.py", **published_args}),
+        (bench.OURS, lambda: ChannelsLast(MODELS.build(cfg.model, SCIFAR)), precision, train.compile,
+         OmegaConf.to_container(cfg.model)),
+    ]
+    for impl, build, dtype, compiled, model_config in runs:
+        point = bench.Point("multires", "model", "train_step", dtype, SCIFAR.seq_len, train.batch_size, impl)
+        if not session.admit([point]):
+            continue
+        config = {"model": model_config, "optim": dataclasses.asdict(optim),
+                  "train": {"batch_size": train.batch_size, "precision": dtype, "compile": compiled}}
+        torch.manual_seed(cfg.seed)
+        model = build().to(device).train()
+        params = sum(p.numel() for p in model.parameters())
+        session.run_point(point, config, partial(time_train_step, model, optim, dtype, compiled, train.batch_size,
+                                                 opts, session.memory), params)
+        del model
+        bench.release(device)
+    return session.result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps.studies.compare_published",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for repo in sorted({p.repo for p in LAYERS.values()}):
+        parser.add_argument(f"--{repo.replace('_', '-')}", type=Path, dest=repo, help="checkout of the repository")
+    parser.add_argument("--train-step", action="store_true", help="time sCIFAR MultiresNet optimizer steps instead")
+    parser.add_argument("overrides", nargs="*", help="run-config overrides, e.g. bench.lengths=[1024,2048]")
+    args = parser.parse_args(argv)
+    checkouts = {repo: getattr(args, repo) for repo in {p.repo for p in LAYERS.values()} if getattr(args, repo)}
+    try:
+        if args.train_step:
+            if "multires_conv" not in checkouts:
+                raise UserError("--train-step needs --multires-conv, a checkout of thjashin/multires-conv")
+            result = compare_train_step(checkouts["multires_conv"], args.overrides)
+        elif not checkouts:
+            raise UserError("name at least one checkout of published code: --multires-conv, --s4 or --sgconv")
+        else:
+            result = compare_layers(checkouts, args.overrides)
+    except UserError as exc:
+        exit_with(exc)
+    else:
+        print("\n" + summary(result))
+        pairs = speedup_table(frame(result.records))
+        if not pairs.empty:
+            print("published code against ours:\n\n" + markdown(pairs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
