@@ -135,8 +135,14 @@ class Subject:
 
 
 def options(cfg: DictConfig) -> BenchConfig:
-    """`cfg.bench` as the checked dataclass."""
-    return BenchConfig(**OmegaConf.to_container(cfg.bench, resolve=True))
+    """`cfg.bench` as the checked dataclass, with what it leaves null chosen for its device (and printed)."""
+    opts = BenchConfig(**OmegaConf.to_container(cfg.bench, resolve=True))
+    kind = resolve_device(opts.device, key="bench.device").type
+    resolved = opts.resolved(kind)
+    if opts.unset():
+        print(f"seqbench: bench: on {kind}: " + ", ".join(f"{k}={getattr(resolved, k)}" for k in opts.unset())
+              + " (the defaults for this device; set bench.<option> to choose)", flush=True)
+    return resolved
 
 
 def model_configs(opts: BenchConfig) -> dict[str, Any]:

@@ -7,9 +7,13 @@ resolved config always names the same run (see `harness.identity`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -42,14 +46,47 @@ def one_of(key: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
-def positive(key: str, value: Any, *, integer: bool = False, optional: bool = False) -> None:
-    """ConfigError unless `value` is a number above 0 (an int if `integer`; None allowed if `optional`)."""
+def _number(key: str, value: Any, *, integer: bool, optional: bool, zero: bool) -> None:
     if value is None and optional:
         return
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        what = "a positive integer" if integer else "a positive number"
+    if (isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value)
+            or not (value >= 0 if zero else value > 0)):
+        what = ("an integer" if integer else "a finite number") + (" >= 0" if zero else " > 0")
         raise ConfigError(f"{key}={value!r} must be {what}{' (or null)' if optional else ''}")
+
+
+def positive(key: str, value: Any, *, integer: bool = False, optional: bool = False) -> None:
+    """ConfigError unless `value` is a finite number above 0 (an int if `integer`; None allowed if `optional`)."""
+    _number(key, value, integer=integer, optional=optional, zero=False)
+
+
+def non_negative(key: str, value: Any, *, integer: bool = False, optional: bool = False) -> None:
+    """ConfigError unless `value` is a finite number >= 0 (an int if `integer`; None allowed if `optional`)."""
+    _number(key, value, integer=integer, optional=optional, zero=True)
+
+
+def closest(key: str, options: Iterable[str]) -> str:
+    """' (did you mean X?)' for the option (a dotted key) whose last part is most like `key`'s, or ''."""
+    by_name = {option.rpartition(".")[2]: option for option in options}
+    match = difflib.get_close_matches(key.rpartition(".")[2], list(by_name), n=1, cutoff=0.6)
+    return f" (did you mean {by_name[match[0]]}?)" if match else ""
+
+
+def check_keys(values: Mapping[str, Any], cls: type, prefix: str) -> None:
+    """ConfigError naming the first key of `values` that the config dataclass `cls` has no field for.
+
+    Hydra refuses an unknown `train.epoch=5`, but `+train.epoch=5` adds the key, which nothing would read."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            hint = closest(f"{prefix}{key}", (prefix + n for n in names))
+            raise ConfigError(f"{prefix}{key} is not an option{hint}; drop it (`python -m harness list` shows every "
+                              f"task and model option)")
+
+
+# Names the owners check (harness.preflight.check calls them): optim.optimizer (harness.optim.OPTIMIZERS),
+# train.schedule (harness.optim.SCHEDULES), train.precision (harness.train.autocast_for), job (harness.jobs.JOBS).
 
 
 @dataclass
@@ -61,6 +98,13 @@ class OptimConfig:
     eps: float = 1e-8
     # Most recipes exempt norms and biases from weight decay; MultiresNet's published code does not.
     decay_norm_and_bias: bool = False
+
+    def __post_init__(self) -> None:
+        positive("optim.lr", self.lr)
+        non_negative("optim.weight_decay", self.weight_decay)
+        positive("optim.eps", self.eps)
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas={list(self.betas)!r} must be two numbers in [0, 1), e.g. [0.9,0.999]")
 
 
 @dataclass
@@ -82,11 +126,28 @@ class TrainConfig:
     limit_eval_batches: int | None = None
     limit_train_batches: int | None = None
 
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            positive(f"train.{key}", getattr(self, key), integer=True)
+        for key in ("max_steps", "eval_batch_size", "limit_eval_batches", "limit_train_batches"):
+            positive(f"train.{key}", getattr(self, key), integer=True, optional=True)
+        non_negative("train.warmup_epochs", self.warmup_epochs)
+        non_negative("train.warmup_steps", self.warmup_steps, integer=True, optional=True)
+        non_negative("train.grad_clip", self.grad_clip)
+        non_negative("train.num_workers", self.num_workers, integer=True)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N")
+
 
 @dataclass
 class PathsConfig:
     root: str = "results"  # store/, runs/ and reports/ live under it
     data: str = "data"  # datasets: <data>/<task name> unless task.root is set
+
+    def __post_init__(self) -> None:
+        for key in ("root", "data"):
+            if not str(getattr(self, key)).strip():
+                raise ConfigError(f"paths.{key} is empty; give a folder")
 
 
 @dataclass
@@ -107,27 +168,46 @@ class QuickstartConfig:
     batch_size: int = 32
     lr: float = 3e-3
 
+    def __post_init__(self) -> None:
+        for key in ("d_model", "n_layers", "n_train", "n_val", "n_test", "min_length", "max_length", "max_depth",
+                    "epochs", "batch_size"):
+            positive(f"quickstart.{key}", getattr(self, key), integer=True)
+        positive("quickstart.lr", self.lr)
+        if self.min_length > self.max_length:
+            raise ConfigError(f"quickstart.min_length={self.min_length} is above quickstart.max_length="
+                              f"{self.max_length}")
+        if not self.seeds:
+            raise ConfigError("quickstart.seeds is empty; give at least one seed, e.g. quickstart.seeds=[0]")
+
 
 @dataclass
 class BenchConfig:
     """`python run.py job=bench`: time and memory of sequence layers and blocks against length (harness/bench.py).
 
-    Checked once, when built: `BenchConfig(**OmegaConf.to_container(cfg.bench))`. Lengths come out sorted and
-    without repeats."""
+    Checked when built: `BenchConfig(**OmegaConf.to_container(cfg.bench))`. Lengths come out sorted and without
+    repeats. What the grid leaves null (lengths, dtypes, d_model, tokens_per_batch) is chosen for the device it runs
+    on: `resolved(kind)`, from DEVICE_DEFAULTS."""
 
     # Not fields (no annotation): what each list may hold.
     SCOPES = ("layer", "block")  # the sequence layer alone (blocks[0].mixer) or its residual block (blocks[0])
     PASSES = ("fwd", "fwd_bwd")
     DTYPES = ("fp32", "bf16")
+    # The GPU study (sweeps/experiment/bench_scaling.yaml), and a grid that two CPU cores finish in minutes.
+    DEVICE_DEFAULTS = {
+        "cuda": {"lengths": tuple(2**k for k in range(10, 21)), "dtypes": ("fp32", "bf16"), "d_model": 256,
+                 "tokens_per_batch": 2**18},
+        "cpu": {"lengths": tuple(2**k for k in range(8, 13)), "dtypes": ("fp32",), "d_model": 64,
+                "tokens_per_batch": 2**12},
+    }
 
     models: list[str] = field(default_factory=list)  # empty: every registered model
     scope: list[str] = field(default_factory=lambda: ["layer", "block"])
-    lengths: list[int] = field(default_factory=lambda: [2**k for k in range(10, 21)])
+    lengths: list[int] | None = None  # null: DEVICE_DEFAULTS
     passes: list[str] = field(default_factory=lambda: ["fwd", "fwd_bwd"])
-    dtypes: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
-    d_model: int = 256
+    dtypes: list[str] | None = None  # null: DEVICE_DEFAULTS
+    d_model: int | None = None  # null: DEVICE_DEFAULTS
     batch_size: int | None = None  # fixed batch; None: hold batch x length at tokens_per_batch
-    tokens_per_batch: int = 2**18
+    tokens_per_batch: int | None = None  # null: DEVICE_DEFAULTS
     warmup: int = 3
     repeats: int = 10
     device: str = "auto"
@@ -138,26 +218,40 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         for key, allowed in (("scope", self.SCOPES), ("passes", self.PASSES), ("dtypes", self.DTYPES)):
-            if not getattr(self, key):
+            values = getattr(self, key)
+            if values is None and key in self.DEVICE_DEFAULTS["cpu"]:
+                continue
+            if not values:
                 raise ConfigError(f"bench.{key} must be a non-empty list of {', '.join(allowed)}")
-            for value in getattr(self, key):
+            for value in values:
                 one_of(f"bench.{key}", value, allowed)
-        if not self.lengths:
-            raise ConfigError("bench.lengths must be a non-empty list of positive integers")
-        for length in self.lengths:
-            positive("bench.lengths", length, integer=True)
-        self.lengths = sorted(set(self.lengths))
-        for key in ("d_model", "tokens_per_batch", "repeats"):
-            positive(f"bench.{key}", getattr(self, key), integer=True)
+        if self.lengths is not None:
+            if not self.lengths:
+                raise ConfigError("bench.lengths must be a non-empty list of positive integers")
+            for length in self.lengths:
+                positive("bench.lengths", length, integer=True)
+            self.lengths = sorted(set(self.lengths))
+        for key in ("d_model", "tokens_per_batch"):
+            positive(f"bench.{key}", getattr(self, key), integer=True, optional=True)
+        positive("bench.repeats", self.repeats, integer=True)
         positive("bench.batch_size", self.batch_size, integer=True, optional=True)
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ConfigError(f"bench.warmup={self.warmup!r} must be an integer >= 0")
+        non_negative("bench.warmup", self.warmup, integer=True)
         for key in ("max_call_s", "point_budget_s", "max_total_s"):
             positive(f"bench.{key}", getattr(self, key), optional=True)
         overrides = self.model_overrides or {}
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
             raise ConfigError("bench.model_overrides must map a model name to a dict of its config fields, "
                               "e.g. '++bench.model_overrides={s4:{d_state:64}}'")
+
+    def unset(self) -> list[str]:
+        """The options left null, which `resolved` chooses by device."""
+        return [key for key in self.DEVICE_DEFAULTS["cpu"] if getattr(self, key) is None]
+
+    def resolved(self, kind: str) -> BenchConfig:
+        """This config with what it leaves null set for a device of `kind` (cuda | cpu); set options win."""
+        one_of("device kind", kind, self.DEVICE_DEFAULTS)
+        chosen = {key: list(v) if isinstance(v, tuple) else v for key, v in self.DEVICE_DEFAULTS[kind].items()}
+        return dataclasses.replace(self, **{key: chosen[key] for key in self.unset()})
 
     def batch_for(self, length: int) -> int:
         """`batch_size`, or as many sequences as fit in `tokens_per_batch` (at least one)."""
@@ -182,6 +276,27 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     quickstart: QuickstartConfig = field(default_factory=QuickstartConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def __post_init__(self) -> None:
+        # The sweep names the runs it groups (in records, reports and file names): a name, never a path.
+        if not isinstance(self.sweep, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*", self.sweep):
+            raise ConfigError(f"sweep={self.sweep!r} must be a plain name (letters, digits, _ . = , + -, no / and "
+                              f"not starting with .), e.g. sweep=my_ablation")
+
+
+def run_config(values: Mapping[str, Any]) -> RunConfig:
+    """The composed config (as plain data) as a RunConfig, every section built and so checked by its __post_init__;
+    ConfigError naming the first unknown key or bad value. `task` and `model` stay as given (their registries
+    check them)."""
+    values = {k: v for k, v in values.items() if k != "hydra"}
+    check_keys(values, RunConfig, "")
+    sections = {name: cls for name, cls in get_type_hints(RunConfig).items() if dataclasses.is_dataclass(cls)}
+    built = {}
+    for name, cls in sections.items():
+        if name in values:
+            check_keys(values[name], cls, f"{name}.")
+            built[name] = cls(**values[name])
+    return RunConfig(**{**values, **built})
 
 
 # Keys that do not change what a run computes: they are left out of its identity.
@@ -215,6 +330,9 @@ class SweeperConfig:
     # Groups of keys varied together instead of crossed, e.g. [[model, optim.lr]]: their i-th values form one point.
     zip: list[list[str]] = field(default_factory=list)
     wait: bool = True  # false: return once submitted (hydra/launcher=slurm); `python -m harness.sweep status` later
+    # A `model.x=v` (or `task.x=v`) in a sweep over several models is set in every point whose model has option x;
+    # one that only some of them have is refused unless this is `skip` (set it where it exists, leave it elsewhere).
+    partial_keys: str = "refuse"  # refuse | skip
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="seqbench", node=SweeperConfig)

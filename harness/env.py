@@ -1,7 +1,8 @@
-"""What makes a number reproducible: code version, software, hardware, scheduler ids."""
+"""What makes a number reproducible: code versions, software, hardware, scheduler ids."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import socket
@@ -12,7 +13,12 @@ from typing import Any
 
 import torch
 
+from harness import versions
+
 REPO = Path(__file__).resolve().parent.parent
+# The distributions a run imports (requirements.txt without reports, tests and lint), by their registry names.
+PACKAGES = ("torch", "torchaudio", "numpy", "hydra-core", "omegaconf", "submitit", "PyYAML", "pandas", "pyarrow",
+            "pillow", "datasets", "wfdb", "PyWavelets", "soundfile", "scipy", "tqdm")
 
 
 def _git(*args: str) -> str | None:
@@ -23,6 +29,22 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def packages() -> dict[str, str | None]:
+    """Installed version of each of PACKAGES (None when not installed)."""
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def code_versions(config: dict[str, Any]) -> dict[str, int | None]:
+    """The versions of the run's model, task and harness code (harness.versions), as the run id hashes them."""
+    return versions.of_config(config)
+
+
 def capture(device: torch.device | None = None) -> dict[str, Any]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     env: dict[str, Any] = {
@@ -31,6 +53,7 @@ def capture(device: torch.device | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
+        "packages": packages(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

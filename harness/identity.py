@@ -1,4 +1,4 @@
-"""Run identity: the same resolved config always gets the same run id."""
+"""Run identity: the same resolved config, run by the same versions of its code, always gets the same run id."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import json
 from typing import Any
 
+from harness import versions
 from harness.config import NON_SEMANTIC_KEYS
 
 
@@ -29,8 +30,13 @@ def semantic_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_id(config: dict[str, Any]) -> str:
-    """`<task>-<model>-<12 hex digits of the semantic config's hash>`."""
-    tree = semantic_config(config)
+    """`<task>-<model>-<12 hex digits of the hash of the semantic config and the code versions>`.
+
+    The versions of the model, task and harness (harness.versions) are hashed with the config, so a version bump
+    gives every affected run a new id and a rerun sweep reruns those points; records written before versions
+    existed keep their ids and stay readable.
+    """
+    tree = {**semantic_config(config), "versions": versions.of_config(config)}
     digest = hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:12]
     task = (config.get("task") or {}).get("name", "none")
     model = (config.get("model") or {}).get("name", "none")

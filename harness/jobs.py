@@ -1,20 +1,25 @@
 """What `run.py` does with a composed config: train one run (or check it: dry_run), run the quickstart, or
 benchmark. A job that leaves a report to build returns a Report; the entry point builds it, since the mechanism
-never imports reports/."""
+never imports reports/.
+
+Every job's config is checked before it does any work (harness.config.run_config; a training run also through
+harness.preflight.check). What a job needs is imported when it runs, so that a command that stops early (a config
+error, a dry run) starts quickly.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from harness import bench, runner
 from harness.checkpoint import Preempted
+from harness.config import BenchConfig, run_config
 from harness.errors import ConfigError, UserError
-from harness.preflight import dry_run
 from harness.registry import MODELS, TASKS
 
 
@@ -35,13 +40,19 @@ def dispatch(cfg: DictConfig) -> Report | None:
         job = "quickstart"
     if job not in JOBS:
         raise ConfigError(f"job must be one of {', '.join(JOBS)}, got {job!r}")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    run_config(plain)
     return JOBS[job](cfg)
 
 
 def train(cfg: DictConfig) -> None:
+    from harness import preflight, runner
+
     if cfg.dry_run:
-        dry_run(cfg)  # composes nothing, trains nothing: one JSON line
+        preflight.dry_run(cfg)  # reads no data, trains nothing: one JSON line
     else:
+        preflight.check(cfg)
         runner.run(cfg)
 
 
@@ -71,9 +82,16 @@ def quickstart_configs(cfg: DictConfig) -> list[DictConfig]:
     return configs
 
 
-def quickstart(cfg: DictConfig) -> Report:
+def quickstart(cfg: DictConfig) -> Report | None:
+    from harness import preflight, runner
+
+    configs = quickstart_configs(cfg)
+    if cfg.dry_run:
+        for run_cfg in configs:
+            print(json.dumps(preflight.describe(run_cfg)), flush=True)
+        return None
     failed = []
-    for run_cfg in quickstart_configs(cfg):
+    for run_cfg in configs:
         print(f"seqbench: quickstart: {run_cfg.model.name} seed {run_cfg.seed}")
         try:
             runner.run(run_cfg)
@@ -85,8 +103,31 @@ def quickstart(cfg: DictConfig) -> Report:
     return Report(root / "store", root / "reports", "quickstart", failed)
 
 
-def _bench(cfg: DictConfig) -> None:
-    bench.run(cfg)
+def bench_plan(cfg: DictConfig) -> None:
+    """`job=bench dry_run=true`: one JSON line per model, the grid it would be timed on; nothing is measured.
+    The grid is the one for the device asked for, whether or not this machine has it."""
+    import torch
+
+    from harness import bench
+
+    opts = BenchConfig(**OmegaConf.to_container(cfg.bench, resolve=True))
+    kind = "cpu" if opts.device == "cpu" or (opts.device == "auto" and not torch.cuda.is_available()) else "cuda"
+    opts = opts.resolved(kind)
+    for name, model in bench.model_configs(opts).items():
+        print(json.dumps({"job": "bench", "model": name, "device": opts.device, "defaults_for": kind,
+                          "config": dataclasses.asdict(model), "scope": opts.scope, "passes": opts.passes,
+                          "dtypes": opts.dtypes, "lengths": opts.lengths,
+                          "batch_sizes": [opts.batch_for(length) for length in opts.lengths]}), flush=True)
 
 
-JOBS: dict[str, Callable[[DictConfig], Report | None]] = {"train": train, "quickstart": quickstart, "bench": _bench}
+def bench_job(cfg: DictConfig) -> None:
+    from harness import bench
+
+    if cfg.dry_run:
+        bench_plan(cfg)
+    else:
+        bench.run(cfg)
+
+
+JOBS: dict[str, Callable[[DictConfig], Report | None]] = {"train": train, "quickstart": quickstart,
+                                                           "bench": bench_job}

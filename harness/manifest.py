@@ -29,7 +29,16 @@ def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise UserError(f"{sweep_dir} is not a seqbench sweep directory (no {MANIFEST}); sweeps run with "
                         f"hydra/sweeper=seqbench write one")
-    return json.loads(path.read_text())["points"]
+    try:
+        points = json.loads(path.read_text())["points"]
+        keys = ("run_id", "store", "overrides", "job_num")
+        if not isinstance(points, list) or not all(isinstance(p, dict) and all(k in p for k in keys) for p in points):
+            raise ValueError(f"not a list of points with {', '.join(keys)}")
+    except (ValueError, KeyError, TypeError) as exc:  # cut short or overwritten (JSONDecodeError is a ValueError)
+        raise UserError(f"{path} is not a readable sweep manifest ({type(exc).__name__}: {exc}); rerun the sweep's "
+                        f"command (it writes a new sweep directory and skips complete points), or give another "
+                        f"sweep directory") from None
+    return points
 
 
 def record_jobs(sweep_dir: Path, jobs: Mapping[int, str]) -> None:
@@ -41,7 +50,16 @@ def record_jobs(sweep_dir: Path, jobs: Mapping[int, str]) -> None:
 
 def read_jobs(sweep_dir: Path) -> dict[str, str]:
     path = sweep_dir / JOBS
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        jobs = json.loads(path.read_text())
+        if not isinstance(jobs, dict):
+            raise ValueError("not a map of job numbers to SLURM job ids")
+    except ValueError as exc:
+        raise UserError(f"{path} is not a readable list of the sweep's SLURM jobs ({type(exc).__name__}: {exc}); "
+                        f"delete it (states then come from the store alone)") from None
+    return jobs
 
 
 def find_sweep(root: Path) -> Path:

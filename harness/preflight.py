@@ -1,10 +1,11 @@
-"""Check a run config without training it: build its model on fake tensors, count parameters, estimate memory.
+"""Check a run config without training it: every key and value, then its model built on fake tensors, parameters
+counted, memory estimated.
 
     python run.py task=listops model=s4 dry_run=true          one JSON line: run_id, params, memory, status
 
 The sweeper checks every point of a sweep this way before launching any (harness.sweeper). The model needs the
-task's TaskSpec: a task module may define `task_spec(cfg) -> TaskSpec`, computed from the config alone; otherwise
-the task is built (its data loaded, or generated and cached as a run would) once per distinct task config.
+task's TaskSpec, which each task module computes from the config alone (`task_spec(cfg)`, harness/task.py): a
+check never reads, downloads or generates data.
 """
 
 from __future__ import annotations
@@ -16,33 +17,43 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness import runner
-from harness.errors import UserError
+from harness.config import run_config
+from harness.errors import ConfigError, UserError
 from harness.identity import run_id
 from harness.optim import lr_factor, make_optimizer
 from harness.registry import MODELS, TASKS
 from harness.task import TaskSpec
 from harness.train import autocast_for
 
-_SPECS: dict[str, tuple[TaskSpec, str]] = {}  # built tasks' specs: a sweep's points mostly share one task config
+
+def check(cfg: DictConfig) -> None:
+    """Fail before any work on a config that cannot run: a task and a model chosen, no unknown key, every value in
+    range (the config dataclasses' __post_init__), and the names their owners know (schedule, precision, optimizer:
+    made for a one-parameter module)."""
+    runner.check(cfg)
+    run_config(runner.plain_config(cfg))
+    TASKS.from_node(cfg.task)
+    MODELS.from_node(cfg.model)
+    lr_factor(0, 1, 0, cfg.train.schedule)
+    autocast_for(torch.device("cpu"), cfg.train.precision)
+    make_optimizer(torch.nn.Linear(1, 1), cfg.optim)
 
 
-def task_spec(cfg: DictConfig) -> tuple[TaskSpec, str]:
-    """The task's spec and where it came from: "config" (the task module's `task_spec`) or "data" (built)."""
+def task_spec(cfg: DictConfig) -> TaskSpec:
+    """The task's spec from its config alone, through its module's `task_spec`."""
     entry = TASKS.get(cfg.task.name)
-    from_config = getattr(sys.modules[entry.builder.__module__], "task_spec", None)
-    if callable(from_config):
-        return from_config(cfg.task), "config"
-    data_root = runner.data_root_for(cfg)
-    key = json.dumps([OmegaConf.to_container(cfg.task, resolve=True), str(data_root)], sort_keys=True)
-    if key not in _SPECS:
-        _SPECS[key] = (TASKS.build(cfg.task, data_root).spec, "data")
-    return _SPECS[key]
+    module = entry.builder.__module__
+    from_config = getattr(sys.modules[module], "task_spec", None)
+    if not callable(from_config):
+        raise ConfigError(f"task {cfg.task.name!r} cannot be checked without its data: {module} defines no "
+                          f"`task_spec(cfg) -> TaskSpec` (harness/task.py says what it computes)")
+    return from_config(TASKS.from_node(cfg.task))
 
 
 class _Allocations(TorchDispatchMode):
@@ -105,17 +116,14 @@ def inspect_model(cfg: DictConfig, spec: TaskSpec) -> tuple[int, dict[str, Any]]
 
 
 def describe(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Check one run config as far as possible without training; raises on a config that cannot run."""
-    runner.check(cfg)
+    """Check one run config as far as possible without training or data; raises on a config that cannot run."""
+    check(cfg)
     rid = run_id(runner.plain_config(cfg))
-    spec, spec_from = task_spec(cfg)
-    lr_factor(0, 1, 0, cfg.train.schedule)  # schedule name
-    autocast_for(torch.device("cpu"), cfg.train.precision)  # precision name
+    spec = task_spec(cfg)
     params, memory = inspect_model(cfg, spec)
     existing = runner.store_for(cfg).get(rid)
     return {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed, "params": params,
-            "memory": memory, "spec_from": spec_from, "status": existing["status"] if existing else None,
-            "overrides": list(overrides)}
+            "memory": memory, "status": existing["status"] if existing else None, "overrides": list(overrides)}
 
 
 def dry_run(cfg: DictConfig) -> None:

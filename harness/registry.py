@@ -30,6 +30,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config import check_keys
 from harness.errors import ConfigError
 
 
@@ -104,24 +105,26 @@ class Registry:
     def config(self, name: str, /, **overrides: Any) -> Any:
         """A config dataclass instance for `name`, with field overrides (checked by its `__post_init__`)."""
         cls = self.get(name).config_cls
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"{self.kind} {name!r} has no option(s) {unknown}; options: {sorted(known)}")
+        try:
+            check_keys(overrides, cls, f"{self.kind}.")
+        except ConfigError as exc:
+            raise ConfigError(f"{self.kind} {name!r}: {exc}") from None
         return cls(**overrides)
 
-    def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
-        """Build from a config (dataclass or DictConfig) whose `name` field names the entry.
+    def from_node(self, cfg: Any) -> Any:
+        """A config as its entry's dataclass: a DictConfig (as Hydra composes it) is converted, so that the
+        dataclass's __post_init__ checks its values as it does for a config made directly."""
+        if not isinstance(cfg, DictConfig):
+            return cfg
+        fields = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(fields, dict)
+        return self.config(cfg.name, **{str(k): v for k, v in fields.items()})
 
-        A DictConfig (as Hydra composes it) becomes the entry's dataclass first, so that its __post_init__ checks
-        the values as it does for a config made directly, and the builder always gets the type it declares.
-        """
+    def build(self, cfg: Any, *args: Any, **kwargs: Any) -> Any:
+        """Build from a config (dataclass or DictConfig) whose `name` field names the entry; the builder always
+        gets the dataclass it declares (`from_node`)."""
         entry = self.get(cfg.name)
-        if isinstance(cfg, DictConfig):
-            fields = OmegaConf.to_container(cfg, resolve=True)
-            assert isinstance(fields, dict)
-            cfg = self.config(cfg.name, **{str(k): v for k, v in fields.items()})
-        return entry.builder(cfg, *args, **kwargs)
+        return entry.builder(self.from_node(cfg), *args, **kwargs)
 
 
 TASKS = Registry("task", "tasks")

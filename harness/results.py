@@ -5,13 +5,16 @@ new one and never half of one, also with many jobs writing at once on a shared f
 skip files that do not parse (and say so) instead of treating them as results.
 
 Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
-(complete | failed | oom | preempted), config, metrics, throughput, memory, params, timing, env,
-error.
+(complete | failed | oom | preempted | diverged), config, metrics, throughput, memory, params, timing, env,
+error; a diverged run has `diverged` (epoch, step, history) instead of metrics.
+
+Records are strict JSON: a non-finite number (a diverged loss) is written as null.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -21,24 +24,49 @@ from typing import Any
 from harness.files import atomic_write
 
 SCHEMA = 1
-STATUSES = ("complete", "failed", "oom", "preempted")
+STATUSES = ("complete", "failed", "oom", "preempted", "diverged")
+
+
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """`obj` as standard JSON, which has no NaN or Infinity: non-finite numbers become null."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 class Store:
-    """A directory of run records."""
+    """A directory of run records.
 
-    def __init__(self, root: str | os.PathLike[str]):
+    A complete record is replaced only by another complete one, unless the store is opened for a forced rerun
+    (`force`): a stray or late writer never turns a finished result into a failure.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], force: bool = False):
         self.root = Path(root)
+        self.force = force
 
     def path(self, run_id: str) -> Path:
         return self.root / f"{run_id}.json"
 
-    def write(self, record: dict[str, Any]) -> Path:
+    def write(self, record: dict[str, Any]) -> Path | None:
+        """Write `record` over any earlier one of its run id; returns its path, or None when refused (see Store)."""
         if record.get("status") not in STATUSES:
             raise ValueError(f"record status must be one of {STATUSES}, got {record.get('status')!r}")
         record = {"schema": SCHEMA, **record}
         path = self.path(record["run_id"])
-        atomic_write(path, json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+        if record["status"] != "complete" and not self.force and self.is_complete(record["run_id"]):
+            print(f"seqbench: {path} is complete: not replacing it with a {record['status']} record "
+                  f"(force=true reruns the run)", file=sys.stderr)
+            return None
+        atomic_write(path, strict_json(record, indent=1, sort_keys=True, default=str) + "\n")
         return path
 
     def get(self, run_id: str) -> dict[str, Any] | None:

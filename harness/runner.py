@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import traceback
 from datetime import UTC, datetime
@@ -14,10 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import checkpoint, distributed, env
 from harness.errors import UserError, is_oom
+from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
-from harness.train import FitResult, fit, resolve_device
+from harness.train import Diverged, FitResult, fit, resolve_device
+
+LOCK = "run.lock"  # in the run directory: held by the process running it
+FINAL = ("complete", "diverged")  # rerunning either would compute the same again
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -29,7 +34,7 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def store_for(cfg: DictConfig) -> Store:
-    return Store(Path(cfg.paths.root) / "store")
+    return Store(Path(cfg.paths.root) / "store", force=cfg.force)
 
 
 def run_dir_for(cfg: DictConfig, rid: str) -> Path:
@@ -54,34 +59,75 @@ def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Train and evaluate one config and write its record; returns the record.
 
-    A complete record for the same run id is returned as is unless `force=true`. A failure writes a
-    `failed` (or `oom`) record before the exception propagates; a stop request writes `preempted`
-    after checkpointing and raises checkpoint.Preempted (the entry point hands it to SLURM for a requeue,
-    harness.slurm), and rerunning the config resumes.
+    A complete (or diverged) record for the same run id is returned as is unless `force=true`. One process at a time
+    runs a run id: while another holds the run directory's lock this one says so and returns the store's record, if
+    any, without changing it. A failure writes a `failed` (or `oom`) record before the exception propagates, a
+    non-finite loss or metric a `diverged` one; a stop request writes `preempted` after checkpointing and raises
+    checkpoint.Preempted (the entry point hands it to SLURM for a requeue, harness.slurm), and rerunning the config
+    resumes.
     """
     check(cfg)
     config = plain_config(cfg)
     rid = run_id(config)
     store = store_for(cfg)
-    existing = store.get(rid)
-    if existing is not None and existing["status"] == "complete" and not cfg.force:
-        print(f"seqbench: {rid} already complete, skipped (force=true reruns it)")
-        return existing
+    finished = _finished(store, rid, cfg.force)
+    if finished is not None:
+        return finished
     device = resolve_device(cfg.train.device)
     dist = distributed.setup(device)  # several processes (torchrun, SLURM tasks): only rank 0 writes
     device = dist.device(device)
     rdir = run_dir_for(cfg, rid)
-    if dist.is_main:
-        if cfg.force and rdir.exists():
-            shutil.rmtree(rdir)
-        rdir.mkdir(parents=True, exist_ok=True)
-        (rdir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    dist.barrier()
+    lock = RunLock(rdir / LOCK) if dist.is_main else None
+    held = lock.acquire() if lock is not None else True
+    _, refused = dist.reduce_step(0.0, not held)  # every rank learns whether rank 0 has the lock
+    if refused:
+        if lock is not None:
+            print(f"seqbench: {rid} is already running ({lock.holder_text()}; lock {lock.path}), skipped: "
+                  f"its record will say how it ended")
+        return store.get(rid)
+    try:
+        finished = _finished(store, rid, cfg.force)  # the previous holder may have completed it meanwhile
+        if finished is not None:
+            return finished
+        if dist.is_main:
+            if cfg.force:
+                _clear(rdir)
+            # Left by writers killed halfway: here this process is the only writer, in the store one of many.
+            remove_stale_temps(rdir, older_than_s=0)
+            remove_stale_temps(store.root)
+            atomic_write(rdir / "config.yaml", OmegaConf.to_yaml(config))
+        dist.barrier()
+        return _train(cfg, config, rid, store, rdir, device, dist, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _finished(store: Store, rid: str, force: bool) -> dict[str, Any] | None:
+    """The record of `rid` if it is complete or diverged (both final unless forced), else None."""
+    existing = store.get(rid)
+    if existing is None or existing["status"] not in FINAL or force:
+        return None
+    print(f"seqbench: {rid} already {existing['status']}, skipped (force=true reruns it)")
+    return existing
+
+
+def _clear(rdir: Path) -> None:
+    """Everything in the run directory but its lock: a forced rerun starts over."""
+    for child in rdir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        elif child.name != LOCK:
+            child.unlink()
+
+
+def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir: Path, device: torch.device,
+           dist: distributed.Dist, lock: RunLock | None) -> dict[str, Any]:
     base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "task": cfg.task.name, "model": cfg.model.name,
-            "seed": cfg.seed, "config": config, "env": env.capture(device)}
+            "seed": cfg.seed, "config": config, "versions": env.code_versions(config), "env": env.capture(device)}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
 
@@ -98,10 +144,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = MODELS.build(cfg.model, task.spec)
     params = count_params(model)
     try:
-        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist)
+        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock)
     except checkpoint.Preempted as exc:
         record("preempted", params=params, error=str(exc))
         raise
+    except Diverged as exc:
+        rec = record("diverged", params=params, error=str(exc),
+                     diverged={"epoch": exc.epoch, "step": exc.step, "history": exc.history})
+        print(f"seqbench: {rid} diverged: {exc} -> {store.path(rid)}", file=sys.stderr)
+        return rec
     except UserError:
         raise
     except Exception as exc:
@@ -111,7 +162,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rec = record(
         "complete", params=params,
         metrics={"metric": result.metric, "higher_is_better": result.higher_is_better, "val": result.val,
-                 "test": result.test, "best_epoch": result.best_epoch, "epochs": result.epochs,
+                 "test": result.test, "test_details": result.test_details, "best_epoch": result.best_epoch,
+                 "epochs": result.epochs,
                  "steps": result.steps, "history": result.history},
         throughput={"train_samples_per_s": result.train_samples_per_s,
                     "train_tokens_per_s": result.train_tokens_per_s},

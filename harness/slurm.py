@@ -1,23 +1,29 @@
-"""SLURM: the launcher that submits a sweep's points as a job array, and what a stopped job does to be requeued.
+"""SLURM: the launcher that submits a sweep's points as a job array, what a job does before its run, and what a
+stopped job does to be requeued.
 
     python run.py -m hydra/launcher=slurm hydra.launcher.partition=gpu ... +experiment=...   (sweeps/hydra/launcher)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import submitit
+import torch
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
+from harness.errors import UserError
 from harness.manifest import record_jobs
 
 Plugins.instance()  # before importing the plugin's classes: harness/hydra_plugins.py says why
@@ -25,10 +31,14 @@ from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: E40
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf  # noqa: E402
 
 
+class JobEndedWithoutResult(RuntimeError):
+    """A job SLURM ended (cancelled, out of memory, killed) before it handed back a result."""
+
+
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     """hydra-submitit-launcher's SLURM launcher (same parameters, same requeue through its `checkpoint`), which
-    also writes each job's SLURM id beside the sweep (for `status`) and, with `wait` false, returns as soon as
-    the jobs are submitted."""
+    also writes each job's SLURM id beside the sweep (for `status`), with `wait` false returns as soon as the jobs
+    are submitted, and in each job sizes torch's threads to the job's CPUs."""
 
     wait = True  # set by the sweeper from `hydra.sweeper.wait`
 
@@ -45,14 +55,70 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         nums = [initial_job_idx + i for i in range(len(job_overrides))]
         calls = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
                  for n, o in zip(nums, job_overrides)]
-        jobs = executor.map_array(self, *zip(*calls))
+        jobs = submit(executor, self, calls)
         record_jobs(sweep_dir, {n: job.job_id for n, job in zip(nums, jobs)})
         print(f"seqbench: submitted {len(jobs)} SLURM jobs ({jobs[0].job_id.split('_')[0]}), logs in "
               f"{Path(str(self.params['submitit_folder'])).parent}", flush=True)
         if not self.wait:
             return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=job.job_id)
                     for o, job in zip(job_overrides, jobs)]
-        return [job.results()[0] for job in jobs]
+        return [job_return(o, job) for o, job in zip(job_overrides, jobs)]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """The job itself, on the node (also after a requeue)."""
+        cpus = use_allocated_cpus()
+        print(f"seqbench: SLURM job {submitit.JobEnvironment().job_id}: {cpus} CPUs allocated, torch threads "
+              f"{torch.get_num_threads()}", file=sys.stderr, flush=True)
+        return super().__call__(*args, **kwargs)
+
+
+def submit(executor: submitit.AutoExecutor, function: Any, calls: Sequence[tuple[Any, ...]]) -> list[submitit.Job]:
+    """One job array; a refusal by sbatch (controller down, unknown partition or account) as one UserError."""
+    echoed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(echoed):  # submitit prints sbatch's error before it raises it
+            jobs = executor.map_array(function, *zip(*calls))
+    except submitit.core.utils.FailedJobError as exc:
+        said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        if "Unable to contact slurm controller" in said:
+            raise UserError(f"SLURM controller not reachable ({said}); is slurmctld running? `scontrol ping` (the "
+                            f"local test cluster: `bash harness/cluster/slurm_local.sh status`)") from None
+        raise UserError(f"sbatch refused the sweep's jobs ({said}); check hydra.launcher (partition, account, qos, "
+                        f"resources)") from None
+    except FileNotFoundError as exc:
+        raise UserError(f"sbatch not found ({exc}): hydra/launcher=slurm submits from a machine with the SLURM "
+                        f"client commands") from None
+    sys.stderr.write(echoed.getvalue())
+    return jobs
+
+
+def job_return(overrides: Sequence[str], job: submitit.Job) -> JobReturn:
+    """What the job handed back, or a failure for a job that ended without handing anything back."""
+    try:
+        return job.results()[0]
+    except submitit.core.utils.UncompletedJobError:  # sacct says it ended: scancel, out of memory, killed
+        state = job.state.partition(" ")[0]  # sacct's "CANCELLED by 0": the word
+        error = JobEndedWithoutResult(f"SLURM job {job.job_id} ended {state} without a result; its log: "
+                                      f"{job.paths.stderr}")
+        return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+
+
+def use_allocated_cpus() -> int:
+    """Size torch's threads (and OpenMP's, for child processes) to the CPUs SLURM gave this task; returns them.
+
+    Without this torch starts one thread per core of the node, whatever the job was given: jobs sharing a node
+    then run more busy threads than it has cores, and each runs several times slower.
+    """
+    cpus = len(os.sched_getaffinity(0))  # where SLURM binds tasks to cores; all the node's cores where it does not
+    env = os.environ
+    if "SLURM_CPUS_PER_TASK" in env:
+        cpus = min(cpus, int(env["SLURM_CPUS_PER_TASK"]))
+    elif "SLURM_CPUS_ON_NODE" in env:  # no --cpus-per-task: the job's CPUs on this node, shared by its tasks here
+        cpus = min(cpus, int(env["SLURM_CPUS_ON_NODE"]) // int(env.get("SLURM_NTASKS_PER_NODE", "1")))
+    cpus = max(1, cpus)
+    torch.set_num_threads(cpus)
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    return cpus
 
 
 def after_preemption(signum: int | None) -> None:

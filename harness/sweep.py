@@ -1,10 +1,11 @@
 """State and results of a sweep, later (the sweep itself: harness.sweeper).
 
-    python -m harness.sweep status [SWEEP_DIR]                 done / running / queued / failed / oom / preempted
-    python -m harness.sweep collect [SWEEP_DIR] [--report OUT]     one JSON line per finished point
+    python -m harness.sweep status [SWEEP_DIR]          done / running / queued / failed / oom / preempted / cancelled
+    python -m harness.sweep collect [SWEEP_DIR] [--report OUT] [--pool]     one JSON line per finished point
 
-The sweep's manifest (harness.manifest) names every point's run id; the store is the source of truth, plus
-`squeue` for jobs not yet done (no `sacct` needed).
+The sweep's manifest (harness.manifest) names every point's run id; the store is the source of truth, then the
+queue (`squeue`) for jobs not yet done, then SLURM's accounting (`sacct`, where the cluster keeps it) for jobs that
+have left the queue without a complete record: cancelled, out of memory, failed.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,60 +28,118 @@ from harness.results import Store
 
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "PREEMPTED"}
-STATES = ("done", "running", "queued", "failed", "oom", "preempted", "missing")
+ENDED = {"CANCELLED": "cancelled", "OUT_OF_MEMORY": "oom", "FAILED": "failed", "NODE_FAIL": "failed",
+         "BOOT_FAIL": "failed", "TIMEOUT": "failed", "DEADLINE": "failed"}  # accounting's end states -> ours
+STATES = ("done", "running", "queued", "failed", "oom", "preempted", "cancelled", "missing")
 REPO = Path(__file__).resolve().parent.parent
+RECORDS = "records"  # in the sweep directory: links to its points' records, what its report is built from
 
 
-def squeue() -> dict[str, str] | None:
-    """{job id: state} of this user's jobs (array tasks one by one), or None where squeue does not answer."""
+def _query(command: list[str]) -> list[list[str]] | None:
+    """The `|`-separated fields of each line a SLURM command prints, or None where it does not answer."""
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-u", os.environ.get("USER") or str(os.getuid()),
-                              "-o", "%i|%T"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
         return None
-    return dict(line.strip().split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+    return [line.strip().split("|") for line in out.stdout.splitlines() if "|" in line]
+
+
+def squeue() -> dict[str, str] | None:
+    """{job id: state} of this user's jobs (array tasks one by one), or None where squeue does not answer."""
+    lines = _query(["squeue", "-h", "-r", "-u", os.environ.get("USER") or str(os.getuid()), "-o", "%i|%T"])
+    return None if lines is None else {job: state for job, state in lines}
+
+
+def expand_array(job_id: str) -> list[str]:
+    """`12_[0-2,5%4]` (a job array's pending tasks, as sacct names them) -> 12_0, 12_1, 12_2, 12_5."""
+    match = re.fullmatch(r"(\d+)_\[([^\]%]*)(?:%\d+)?\]", job_id)
+    if match is None:
+        return [job_id]
+    base, tasks = match.groups()
+    ids = []
+    for part in tasks.split(","):
+        first, _, last = part.partition("-")
+        ids += [f"{base}_{i}" for i in range(int(first), int(last or first) + 1)]
+    return ids
+
+
+def sacct(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """{job id: state} from SLURM's accounting (the latest attempt of each), or None where the cluster keeps none."""
+    jobs = sorted({job.split("_")[0] for job in job_ids})
+    lines = _query(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(jobs)]) if jobs else []
+    if lines is None:
+        return None
+    # A state can carry a reason ("CANCELLED by 0"); the word is what matters.
+    return {job: state.split()[0] for ids, state in lines for job in expand_array(ids) if state}
 
 
 def classify(record: dict[str, Any] | None, job_state: str | None) -> str:
-    """The store first (a complete record is done whatever the queue says), then the queue, then the record."""
+    """The store first (a complete record is done whatever SLURM says), then the queue, then how the job ended."""
     if record is not None and record["status"] == "complete":
         return "done"
     if job_state in RUNNING:
         return "running"
     if job_state in QUEUED:
         return "queued"
+    ended = ENDED.get(job_state or "")
+    if ended == "cancelled":  # before the record: a job cancelled mid-run wrote `preempted`, but nothing requeues it
+        return ended
     if record is not None:
         return record["status"]  # failed | oom | preempted (rerun the sweep to resume it)
-    return "missing"  # never started, or killed before it wrote anything: rerunning the sweep runs it
+    return ended or "missing"  # missing: never started, or ended before it wrote anything; rerunning the sweep runs it
 
 
 def sweep_status(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per point: run id, state (see STATES), SLURM job id and state, record status, overrides."""
-    points = read_points(sweep_dir)
     jobs = read_jobs(sweep_dir)
-    queue = squeue() if jobs else {}
+    points = [(p, Store(p["store"]).get(p["run_id"]), jobs.get(str(p["job_num"])) if p["job_num"] is not None
+               else None) for p in read_points(sweep_dir)]
+    open_jobs = [job for _, record, job in points if job and (record is None or record["status"] != "complete")]
+    queue = squeue() if open_jobs else {}
+    gone = [job for job in open_jobs if job not in (queue or {})]
+    accounting = sacct(gone) if gone else {}
     rows = []
-    for p in points:
-        record = Store(p["store"]).get(p["run_id"])
-        job = jobs.get(str(p["job_num"])) if p["job_num"] is not None else None
-        job_state = (queue or {}).get(job) if job else None
+    for p, record, job in points:
+        job_state = (queue or {}).get(job) or (accounting or {}).get(job) if job else None
         rows.append({"run_id": p["run_id"], "state": classify(record, job_state), "job_id": job,
                      "slurm": job_state, "record": record["status"] if record else None, "overrides": p["overrides"],
-                     "queue_known": queue is not None, "record_data": record})
+                     "queue_known": queue is not None, "accounting_known": accounting is not None,
+                     "record_data": record})
     return rows
 
 
-def build_report(sweep_dir: Path, out: Path) -> None:
-    """The report of the sweep's records, through `python -m reports` (the mechanism does not import reports/)."""
-    points = read_points(sweep_dir)
-    stores = {p["store"] for p in points}
-    if len(stores) != 1:
-        raise UserError("--report needs every point of the sweep in one store (one paths.root)")
-    names = {p["sweep"] for p in points}
-    command = [sys.executable, "-m", "reports", "--store", stores.pop(), "--out", str(out.resolve()),
-               *(["--sweep", names.pop()] if len(names) == 1 else [])]
+def link_records(sweep_dir: Path) -> Path:
+    """A store of the sweep's own records (links into the stores its points wrote to), rebuilt each time."""
+    records = sweep_dir / RECORDS
+    if records.exists():
+        shutil.rmtree(records)
+    records.mkdir()
+    for p in read_points(sweep_dir):
+        path = Store(p["store"]).path(p["run_id"]).resolve()
+        if path.exists():
+            (records / path.name).symlink_to(path)
+    return records
+
+
+def build_report(sweep_dir: Path, out: Path, pool: bool = False) -> None:
+    """The report of the sweep's records, through `python -m reports` (the mechanism does not import reports/).
+
+    Only the points of this sweep (its manifest's run ids), unless `pool`: then every record in the store that
+    carries the sweep's name, earlier sweeps of the same name included.
+    """
+    if pool:
+        points = read_points(sweep_dir)
+        stores = {p["store"] for p in points}
+        if len(stores) != 1:
+            raise UserError("--pool needs every point of the sweep in one store (one paths.root); leave it out to "
+                            "report this sweep's own points")
+        names = {p["sweep"] for p in points}
+        source = [stores.pop(), *(["--sweep", names.pop()] if len(names) == 1 else [])]
+    else:
+        source = [str(link_records(sweep_dir).resolve())]
+    command = [sys.executable, "-m", "reports", "--store", *source, "--out", str(out.resolve())]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     sys.stderr.write(done.stdout + done.stderr)  # stdout holds the collected JSON lines
     if done.returncode != 0:
@@ -93,8 +155,10 @@ def _status(args: argparse.Namespace) -> int:
             print(json.dumps({k: v for k, v in r.items() if k != "record_data"}))
         return 0
     print(f"sweep {sweep_dir}: {len(rows)} points: " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
-    if rows and not rows[0]["queue_known"]:
-        print("  (squeue did not answer: states come from the store only)")
+    if rows and not rows[0]["queue_known"] and not rows[0]["accounting_known"]:
+        print("  (neither squeue nor sacct answered: states come from the store only)")
+    elif any(r["job_id"] and r["state"] == "missing" for r in rows) and not rows[0]["accounting_known"]:
+        print("  (no SLURM accounting (sacct): a job that ended before it wrote a record shows as missing)")
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
     for r in rows:  # only what differs between the points
         job = f"job {r['job_id']}" if r["job_id"] else "no job"
@@ -116,7 +180,7 @@ def _collect(args: argparse.Namespace) -> int:
                           "overrides": r["overrides"], "metric": metrics.get("metric"), "val": metrics.get("val"),
                           "test": metrics.get("test"), "params": rec.get("params")}), flush=True)
     if args.report:
-        build_report(sweep_dir, args.report)
+        build_report(sweep_dir, args.report, args.pool)
     return 0 if all(r["state"] == "done" for r in rows) else 1
 
 
@@ -124,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("status", "state of every point: done, running, queued, failed, oom, preempted, "
-                                       "missing"),
+                                       "cancelled, missing"),
                             ("collect", "one JSON line per finished point (exit 1 while some are not done)")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("sweep", nargs="?", type=Path, help="the sweep directory (default: the newest under --root)")
@@ -133,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--json", action="store_true", help="one JSON line per point")
         else:
             p.add_argument("--report", type=Path, help="also build the report of the sweep's records into this folder")
+            p.add_argument("--pool", action="store_true", help="the report takes every record in the store with the "
+                           "sweep's name (earlier sweeps of that name too), not only this sweep's points")
     args = parser.parse_args(argv)
     try:
         return _status(args) if args.command == "status" else _collect(args)

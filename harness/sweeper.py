@@ -8,18 +8,33 @@ vary keys together, skip what is done.
     python run.py -m hydra/launcher=slurm hydra.sweeper.wait=false ...   submit and return
 
 It is Hydra's basic sweeper with a check in front: it composes every point and checks it as `dry_run=true` does
-(harness.preflight: the model built on fake tensors, parameters counted, training memory estimated). One bad
-point refuses the whole sweep before a single job is submitted. Points whose record in the store is already
-complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or interrupted.
-The manifest it writes in the sweep directory (harness.manifest) is what `python -m harness.sweep status` reads.
+(harness.preflight: every key and value, the model built on fake tensors, parameters counted, training memory
+estimated). One bad point refuses the whole sweep before a single job is submitted. Points whose record in the store
+is already complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or
+interrupted. The manifest it writes in the sweep directory (harness.manifest) is what `python -m harness.sweep
+status` reads.
+
+Options of a swept group (`model=s4,multires model.d_model=64`): Hydra composes a sweep's primary config once, before
+any point has chosen its model, so run.py hands it `model.x=v` as `++model.x=v` (likewise `task.x=v`), and each
+point here gets the plain `model.x=v` where its model has option x. An option none of the swept models has is
+refused; one that only some have is refused unless `hydra.sweeper.partial_keys=skip` (set where it exists).
+
+A stop signal during a sweep on this machine (the basic launcher) ends the sweep: the running point checkpoints
+(harness.checkpoint) and run.py exits with 128 + the signal, as a process ended by it reports; rerunning the sweep
+resumes it. On SLURM each job is requeued instead (harness.slurm).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import itertools
 import json
-from collections.abc import Sequence
+import re
+import signal
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +46,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import manifest, runner
+from harness.checkpoint import STOP_SIGNALS
+from harness.config import closest, one_of
 from harness.errors import ConfigError, UserError, exit_with
 from harness.preflight import describe
-from harness.slurm import SlurmLauncher
+from harness.registry import MODELS, TASKS, Registry
 
 Plugins.instance()  # before importing the plugin's classes: harness/hydra_plugins.py says why
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
@@ -77,6 +94,82 @@ def expand(overrides: Sequence[Override], zipped: Sequence[Sequence[str]] = ()) 
     return [[s for alternative in combo for s in alternative] for combo in itertools.product(*ordered)]
 
 
+GROUPS: dict[str, Registry] = {"model": MODELS, "task": TASKS}
+OPEN_KEY = re.compile(r"\+\+(model|task)\.(\w+)[^=]*=")  # `++model.x=v`, as run.py hands on a sweep's `model.x=v`
+PARTIAL_KEYS = ("refuse", "skip")
+
+
+def open_group_keys(argv: Sequence[str]) -> list[str]:
+    """A multirun's command line with `model.x=v` and `task.x=v` as `++model.x=v` (see the module's docstring)."""
+    return [f"++{a}" if re.match(r"(model|task)\.[^=]+=", a) else a for a in argv]
+
+
+def settle(cfg: DictConfig, overrides: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, bool]]]:
+    """The point's overrides with each `++group.x=v` plain where the point's group entry has option x, and left out
+    where it has not; and for each such key (`model.x`): the entry's name and whether it has x."""
+    settled, seen = [], {}
+    for o in overrides:
+        m = OPEN_KEY.match(o)
+        node = cfg.get(m.group(1)) if m else None
+        if m is None or node is None or "name" not in node:
+            settled.append(o)  # not a group option, or no entry chosen (the check says so)
+            continue
+        group, option = m.groups()
+        has = any(f.name == option for f in dataclasses.fields(GROUPS[group].get(node.name).config_cls))
+        seen[o[2:].split("=", 1)[0]] = (node.name, has)
+        if has:
+            settled.append(o[2:])
+    return settled, seen
+
+
+def check_open_keys(seen: dict[str, dict[str, bool]], partial: str) -> None:
+    """ConfigError for a group option that none of the swept entries has, or only some (unless `partial` is skip);
+    `seen`: key -> {entry name: has it}."""
+    problems = []
+    for key, entries in seen.items():
+        group, option = key.split(".", 1)
+        have = sorted(name for name, has in entries.items() if has)
+        lack = sorted(name for name, has in entries.items() if not has)
+        if not have:
+            classes = [GROUPS[group].get(name).config_cls for name in lack]
+            options = {f"{group}.{f.name}" for cls in classes for f in dataclasses.fields(cls)}
+            problems.append(f"{key} is an option of none of the swept {group}s ({', '.join(lack)})"
+                            f"{closest(key, options)}")
+        elif lack and partial != "skip":
+            problems.append(f"{key} is an option of {', '.join(have)} but not of {', '.join(lack)}: add "
+                            f"hydra.sweeper.partial_keys=skip to set it only where it exists")
+        elif lack:
+            print(f"seqbench: {key} set for {', '.join(have)} only (not an option of {', '.join(lack)})", flush=True)
+    if problems:
+        raise ConfigError("sweep refused, nothing was launched: " + "; ".join(problems)
+                          + " (`python -m harness list` shows every option)")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and message, and for Hydra's a cause that OmegaConf gave."""
+    text = f"{type(exc).__name__}: {exc}"
+    if exc.__cause__ is not None and not isinstance(exc, UserError):
+        text += f" ({exc.__cause__})"
+    return " ".join(text.split())
+
+
+@contextlib.contextmanager
+def stop_ends_sweep() -> Iterator[None]:
+    """While points run in this process: a stop signal between trainings ends the sweep at once (during one, the
+    trainer checkpoints first and run.py ends it), with 128 + the signal as the exit status."""
+    def stop(signum: int, frame: Any) -> None:
+        print(f"seqbench: stopped by {signal.Signals(signum).name}; rerun the same command to go on (points "
+              f"already complete are skipped)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def job_config(sweep_config: DictConfig) -> DictConfig:
     """What the job's task function will get: the composed config without Hydra's node (as hydra's run_job)."""
     cfg = copy.deepcopy(sweep_config)
@@ -109,26 +202,46 @@ class Sweeper(BasicSweeper):
     """Hydra's basic sweeper, with zipped keys, a check of every point first, and finished points skipped."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None,
-                 zip: Sequence[Sequence[str]] | None = None, wait: bool = True) -> None:  # noqa: A002 (Hydra's key)
+                 zip: Sequence[Sequence[str]] | None = None, wait: bool = True,  # noqa: A002 (Hydra's key)
+                 partial_keys: str = "refuse") -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.zip = [list(group) for group in (zip or [])]
         self.wait = wait
+        self.partial_keys = partial_keys
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        assert self.hydra_context is not None and self.config is not None
+        return job_config(self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides)))
 
     def plan(self, arguments: list[str]) -> list[Point]:
         """Every point, composed and checked; raises ConfigError naming every bad point."""
-        assert self.hydra_context is not None and self.config is not None
+        assert self.hydra_context is not None
+        one_of("hydra.sweeper.partial_keys", self.partial_keys, PARTIAL_KEYS)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         points = [Point(i, o) for i, o in enumerate(expand(overrides, self.zip))]
+        seen: dict[str, dict[str, bool]] = {}
         for p in points:
             try:
-                p.cfg = job_config(self.hydra_context.config_loader.load_sweep_config(self.config, p.overrides))
-                p.info = describe(p.cfg, p.overrides)
-            except Exception as exc:  # composition, unknown names, bad values, models that cannot be built
-                p.error = f"{type(exc).__name__}: {exc}".strip().replace("\n", "\n      ")
+                p.cfg = self.compose(p.overrides)
+                settled, keys = settle(p.cfg, p.overrides)
+                for key, (name, has) in keys.items():
+                    seen.setdefault(key, {})[name] = has
+                if len(settled) < len(p.overrides):
+                    p.cfg = self.compose(settled)
+                p.overrides = settled
+            except Exception as exc:  # composition: unknown names, values of the wrong type
+                p.error = one_line(exc)
+        check_open_keys(seen, self.partial_keys)
+        for p in points:
+            if p.error is None:
+                try:
+                    p.info = describe(p.cfg, p.overrides)
+                except Exception as exc:  # unknown keys, bad values, models that cannot be built
+                    p.error = one_line(exc)
         bad = [p for p in points if p.error]
         if bad:
-            lines = [f"#{p.num} {' '.join(p.overrides)}\n      {p.error}" for p in bad]
+            lines = [f"#{p.num} {' '.join(p.overrides)}: {p.error}" for p in bad]
             raise ConfigError(f"sweep refused: {len(bad)} of {len(points)} points cannot run, nothing was launched:\n  "
                               + "\n  ".join(lines) + "\nFix or drop them; `dry_run=true` checks a sweep without "
                               "running it.")
@@ -147,6 +260,8 @@ class Sweeper(BasicSweeper):
             for p in points:
                 print(json.dumps(p.info), flush=True)
             return []
+        from harness.slurm import SlurmLauncher  # submitit: only for a sweep that launches
+
         if not self.wait and not isinstance(self.launcher, SlurmLauncher):
             raise ConfigError("hydra.sweeper.wait=false needs a launcher that can return before its jobs end: "
                               "add hydra/launcher=slurm (or slurm_local)")
@@ -163,11 +278,12 @@ class Sweeper(BasicSweeper):
         returns: list[Sequence[JobReturn]] = []
         failed = []
         size = self.max_batch_size or len(todo) or 1
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
-            results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
-            returns.append(results)
-            failed += [(p, r) for p, r in zip(batch, results) if r.status == JobStatus.FAILED]
+        with contextlib.nullcontext() if isinstance(self.launcher, SlurmLauncher) else stop_ends_sweep():
+            for start in range(0, len(todo), size):
+                batch = todo[start:start + size]
+                results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+                returns.append(results)
+                failed += [(p, r) for p, r in zip(batch, results) if r.status == JobStatus.FAILED]
         if failed:  # after every batch: the others ran, and a rerun of the sweep runs only these
             lines = [f"{p.info['run_id']} ({' '.join(p.overrides)}): {type(r._return_value).__name__}: "
                      f"{str(r._return_value)[:300]}" for p, r in failed]

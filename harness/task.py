@@ -1,9 +1,12 @@
 """The task contract: what every task gives the harness and the models.
 
-A task is one module in `tasks/`: a config dataclass (a `harness.config.TaskConfig`) and
-`build(cfg, data_root) -> Task`, registered with `@TASKS.register(name, Config)`. The `Task` holds a
-`TaskSpec` (all a model needs to know to adapt to it), the train/val/test datasets, how to batch them,
-and the `Objective`: the loss to train with and the metric to select and report with.
+A task is one module in `tasks/`: a config dataclass (a `harness.config.TaskConfig`),
+`task_spec(cfg) -> TaskSpec` computed from that config alone (so that sweeps are checked and models built without
+the data), and `build(cfg, data_root) -> Task`, registered with `@TASKS.register(name, Config)`, whose spec is
+`task_spec(cfg)` once the data was checked to agree with it. The `Task` holds the `TaskSpec` (all a model needs to
+know to adapt to it), the train/val/test datasets, how to batch them, the `Objective` (the loss to train with
+and the metric to select and report with) and `info`, the provenance for the record, whose "fingerprint"
+identifies the data read.
 
 A batch is a dict: ``x`` (LongTensor [B, L] of token ids, or FloatTensor [B, L, d_input]),
 ``y`` (targets), and optionally ``lengths`` (LongTensor [B], true lengths before right padding).
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,7 +65,7 @@ class Task:
 
 
 class Metric(ABC):
-    """Accumulates over the batches of a split; `compute` returns one number."""
+    """Accumulates over the batches of a split; `compute` returns one number, `details` what else the record keeps."""
 
     name: str = ""
     higher_is_better: bool = True
@@ -72,6 +75,10 @@ class Metric(ABC):
 
     @abstractmethod
     def compute(self) -> float: ...
+
+    def details(self) -> dict[str, Any]:
+        """JSON-ready extra output for the record, about the split accumulated so far (none by default)."""
+        return {}
 
 
 class Accuracy(Metric):
@@ -110,11 +117,16 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 class MacroAUROC(Metric):
-    """Mean over labels of each label's AUROC (labels with one class only in the split are skipped)."""
+    """Mean over labels of each label's AUROC; labels with one class only in the split have none and are skipped.
+
+    `details()` keeps every label's AUROC and names the skipped ones, by `labels` (the task's class names) or by
+    index.
+    """
 
     name = "auroc"
 
-    def __init__(self) -> None:
+    def __init__(self, labels: Sequence[str] | None = None) -> None:
+        self.labels = list(labels) if labels is not None else None
         self.outputs: list[torch.Tensor] = []
         self.targets: list[torch.Tensor] = []
 
@@ -122,11 +134,22 @@ class MacroAUROC(Metric):
         self.outputs.append(output.detach().float().cpu())
         self.targets.append(batch["y"].detach().cpu())
 
-    def compute(self) -> float:
+    def per_label(self) -> dict[str, float]:
+        """Each label's AUROC (NaN where the split holds one class only), by label name."""
         scores, labels = torch.cat(self.outputs), torch.cat(self.targets)
-        per_label = [roc_auc(scores[:, j], labels[:, j]) for j in range(labels.shape[1])]
-        valid = [a for a in per_label if not math.isnan(a)]
+        names = self.labels if self.labels is not None else [str(j) for j in range(labels.shape[1])]
+        if len(names) != labels.shape[1]:
+            raise ValueError(f"MacroAUROC has {len(names)} label names for {labels.shape[1]} labels")
+        return {name: roc_auc(scores[:, j], labels[:, j]) for j, name in enumerate(names)}
+
+    def compute(self) -> float:
+        valid = [a for a in self.per_label().values() if not math.isnan(a)]
         return sum(valid) / len(valid) if valid else float("nan")
+
+    def details(self) -> dict[str, Any]:
+        per_label = self.per_label()
+        return {"per_label": {k: None if math.isnan(v) else v for k, v in per_label.items()},
+                "skipped": [k for k, v in per_label.items() if math.isnan(v)]}
 
 
 @dataclass

@@ -238,8 +238,10 @@ class ConvLayer(nn.Module):
         # The activation is fused into the FFT convolution unless an active dropout sits between them.
         inner = self.training and isinstance(self.drop_inner, nn.Dropout) and self.drop_inner.p > 0
         act = self.act_name if (self.act_name != "id" and not inner) else "id"
+        # fp32 at least (bf16 autocast must not reach the FFT), float64 when the layer is float64.
+        dtype = torch.promote_types(self.D.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            kk = circular_kernel(self.kernel(x.shape[1]).float(), self.D.float(), self.bidirectional)
+            kk = circular_kernel(self.kernel(x.shape[1]).to(dtype), self.D.to(dtype), self.bidirectional)
             y = fft_conv(x, kk, mask, act).to(x.dtype)
         if act == "id":
             y = self.act(self.drop_inner(y))

@@ -109,8 +109,9 @@ def exp_sum(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     R, H, N = v.shape
     T = 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
     Q = -(-L // T)
-    j = torch.arange(T, device=x.device, dtype=torch.float32)
-    q = torch.arange(Q, device=x.device, dtype=torch.float32) * T
+    real = x.real.dtype  # float32, or float64 for a float64 layer
+    j = torch.arange(T, device=x.device, dtype=real)
+    q = torch.arange(Q, device=x.device, dtype=real) * T
     W = torch.exp(x[..., None] * j)  # [H, N, T]
     U = v[..., None] * torch.exp(x[..., None] * q)  # [R, H, N, Q]
     W_r = torch.cat([W.real, W.imag], dim=1)  # [H, 2N, T]
@@ -141,7 +142,7 @@ def dplr_kernel(w: torch.Tensor, B: torch.Tensor, C: torch.Tensor, P: torch.Tens
     s = exp_sum(v.reshape(-1, *w.shape), lam_log, L).view(Ch + 1, 2, w.shape[0], L)
     s_f = torch.fft.rfft(s, n=L)  # [Ch+1, 2, H, L//2+1]
     k = torch.arange(L // 2 + 1, device=w.device, dtype=torch.float64)
-    one_plus_omega = (1 + torch.exp(-2j * math.pi * k / L)).to(torch.complex64)
+    one_plus_omega = (1 + torch.exp(-2j * math.pi * k / L)).to(s_f.dtype)  # complex64, or complex128 in float64
     cb, cp = s_f[:Ch, 0], s_f[:Ch, 1]
     qb, qp = s_f[Ch, 0], s_f[Ch, 1]
     k_f = 2 * (cb - one_plus_omega * cp * qb / (1 + one_plus_omega * qp))
@@ -231,6 +232,19 @@ class SSMLayer(ConvLayer):
         self.C = _with_optim(torch.view_as_real(C).clone(), {"lr": cfg.c_lr} if cfg.c_lr is not None else None)
         self.D = nn.Parameter(torch.randn(1, H))
 
+    def kernel(self, L: int) -> torch.Tensor:
+        """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional): the SSM's first l_max taps, zeros beyond.
+
+        As published (state-spaces/s4 `models/s4/s4.py`, FFTConv.forward: l_kernel = min(L, l_max)): an input
+        longer than l_max sees no lag of l_max or more, and S4's C-tilde stays attuned to l_max.
+        """
+        k = self.ssm_kernel(min(L, self.l_max))
+        return k if k.shape[-1] == L else F.pad(k, (0, L - k.shape[-1]))
+
+    def ssm_kernel(self, L: int) -> torch.Tensor:
+        """The SSM's kernel [Ch, H, L] for L <= l_max."""
+        raise NotImplementedError
+
     def params(self) -> dict[str, torch.Tensor]:
         """dt [H, 1], A [H, N/2], B [H, N/2], C [Ch, H, N/2] in complex form, broadcast to the H features."""
         rep = self.H // self.S
@@ -256,9 +270,8 @@ class S4Layer(SSMLayer):
         super().__init__(cfg, l_max, hippo_legs_nplr(cfg.d_state), low_rank=True)
         # S4 trains C-tilde = C (I - A_bar^L) for the length L it is attuned to (published "C tilde").
         self.register_buffer("l_kernel", torch.tensor(0))
-        # Python mirror of l_kernel: reading the buffer in kernel() would sync host and GPU on every call,
+        # _lk, the Python mirror of l_kernel: reading the buffer in kernel() would sync host and GPU on every call,
         # leaving the GPU idle while the ~100 small kernel-generation ops are launched.
-        self._lk = 0
         self.register_load_state_dict_post_hook(_sync_attuned_length)
         self._attune(l_max)
 
@@ -268,24 +281,18 @@ class S4Layer(SSMLayer):
 
     @torch.no_grad()
     def _attune(self, L: int) -> None:
-        """Set C-tilde for length L (first call), or double its length (C (I - A^2L) = C~ (I + A^L))."""
-        while self._lk < L:
-            cur = self._lk
-            p = self.params()
-            A_bar, _ = dense_discretisation(p["A"], p["P"], p["B"], p["dt"])
-            power = torch.linalg.matrix_power(A_bar, cur if cur else L)  # [H, 2N, 2N]
-            C = torch.view_as_complex(self.C).cdouble()
-            C_full = torch.cat([C, C.conj()], dim=-1)
-            prod = torch.einsum("chn,hnm->chm", C_full, power)
-            C_new = C_full + prod if cur else C_full - prod
-            self.C.copy_(torch.view_as_real(C_new[..., : self.N2].to(torch.complex64)))
-            self._lk = 2 * cur if cur else L
-            self.l_kernel.fill_(self._lk)
+        """Replace C by C-tilde = C (I - A_bar^L), attuned to the kernel length L (once, at construction)."""
+        p = self.params()
+        A_bar, _ = dense_discretisation(p["A"], p["P"], p["B"], p["dt"])
+        C = torch.view_as_complex(self.C).cdouble()
+        C_full = torch.cat([C, C.conj()], dim=-1)
+        C_new = C_full - torch.einsum("chn,hnm->chm", C_full, torch.linalg.matrix_power(A_bar, L))
+        self.C.copy_(torch.view_as_real(C_new[..., : self.N2].to(torch.complex64)))
+        self._lk = L
+        self.l_kernel.fill_(L)
 
-    def kernel(self, L: int) -> torch.Tensor:
-        """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional)."""
-        if L > self._lk:
-            self._attune(L)
+    def ssm_kernel(self, L: int) -> torch.Tensor:
+        """The first L taps of the kernel of length l_kernel the C-tilde is attuned to."""
         p = self.params()
         k = dplr_kernel(p["dt"] * p["A"], p["B"], p["C"], p["P"], p["dt"], self._lk)
         return k[..., :L]

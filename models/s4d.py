@@ -75,8 +75,8 @@ class S4DLayer(SSMLayer):
             return dtA, p["B"] * torch.expm1(dtA) / p["A"], p["C"]
         return torch.log((1 + dtA / 2) / (1 - dtA / 2)), p["B"] * p["dt"] / (1 - dtA / 2), p["C"]
 
-    def kernel(self, L: int) -> torch.Tensor:
-        """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional)."""
+    def ssm_kernel(self, L: int) -> torch.Tensor:
+        """K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l for l < L, [Ch, H, L]."""
         log_a, b_bar, C = self.discrete()
         return exp_sum(C * b_bar, log_a, L)
 

@@ -8,7 +8,8 @@ weighted by m_h^(n-1-i) (the finest scale gets the largest factor, so scale i ca
 alpha = 1/m) and concatenated; n = 1 + ceil(log2(l_max / K)). The full-length kernel is divided by its L2 norm at
 initialisation (a frozen buffer, as published).
 
-Speed: only the scales that start before the batch length are built, the kernel is assembled in fp32 and the
+Speed: only the scales that start before the batch length are built (the others still get zero gradients, as in
+the published layer, which builds every scale and crops the kernel), the kernel is assembled in fp32 and the
 convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.longconv`).
 """
 
@@ -120,12 +121,16 @@ class SGConvLayer(ConvLayer):
     def raw_kernel(self, L: int) -> torch.Tensor:
         """Un-normalised kernel [C, H, min(L, full_length)], building only the scales that start before L."""
         L = min(L, self.full_length)
+        dtype = torch.promote_types(self.kernel_list[0].dtype, torch.float32)  # float64 only for a float64 layer
         parts = []
         for i, w in enumerate(self.kernel_list):
             f, start = self._scale(i)
             if start >= L:
-                break
-            up = F.interpolate(w.float(), scale_factor=f, mode=self.interp) if f > 1 else w.float()
+                # Kept in the graph with no taps, so its gradient is zeros rather than None: the published layer
+                # builds every scale and crops, and AdamW's weight decay and moments act on a zero gradient.
+                parts.append((start, w.to(dtype)[..., :0]))
+                continue
+            up = F.interpolate(w.to(dtype), scale_factor=f, mode=self.interp) if f > 1 else w.to(dtype)
             parts.append((start, up * self.multiplier ** (self.n - 1 - i)))
         if "cat" in self.mode:
             total = torch.cat([p for _, p in parts], dim=-1)
@@ -133,8 +138,8 @@ class SGConvLayer(ConvLayer):
             total = sum(F.pad(p, (0, self.full_length - p.shape[-1])) for _, p in parts)  # type: ignore[assignment]
         total = total[..., :L]
         if "learnable" in self.mode:
-            t = torch.arange(L, device=total.device, dtype=torch.float32)
-            total = total * torch.exp(-self.decay.float()[None, :, None] * torch.log1p(t))
+            t = torch.arange(L, device=total.device, dtype=dtype)
+            total = total * torch.exp(-self.decay.to(dtype)[None, :, None] * torch.log1p(t))
         return total
 
     def kernel(self, L: int) -> torch.Tensor:

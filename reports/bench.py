@@ -17,6 +17,14 @@ from reports.leaderboard import fmt_bytes, fmt_count
 from reports.load import BENCH_COLUMNS, bench_row
 
 SERIES = ["model", "scope", "pass", "dtype"]
+NOT_RUN = "—"
+NOT_MEASURED = "n/a"
+CELL_STATUS = {"failed": "fail", "oom": "oom"}  # what a point that did not complete shows instead of its number
+LEGEND = ("Cells: the point's value where it completed; oom = out of memory (recorded); fail = another error (its "
+          "record holds the traceback); skip = not run, its call predicted over the time budget (bench.max_call_s "
+          "or bench.max_total_s; the run prints it, no record); — = no record for that length; n/a = the record "
+          "has no such figure (e.g. ceilings fractions of published code). Blank p_time or p_mem: fewer than two "
+          "complete points to fit.")
 Key = tuple[str, str, str, str]  # a row: SERIES, the model labelled with its implementation unless ours
 
 
@@ -63,13 +71,14 @@ def exponents(bench: pd.DataFrame) -> dict[Key, tuple[float | None, float | None
 
 def bench_table(bench: pd.DataFrame, column: str = "tokens_per_s", fmt: Callable[[Any], str] = fmt_count,
                 with_exponents: bool = False, skipped: Iterable[tuple[Key, int]] = ()) -> pd.DataFrame:
-    """A row per series, a column per length. Cells: `fmt` of `column` where the point completed, its status
-    (oom, failed) where not, `skip` where `skipped` lists it (over a budget, so no record), else empty.
+    """A row per series, a column per length. Cells: `fmt` of `column` where the point completed, oom or fail
+    where not, `skip` where `skipped` lists it (over a budget, so no record), — where no record (LEGEND).
     `with_exponents` adds p_time and p_mem. A rerun overwrites its record, so each cell has one record."""
     cells: dict[Key, dict[int, str]] = {}
     for row in _rows(bench):
-        cells.setdefault(_key(row), {})[int(row["length"])] = (fmt(row[column]) if row["status"] == "complete"
-                                                               else str(row["status"]))
+        status = str(row["status"])
+        text = (fmt(row[column]) or NOT_MEASURED) if status == "complete" else CELL_STATUS.get(status, status)
+        cells.setdefault(_key(row), {})[int(row["length"])] = text
     for key, length in skipped:
         cells.setdefault(key, {}).setdefault(length, "skip")
     if not cells:
@@ -78,7 +87,7 @@ def bench_table(bench: pd.DataFrame, column: str = "tokens_per_s", fmt: Callable
     fits = exponents(bench) if with_exponents else {}
     table = []
     for key in sorted(cells):
-        row = dict(zip(SERIES, key, strict=True)) | {length_label(n): cells[key].get(n, "") for n in lengths}
+        row = dict(zip(SERIES, key, strict=True)) | {length_label(n): cells[key].get(n, NOT_RUN) for n in lengths}
         if with_exponents:
             p_time, p_mem, _ = fits.get(key, (None, None, 0))
             row |= {"p_time": digits(2)(p_time), "p_mem": digits(2)(p_mem)}
@@ -131,7 +140,7 @@ def bench_tables(bench: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         kind = next((k for k in rows["memory_kind"] if isinstance(k, str)), "")
         out += [(f"{at}time per call (ms, median); p_time, p_mem: fitted exponents of time and peak memory per "
                  "sequence against L (1 linear, 2 quadratic)", bench_table(rows, "time_ms", digits(3), True)),
-                (f"{at}tokens/s per length (oom: out of memory)", bench_table(rows, "tokens_per_s", fmt_count)),
+                (f"{at}tokens/s per length", bench_table(rows, "tokens_per_s", fmt_count)),
                 (f"{at}peak memory above the baseline per length {f'({kind})' if kind else ''}".rstrip(),
                  bench_table(rows, "peak_bytes", fmt_bytes))]
         for column, what in (("frac_bandwidth", "copy bandwidth (bytes_assumed / time)"),
@@ -143,25 +152,38 @@ def bench_tables(bench: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def bench_notes(bench: pd.DataFrame) -> list[str]:
-    """Per device: the software, the ceilings and the benchmark's settings, as its first record states them."""
+def _tokens(n: object) -> str:
+    """262144 -> '2^18 = 262,144'."""
+    if not isinstance(n, int) or n <= 0:
+        return str(n)
+    return f"{length_label(n)} = {n:,}" if length_label(n).startswith("2^") else f"{n:,}"
+
+
+def bench_settings(bench: pd.DataFrame) -> list[str]:
+    """Per device: the benchmark's settings, software and ceilings, as its first record states them (printed with
+    the tables: a number means little without them)."""
     out = []
     for device, rows in _devices(bench):
         first = rows.iloc[0]
         env, opts, ceilings = first["env"], first["bench_config"], first["ceilings"]
-        parts = [device or str(first["device"])]
+        parts = [f"Settings on {device or first['device']} (device {opts.get('device', '?')})" if opts else
+                 f"Settings on {device or first['device']}"]
+        if opts:
+            tokens = (f"fixed batch {opts['batch_size']}" if opts.get("batch_size") else
+                      f"{_tokens(opts.get('tokens_per_batch'))} tokens per call (batch x L; batch 1 once L reaches it)")
+            parts += [f"d_model {opts.get('d_model')}, {tokens}",
+                      f"dtypes {', '.join(sorted(set(rows['dtype'].dropna())))} (fp32 allows TF32; bf16 is autocast "
+                      "over fp32 weights)",
+                      f"warm-up {opts.get('warmup')} calls, then {opts.get('repeats')} timed repeats (fewer, at least "
+                      f"3, where a point would pass its {opts.get('point_budget_s')} s budget); a series stops at the "
+                      f"first call predicted over {opts.get('max_call_s')} s, the run after "
+                      f"{opts.get('max_total_s')} s",
+                      f"model overrides {opts.get('model_overrides') or 'none'}"]
         if env:
             parts.append(f"torch {env.get('torch')}, CUDA {env.get('cuda')}, git {env.get('git_commit')}"
                          f"{' (dirty)' if env.get('git_dirty') else ''}, host {env.get('host')}")
         if ceilings:
             parts.append(ceilings_line(ceilings))
-        if opts:
-            batch = (f"fixed batch {opts['batch_size']}" if opts.get("batch_size")
-                     else f"batch x length = {opts.get('tokens_per_batch')} tokens (batch 1 beyond)")
-            parts.append(f"d_model {opts.get('d_model')}, {batch}, warm-up {opts.get('warmup')}, repeats "
-                         f"{opts.get('repeats')} (point budget {opts.get('point_budget_s')} s, max call "
-                         f"{opts.get('max_call_s')} s, max total {opts.get('max_total_s')} s), model overrides "
-                         f"{opts.get('model_overrides') or 'none'}")
         out.append("; ".join(parts) + ". Method and counts: the docstring of harness/bench.py.")
     return out
 

@@ -6,6 +6,8 @@ import base64
 import html as html_lib
 from pathlib import Path
 
+from reports.render import html_text
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
 table { border-collapse: collapse; margin: 0.8em 0 1.6em; font-size: 0.85em; }
@@ -25,10 +27,10 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def image(path: Path, alt: str) -> str:
+def image(path: Path, alt: str, caption: str = "") -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<figure><img alt="{html_lib.escape(alt)}" src="data:image/png;base64,{data}"><figcaption class="note">' \
-           f"{html_lib.escape(alt)}</figcaption></figure>"
+           f"{html_lib.escape(caption or alt)}</figcaption></figure>"
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -39,8 +41,9 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
 
 
 def paragraph(text: str, cls: str = "") -> str:
+    """Plain text as a paragraph; URLs in it become links."""
     attr = f' class="{cls}"' if cls else ""
-    return f"<p{attr}>{html_lib.escape(text)}</p>"
+    return f"<p{attr}>{html_text(text)}</p>"
 
 
 def html_escape(text: str) -> str:

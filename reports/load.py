@@ -1,19 +1,22 @@
 """Read the results store into pandas DataFrames: one row per training run, one per benchmark point.
 
 Every field a report needs is pulled out of the nested record into a flat column here, so the other
-modules never touch the record format. Missing fields become NaN/None instead of errors: a failed or
-preempted run has no metrics, and a report must still show it.
+modules never touch the record format. Missing fields become NaN/None instead of errors: a failed, diverged or
+preempted run has no metrics, and a report must still show it. A training record whose seed is not one integer
+cannot be placed among its repeats: it is skipped with a warning naming its file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness.errors import DataError
 from harness.identity import semantic_config
 from harness.results import Store
 
@@ -21,12 +24,17 @@ from harness.results import Store
 SEED_KEYS = ("seed",)
 # Task keys that say where or how data is fetched, not what it is: they do not split a leaderboard.
 TASK_LOCATION_KEYS = ("name", "root", "download", "cache_dir", "hf_cache_dir", "source")
+# Task keys that say how a model reads the examples (length cap, padding, end token, normalisation, augmentation,
+# resampling), not which examples: each model's paper preset sets them its own way, so they do not split a
+# leaderboard either; they tell rows apart and decide whether a row is at paper settings (reports/paper.py).
+TASK_INPUT_KEYS = ("l_max", "pad_to_max", "append_eos", "allow_unk", "norm", "augment", "normalize", "resample")
 
 RUN_COLUMNS = [
     "run_id", "sweep", "task", "model", "seed", "status", "metric", "higher_is_better", "val", "test",
     "best_epoch", "params", "train_samples_per_s", "train_tokens_per_s", "peak_bytes", "wall_s", "error",
-    "config", "flat_config", "config_key", "task_variant", "history",
+    "config", "flat_config", "config_key", "task_variant", "history", "data_sizes", "versions",
 ]
+VERSIONED = ("model", "task", "harness")  # a record's `versions`: the code versions of each (harness.versions)
 BENCH_COLUMNS = [
     "run_id", "sweep", "model", "impl", "status", "scope", "pass", "dtype", "length", "batch_size", "time_ms",
     "tokens_per_s", "peak_bytes", "memory_kind", "frac_bandwidth", "frac_matmul", "error", "device", "ceilings",
@@ -71,8 +79,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     # The identity of the experiment apart from its seed: runs sharing it are repeats.
     semantic = flatten(semantic_config(config))
     flat = {k: v for k, v in semantic.items() if k not in SEED_KEYS}
-    task_cfg = {k: v for k, v in flat.items()
-                if k.startswith("task.") and k.removeprefix("task.") not in TASK_LOCATION_KEYS}
+    task_cfg = {k: v for k, v in flat.items() if k.startswith("task.")
+                and k.removeprefix("task.") not in (*TASK_LOCATION_KEYS, *TASK_INPUT_KEYS)}
     history = metrics.get("history")
     hib = metrics.get("higher_is_better")
     return {
@@ -98,6 +106,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "config_key": json.dumps(flat, sort_keys=True, default=str),
         "task_variant": json.dumps(task_cfg, sort_keys=True, default=str),
         "history": history if isinstance(history, list) else [],
+        "data_sizes": sizes if isinstance(sizes := _section(record, "data").get("sizes"), dict) else None,
+        "versions": {k: _section(record, "versions").get(k) for k in VERSIONED},
     }
 
 
@@ -129,17 +139,29 @@ def bench_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def load(store: str | Path, sweep: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training runs, benchmark points) of a store, optionally only those of one sweep.
 
-    Unreadable files are skipped with a warning by `Store.records`; a missing store gives empty frames.
+    Unreadable files are skipped with a warning by `Store.records`, training records without one integer seed
+    here; a store that does not exist is an error (a mistyped path must not read as an empty report).
     """
+    if not Path(store).is_dir():
+        raise DataError(f"results store {store} does not exist; pass the store directory of a run or sweep "
+                        "(<paths.root>/store, e.g. results/store)")
     runs, bench = [], []
-    for record in Store(store).records():
+    db = Store(store)
+    for record in db.records():
         if sweep is not None and record.get("sweep") != sweep:
             continue
         if record.get("kind") == "bench":
             bench.append(bench_row(record))
+        elif not _is_seed(record.get("seed")):
+            print(f"seqbench: skipping record {db.path(str(record.get('run_id')))}: its seed is "
+                  f"{json.dumps(record.get('seed'))}, not one integer", file=sys.stderr)
         else:
             runs.append(run_row(record))
     return pd.DataFrame(runs, columns=RUN_COLUMNS), pd.DataFrame(bench, columns=BENCH_COLUMNS)

@@ -1,30 +1,59 @@
-"""Figures (matplotlib on the Agg backend, seaborn's style): scaling curves, metric against parameters,
-training curves. Each function writes PNG files and returns (title, path) pairs; nothing is shown.
+"""Figures (matplotlib on the Agg backend, seaborn's style): scaling curves, metric against parameters, training
+curves. Each function writes PNG files and returns Figures (title, path, caption); nothing is shown.
+
+Made to be read in print as well as on screen: every series has its own marker and line style besides its colour,
+a single point (a one-epoch run) still shows, error bars say what they are, memory is in GiB as in the tables.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display on cluster nodes or in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from reports.leaderboard import Board, display  # noqa: E402
+from reports.leaderboard import Board, display, run_labels  # noqa: E402
 
 DPI = 100
-Figure = tuple[str, Path]
+GIB = 2**30
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+LINESTYLES = ["-", "--", ":", "-."]
+DODGE = 0.05  # log2 units: neighbouring models' points shift by about 3.5 % in length, so equal lines stay apart
+# The range a metric's values can take, in display units: error bars stop at its ends.
+RANGES = {"accuracy": (0.0, 100.0), "auroc": (0.0, 1.0), "bpd": (0.0, math.inf)}
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "x"
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    path: Path
+    caption: str = ""
+
+
+def slug(text: str, limit: int = 48) -> str:
+    """A file-name part for `text`: lower-case words joined by _, shortened (with a hash of the whole) past `limit`."""
+    name = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "x"
+    if len(name) <= limit:
+        return name
+    return f"{name[:limit - 9].rstrip('_')}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def _wrap(title: str, width: int = 80) -> str:
+    """A long board title (task settings) on several lines rather than cut off at the figure's edges."""
+    return "\n".join(textwrap.wrap(title, width))
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -39,32 +68,47 @@ def _palette(names: list[str]) -> dict[str, tuple[float, float, float]]:
     return dict(zip(names, sns.color_palette("tab10", max(len(names), 1)), strict=False))
 
 
+def _styles(names: list[str]) -> dict[str, dict[str, object]]:
+    """Colour, marker and line style per name: no two series share all three."""
+    colors = _palette(names)
+    return {n: {"color": colors[n], "marker": MARKERS[i % len(MARKERS)],
+                "linestyle": LINESTYLES[i % len(LINESTYLES)]} for i, n in enumerate(names)}
+
+
 def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
-    """Tokens/s and peak memory against length, log-log, a line per model; out-of-memory lengths as ×."""
+    """Tokens/s and peak memory (GiB) against length, log-log, a line per model; out-of-memory lengths as ×."""
     figures: list[Figure] = []
     if bench.empty:
         return figures
     sns.set_theme(style="whitegrid")
-    colors = _palette(sorted(bench["model"].dropna().astype(str).unique()))
+    models = sorted(bench["model"].dropna().astype(str).unique())
+    styles = _styles(models)
+    shift = {m: 2 ** (DODGE * (i - (len(models) - 1) / 2)) for i, m in enumerate(models)}
     for (scope, kind, dtype), group in bench.groupby(["scope", "pass", "dtype"], sort=True, dropna=False):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        panels = ((axes[0], "tokens_per_s", "tokens / s"), (axes[1], "peak_bytes", "peak memory (bytes)"))
-        for ax, column, ylabel in panels:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+        panels = ((axes[0], "tokens_per_s", 1.0, "tokens / s"),
+                  (axes[1], "peak_bytes", 1 / GIB, "peak memory above baseline (GiB)"))
+        for ax, column, scale, ylabel in panels:
             oom_seen = False
             for model, rows in group.groupby("model", sort=True):
                 rows = rows.sort_values("length")
                 ok = rows[(rows["status"] == "complete") & (rows[column] > 0)]
-                ax.plot(ok["length"], ok[column], marker="o", color=colors[str(model)], label=str(model))
+                ax.plot(ok["length"] * shift[str(model)], ok[column] * scale, label=str(model), markersize=5,
+                        linewidth=1.4, alpha=0.9, **styles[str(model)])
                 oom = rows[rows["status"] == "oom"]
                 if len(oom):
                     oom_seen = True
                     # x in data units, y pinned near the top of the axes: an OOM point has no value.
                     trans = blended_transform_factory(ax.transData, ax.transAxes)
-                    ax.scatter(oom["length"], [0.96] * len(oom), marker="x", s=70, linewidths=2,
-                               color=colors[str(model)], transform=trans, clip_on=False, zorder=5)
+                    ax.scatter(oom["length"] * shift[str(model)], [0.96] * len(oom), marker="x", s=70,
+                               linewidths=2, color=styles[str(model)]["color"], transform=trans, clip_on=False,
+                               zorder=5)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("sequence length")
+            if column == "peak_bytes":  # GiB read as plain numbers (2, 3, 10), not as 2 x 10^0
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "1235" else ""))
+            ax.set_xlabel("sequence length L")
             ax.set_ylabel(ylabel)
             handles, labels = ax.get_legend_handles_labels()
             if oom_seen:
@@ -76,7 +120,10 @@ def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
             ax.legend(handles, labels, fontsize=8)
         title = f"scaling: {scope}, {kind}, {dtype}"
         fig.suptitle(title)
-        figures.append((title, _save(fig, out / f"scaling_{slug(f'{scope}_{kind}_{dtype}')}.png")))
+        caption = (f"{title}. One line per model (colour, marker and line style each differ); points are shifted "
+                   "slightly along L (a few per cent) so that lines with equal values stay visible. Memory: peak "
+                   "allocated above the baseline, GiB (2^30 bytes). × at the top: out of memory at that length.")
+        figures.append(Figure(title, _save(fig, out / f"scaling_{slug(f'{scope}_{kind}_{dtype}')}.png"), caption))
     return figures
 
 
@@ -90,51 +137,90 @@ def parse_params(text: str | None) -> float:
     return float(match.group(1).replace(",", "")) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[match.group(2)]
 
 
+def clipped_error(mean: float, std: float, low: float, high: float) -> tuple[float, float]:
+    """(below, above) of a ± std bar that stops at the metric's range [low, high]; (0, 0) without a std."""
+    if not math.isfinite(std):
+        return 0.0, 0.0
+    return max(0.0, min(std, mean - low)), max(0.0, min(std, high - mean))
+
+
 def metric_vs_params(board: Board, out: Path) -> Figure | None:
-    """Our mean test metric (± std) against parameter count, with published points where a count is given."""
+    """Our mean test metric (± 1 sample std over seeds, clipped to the metric's range) against parameter count,
+    with published points where the paper gives a count."""
     rows = board.rows[board.rows["params"].notna() & board.rows["mean"].notna()]
     refs = [(r, parse_params(r.params)) for r in board.references if r.split == "test"]
     refs = [(r, p) for r, p in refs if math.isfinite(p)]
     if rows.empty and not refs:
         return None
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    disp = display(board.metric)
+    low, high = RANGES.get(board.metric or "", (-math.inf, math.inf))
+    fig, ax = plt.subplots(figsize=(10, 4.4))
+    styles = _styles(sorted(set(rows["label"])))
     colors = _palette(sorted(set(rows["model"]) | {str(r.model) for r, _ in refs}))
-    for _, r in rows.iterrows():
-        ax.errorbar(r["params"], r["mean"], yerr=0 if math.isnan(r["std"]) else r["std"], fmt="o", capsize=3,
-                    color=colors[r["model"]], label=r["label"])
+    # Configurations of one parameter count (e.g. two S4D inits) would hide each other: spread them apart a little.
+    rank = rows.groupby("params").cumcount()
+    count = rows.groupby("params")["params"].transform("size")
+    for i, r in rows.iterrows():
+        below, above = clipped_error(r["mean"], r["std"], low, high)
+        x = r["params"] * 2 ** (DODGE * (rank[i] - (count[i] - 1) / 2))
+        ax.errorbar(x, r["mean"], yerr=[[below], [above]], fmt=styles[r["label"]]["marker"], capsize=4,
+                    markersize=7, color=styles[r["label"]]["color"], label=f"{r['label']} (n={r['n']})")
     for ref, p in refs:
         ax.scatter(p, ref.value, marker="D", facecolors="none", edgecolors=colors[str(ref.model)], s=60,
                    label=f"published: {ref.label}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
-    ax.set_ylabel(f"test {display(board.metric).name}")
-    ax.set_title(board.title)
-    ax.legend(fontsize=7)
-    return f"{board.title}: test metric against parameters", _save(fig, out / f"params_{slug(board.title)}.png")
+    ax.set_ylabel(f"test {disp.name}")
+    ax.set_title(_wrap(board.title, 70), fontsize=10)
+    bound = "" if not math.isfinite(high) else f", clipped to [{low:g}, {high:g}]"
+    ax.legend(fontsize=7, title=f"error bars: ± 1 sample std over seeds{bound}", title_fontsize=7,
+              loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    caption = (f"{board.title}: mean test {disp.name} over seeds against parameters. Error bars: ± 1 sample "
+               f"standard deviation over seeds (none for n = 1){bound}. Configurations with the same parameter "
+               "count are spread slightly along x. Hollow diamonds: published numbers that give a parameter count.")
+    return Figure(f"{board.title}: test metric against parameters", _save(fig, out / f"params_{slug(board.title)}.png"),
+                  caption)
 
 
 def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | None:
-    """Train loss and validation metric per epoch, one line per run (colour: model)."""
+    """Train loss and validation metric per epoch, one line per run: colour and marker per configuration, line style
+    per seed, a marker on every epoch (so a one-epoch run is a visible point)."""
+    labels = run_labels(runs)
     runs = runs[runs["history"].map(len) > 0]
     if runs.empty:
         return None
     sns.set_theme(style="whitegrid")
     disp = display(board.metric)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = _palette(sorted(runs["model"].astype(str).unique()))
-    for _, run in runs.sort_values(["model", "seed"]).iterrows():
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
+    configs = sorted(set(labels[runs.index]))
+    styles = _styles(configs)
+    seeds = sorted(set(runs["seed"]))
+    dash = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(seeds)}
+    # Equal values (e.g. the same validation accuracy) would stack exactly: each configuration is shifted a little.
+    shift = {c: 0.12 * (i - (len(configs) - 1) / 2) / max(len(configs) - 1, 1) for i, c in enumerate(configs)}
+    for i, run in runs.sort_values(["model", "seed"]).iterrows():
         hist = pd.DataFrame(run["history"])
         if "epoch" not in hist:
-            hist["epoch"] = range(1, len(hist) + 1)
-        label = f"{run['model']} seed {run['seed']}"
+            hist["epoch"] = np.arange(1, len(hist) + 1)
+        style = styles[labels[i]]
         for ax, column, scale in ((axes[0], "train_loss", 1.0), (axes[1], "val", disp.scale)):
             if column in hist:
-                ax.plot(hist["epoch"], hist[column] * scale, color=colors[str(run["model"])], alpha=0.8, label=label)
+                ax.plot(hist["epoch"] + shift[labels[i]], hist[column] * scale, color=style["color"],
+                        marker=style["marker"], markevery=max(1, len(hist) // 25), linestyle=dash[run["seed"]],
+                        markersize=5, alpha=0.85)
     axes[0].set_ylabel("train loss")
     axes[1].set_ylabel(f"val {disp.name}")
     for ax in axes:
         ax.set_xlabel("epoch")
-    axes[1].legend(fontsize=7)
-    fig.suptitle(f"training curves: {board.title}")
-    return f"{board.title}: training curves", _save(fig, out / f"curves_{slug(board.title)}.png")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=styles[c]["color"], marker=styles[c]["marker"], linestyle="-") for c in configs]
+    handles += [Line2D([], [], color="0.3", linestyle=dash[s]) for s in seeds]
+    axes[1].legend(handles, configs + [f"seed {s}" for s in seeds], fontsize=7, loc="upper left",
+                   bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(_wrap(f"training curves: {board.title}", 110))
+    caption = (f"{board.title}: train loss and validation {disp.name} per epoch, one line per run (not a mean): "
+               "colour and marker = configuration, line style = seed; a marker at each epoch (at every k-th epoch "
+               "when a run has more than 25); configurations are shifted by up to ±0.06 epoch so that equal values "
+               "stay apart.")
+    return Figure(f"{board.title}: training curves", _save(fig, out / f"curves_{slug(board.title)}.png"), caption)

@@ -11,7 +11,8 @@ same arrays (images uint8 [N, 32, 32, 3] in HWC order, labels int64 [N]):
   `datasets.load_dataset("parquet", ...)` so nothing touches the network.
 
 If neither is found and downloading is allowed, the official tarball is fetched with urllib, its md5 checked
-and extracted; otherwise a `DataError` says exactly what to fetch and where to put it.
+and extracted; otherwise a `DataError` says exactly what to fetch and where to put it. The data fingerprint of a
+run's record is the sha256 of the files read (and of the tarball when it was downloaded here).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from harness.errors import ConfigError, DataError
-from tasks._download import fetch_and_extract
+from tasks._download import downloaded, fetch_and_extract
+from tasks._fingerprint import files_fingerprint
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -167,30 +170,40 @@ def _python_dir(directory: Path) -> Path | None:
     return None
 
 
-def load_cifar10(
-    roots: list[Path], source: str = "auto", download: bool = False, hf_cache_dir: str | None = None
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
-    """{'train': (images, labels), 'test': (...)} and a description of where they came from.
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _from_python(directory: Path, cache_dir: Path | None) -> tuple[Splits, str, dict[str, Any]]:
+    data = {s: read_python_split(directory, s == "train") for s in ("train", "test")}
+    fingerprint = files_fingerprint([directory / n for n in [*TRAIN_BATCHES, "test_batch"]], directory, cache_dir)
+    archive = downloaded(directory.parent)
+    return data, str(directory), {**fingerprint, "archive": archive} if archive else fingerprint
+
+
+def load_cifar10(roots: list[Path], source: str = "auto", download: bool = False, hf_cache_dir: str | None = None,
+                 cache_dir: Path | None = None) -> tuple[Splits, str, dict[str, Any]]:
+    """{'train': (images, labels), 'test': (...)}, a description of where they came from, and their fingerprint.
 
     `roots` are searched in order (the task's data directory first). `source` restricts the format (one of
     SOURCES): auto | python | parquet. `download` fetches the official tarball into roots[0] when nothing is found.
+    The fingerprint's digest is cached in `cache_dir` (None: computed every time).
     """
     existing = [r for r in roots if r.is_dir()]
     if source in ("auto", "python"):
         for root in existing:
             directory = _python_dir(root)
             if directory is not None:
-                return {s: read_python_split(directory, s == "train") for s in ("train", "test")}, str(directory)
+                return _from_python(directory, cache_dir)
     if source in ("auto", "parquet"):
         search = existing + [hub_snapshot()]
         for root in search:
             files = _parquet_files(root) if root.is_dir() else {}
             if files:
                 data = {s: read_parquet_split(files[s], hf_cache_dir) for s in ("train", "test")}
-                return data, f"{HF_REPO} parquet under {root}"
+                fingerprint = files_fingerprint([Path(f) for f in files["train"] + files["test"]], root, cache_dir)
+                return data, f"{HF_REPO} parquet under {root}", fingerprint
     if download and source in ("auto", "python"):
-        directory = download_cifar(roots[0])
-        return {s: read_python_split(directory, s == "train") for s in ("train", "test")}, str(directory)
+        return _from_python(download_cifar(roots[0]), cache_dir)
     looked = ", ".join(str(r) for r in roots)
     raise DataError(f"CIFAR-10 ({source}) not found in {looked}.\n{fetch_instructions(roots[0])}")
 

@@ -180,12 +180,18 @@ class ShiftedImages(Dataset):
         return {"x": x, "y": y}
 
 
+def task_spec(cfg: CifarBpdConfig) -> TaskSpec:
+    """1024 causal steps of 3 channels, the likelihood's outputs per step: fixed by the config."""
+    return TaskSpec(name="cifar_bpd", input="signal", seq_len=1024, n_outputs=OUTPUTS[cfg.likelihood],
+                    metric="bpd", d_input=3, output="sequence", causal=True)
+
+
 @TASKS.register("cifar_bpd", CifarBpdConfig)
 def build(cfg: CifarBpdConfig, data_root: Path) -> Task:
     """CIFAR-10 autoregressive density (1024 steps x 3 channels, bits per dim)."""
     data_root = Path(data_root)
-    data, source = load_cifar10([data_root, data_root.parent / "scifar"], cfg.source, cfg.download,
-                                cfg.hf_cache_dir)
+    data, source, fingerprint = load_cifar10([data_root, data_root.parent / "scifar"], cfg.source, cfg.download,
+                                             cfg.hf_cache_dir, cache_dir=data_root / "cache")
     train_img, test_img = data["train"][0], data["test"][0]
     tr, va = split_indices(len(train_img), cfg.val_size, cfg.seed)
     te = np.arange(len(test_img))
@@ -195,11 +201,9 @@ def build(cfg: CifarBpdConfig, data_root: Path) -> Task:
         "val": ShiftedImages(train_img[va.numpy()[lim]]),
         "test": ShiftedImages(test_img[te[lim]]),
     }
-    spec = TaskSpec(name="cifar_bpd", input="signal", seq_len=1024, n_outputs=OUTPUTS[cfg.likelihood],
-                    metric="bpd", d_input=3, output="sequence", causal=True)
     info = {"source": source, "sizes": {k: len(v) for k, v in splits.items()}, "likelihood": cfg.likelihood,
-            "loss": "mean NLL per sub-pixel (nats)"}
-    return Task(spec=spec, splits=splits, objective=Objective(nll_per_subpixel, BitsPerDim), info=info)
+            "loss": "mean NLL per sub-pixel (nats)", "fingerprint": fingerprint}
+    return Task(spec=task_spec(cfg), splits=splits, objective=Objective(nll_per_subpixel, BitsPerDim), info=info)
 
 
 # ----------------------------------------------------------------------------------------------------------------

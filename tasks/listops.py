@@ -9,6 +9,13 @@ Three parts, each usable alone:
 - the task: tokenised as the LRA pipeline (`lra_benchmarks/listops/input_pipeline.py`) and S4's
   (state-spaces/s4 `src/dataloaders/lra.py`, class ListOps) do it, padded, with true lengths for pooling.
 
+Files are checked as they are read: a DataError names the file and line of a row that is not an expression, a tab
+and an ASCII digit 0-9, of bytes that are not UTF-8, and of a token outside the vocabulary (`task.allow_unk=true`
+reads those as <unk>, as S4's vocabulary would). A generated set is cached with a manifest written last (each
+file's rows, bytes and sha256); a set whose files do not match it (a crashed generation, a file cut or edited) is
+generated again, never read. The record's data fingerprint is the settings and generator version of a generated
+set, or the sha256 of the three files read.
+
 Generate a set in the release format:
 
     python -m tasks.listops generate --out DIR --train 96000 --val 2000 --test 2000 --seed 0
@@ -23,6 +30,7 @@ import io
 import json
 import random
 import statistics
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +45,8 @@ from harness.errors import ConfigError, DataError
 from harness.files import atomic_write
 from harness.registry import TASKS
 from harness.task import Batch, Task, TaskSpec
+from tasks._fingerprint import combine
+from tasks._text import decode
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)
@@ -61,6 +71,7 @@ class ListOpsConfig(TaskConfig):
     l_max: int = 2048  # tokens the model sees at most, <eos> included
     append_eos: bool = True  # the S4 pipeline appends <eos>; LRA's own does not
     pad_to_max: bool = False  # pad every batch to l_max (MultiresNet's BatchNorm statistics see that padding)
+    allow_unk: bool = False  # map tokens outside the ListOps vocabulary to <unk> instead of refusing the file
 
     def __post_init__(self) -> None:
         positive("task.l_max", self.l_max, integer=True)
@@ -218,22 +229,42 @@ def generate(settings: GeneratorSettings, progress: bool = False) -> dict[str, l
 # The LRA release format
 
 
-def write_release(rows: dict[str, list[tuple[str, int]]], out: Path) -> None:
-    """`basic_{split}.tsv` as the reference writes them, each atomically.
+def write_release(rows: dict[str, list[tuple[str, int]]], out: Path) -> dict[str, dict[str, Any]]:
+    """`basic_{split}.tsv` as the reference writes them, each atomically; returns each file's rows, bytes and sha256.
 
     The reference uses `csv.writer(f, delimiter='\\t')` (excel dialect), so rows end in CRLF; so do ours.
     """
+    written = {}
     for split in SPLITS:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="\t")
         writer.writerow(["Source", "Target"])
         writer.writerows(rows[split])
-        atomic_write(out / f"basic_{split}.tsv", buffer.getvalue())
+        data = buffer.getvalue().encode()
+        atomic_write(out / f"basic_{split}.tsv", data)
+        written[f"basic_{split}.tsv"] = {"rows": len(rows[split]), "bytes": len(data),
+                                         "sha256": hashlib.sha256(data).hexdigest()}
+    return written
 
 
 LRA_HINT = ("The official data is the `listops-1000` folder of lra_release.gz (linked from the README of "
             "github.com/google-research/long-range-arena); point task.root at it, or leave task.root unset to "
             "generate ListOps with the LRA generator.")
+LABELS = frozenset("0123456789")  # not str.isdigit, which also passes other scripts' digits such as '\u0663'
+
+
+@dataclass
+class SplitFile:
+    """One `basic_*.tsv` as read: its examples, the line of each (for messages), its size and sha256."""
+
+    path: Path
+    rows: list[tuple[str, int]]
+    lines: list[int]
+    bytes: int
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _short(row: list[str]) -> str:
@@ -241,10 +272,16 @@ def _short(row: list[str]) -> str:
     return repr([cell if len(cell) <= 60 else cell[:60] + "..." for cell in row])
 
 
-def read_split(path: Path) -> list[tuple[str, int]]:
-    """(source, label) rows of one `basic_*.tsv`, every row checked."""
-    with path.open(newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
+def read_split(path: Path) -> SplitFile:
+    """The examples of one `basic_*.tsv`, every row checked; DataErrors name the file and the line."""
+    raw = path.read_bytes()
+    text = decode(raw, path, f"the LRA release is ASCII text. {LRA_HINT}")
+    # csv refuses fields longer than its limit (131,072 characters by default); no field is longer than the file.
+    if len(text) > csv.field_size_limit():
+        csv.field_size_limit(len(text))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    rows, lines = [], []
+    try:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path} is empty: expected a header `Source<TAB>Target` and one example per line. "
@@ -252,31 +289,39 @@ def read_split(path: Path) -> list[tuple[str, int]]:
         if header != ["Source", "Target"]:
             raise DataError(f"{path}: expected the tab-separated columns ['Source', 'Target'], found "
                             f"{_short(header)}. {LRA_HINT}")
-        rows = []
         for row in reader:
             if not row:  # a blank line, e.g. at the end of a hand-edited file
                 continue
-            if len(row) != 2 or not row[1].strip().isdigit() or not 0 <= int(row[1]) <= 9:
-                raise DataError(f"{path}, line {reader.line_num}: expected an expression and a label 0-9 "
-                                f"separated by a tab, found {_short(row)}")
+            if len(row) != 2 or row[1].strip() not in LABELS:
+                raise DataError(f"{path}, line {reader.line_num}: expected an expression and a label 0-9 (an ASCII "
+                                f"digit) separated by a tab, found {_short(row)}")
             rows.append((row[0], int(row[1])))
+            lines.append(reader.line_num)
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: not in the tab-separated LRA format ({e})") from None
     if not rows:
         raise DataError(f"{path} holds a header but no examples. {LRA_HINT}")
-    return rows
+    return SplitFile(path, rows, lines, len(raw), hashlib.sha256(raw).hexdigest())
 
 
-def read_release(root: Path) -> dict[str, list[tuple[str, int]]]:
+def read_release(root: Path) -> dict[str, SplitFile]:
     """Read `basic_{train,val,test}.tsv` from `root`, checking the format of every row."""
     if not root.is_dir():
         raise DataError(f"ListOps directory {root} does not exist. {LRA_HINT}")
-    rows: dict[str, list[tuple[str, int]]] = {}
+    splits: dict[str, SplitFile] = {}
     for split in SPLITS:
         path = root / f"basic_{split}.tsv"
         if not path.is_file():
             raise DataError(f"{path} is missing: a ListOps directory holds basic_train.tsv, basic_val.tsv and "
                             f"basic_test.tsv. {LRA_HINT}")
-        rows[split] = read_split(path)
-    return rows
+        splits[split] = read_split(path)
+    return splits
+
+
+def release_fingerprint(splits: dict[str, SplitFile]) -> dict[str, Any]:
+    """The data fingerprint of a release: one sha256 over the three files' names, sizes and sha256."""
+    files = sorted((s.path.name, s.bytes, s.sha256) for s in splits.values())
+    return {"sha256": combine(files), "files": len(files), "bytes": sum(size for _, size, _ in files)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,26 +335,44 @@ SYMBOLS = (MIN, MAX, MED, SUM_MOD, "X", *map(str, range(10)))
 VOCAB = {token: i for i, token in enumerate(SPECIALS + SYMBOLS)}
 PAD, UNK, EOS = 0, 1, 2
 
+# LRA's `rename_close_brackets` and S4's `listops_tokenizer`: ']' -> 'X' (so that the LRA's text encoder keeps it),
+# '(' and ')' dropped, then whitespace split. Source tokens are looked up with ']' standing for 'X'; the special
+# tokens are not source tokens.
+_DROP_PARENTHESES = str.maketrans("", "", "()")
+SOURCE_IDS = {**{token: VOCAB[token] for token in SYMBOLS}, END: VOCAB["X"]}
 
-# LRA's `rename_close_brackets` and S4's `listops_tokenizer`: ']' -> 'X' (so that the LRA's text
-# encoder keeps it), '(' and ')' dropped, then whitespace split.
-_RENAME = str.maketrans({"]": "X", "(": None, ")": None})
+
+def token_ids(source: str) -> list[int]:
+    """Every token of a source expression as its id; tokens outside the vocabulary are <unk>."""
+    return [SOURCE_IDS.get(t, UNK) for t in source.translate(_DROP_PARENTHESES).split()]
+
+
+def fit(ids: list[int], l_max: int, append_eos: bool) -> list[int]:
+    """As the S4 pipeline: truncate to l_max - 1, then <eos>; as LRA's: truncate to l_max."""
+    return ids[: l_max - 1] + [EOS] if append_eos else ids[:l_max]
 
 
 def tokenize(source: str, l_max: int, append_eos: bool = True) -> list[int]:
-    """As the S4 pipeline: ']' becomes 'X', parentheses are dropped, truncate to l_max - 1, then <eos>."""
-    ids = [VOCAB.get(t, UNK) for t in source.translate(_RENAME).split()]
-    if append_eos:
-        return ids[: l_max - 1] + [EOS]
-    return ids[:l_max]
+    return fit(token_ids(source), l_max, append_eos)
 
 
 class ListOpsDataset(Dataset):
-    """Token ids kept as uint8 (18 symbols), about 100 MB for the full training split instead of 800 MB."""
+    """Token ids kept as uint8 (18 symbols), about 100 MB for the full training split instead of 800 MB.
 
-    def __init__(self, rows: list[tuple[str, int]], l_max: int, append_eos: bool, desc: str = "tokenising"):
-        self.items = [(torch.tensor(tokenize(s, l_max, append_eos), dtype=torch.uint8), t)
-                      for s, t in tqdm(rows, desc=desc, unit="expr", disable=len(rows) < 10_000)]
+    A token outside the vocabulary is refused, naming its file and line, unless `allow_unk` reads it as <unk>.
+    """
+
+    def __init__(self, split: SplitFile, l_max: int, append_eos: bool, allow_unk: bool = False,
+                 desc: str = "tokenising"):
+        self.items = []
+        bar = tqdm(zip(split.rows, split.lines), total=len(split), desc=desc, unit="expr", disable=len(split) < 10_000)
+        for (source, target), line in bar:
+            ids = token_ids(source)
+            if not allow_unk and UNK in ids:
+                token = source.translate(_DROP_PARENTHESES).split()[ids.index(UNK)]
+                raise DataError(f"{split.path}, line {line}: unknown token {token!r} (ListOps has {' '.join(SYMBOLS)} "
+                                f"and ']'); set task.allow_unk=true to read unknown tokens as <unk>")
+            self.items.append((torch.tensor(fit(ids, l_max, append_eos), dtype=torch.uint8), target))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -333,7 +396,10 @@ def make_collate(pad_to: int | None) -> Callable[[list[tuple[torch.Tensor, int]]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The task
+# Generated sets, cached
+
+
+MANIFEST = "manifest.json"  # written last: the settings, and each file's rows, bytes and sha256
 
 
 def generated_dir(data_root: Path, settings: GeneratorSettings) -> Path:
@@ -341,14 +407,56 @@ def generated_dir(data_root: Path, settings: GeneratorSettings) -> Path:
     return data_root / f"generated-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def _manifest(directory: Path, settings: GeneratorSettings) -> tuple[dict[str, Any] | None, str | None]:
+    """The manifest of the generated set in `directory` and why the set cannot be used (None: it can)."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None, "its generation never completed" if directory.exists() else None
+    except (OSError, ValueError):
+        return None, f"its {MANIFEST} is unreadable"
+    if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("settings") != asdict(settings):
+        return None, f"its {MANIFEST} describes other settings"
+    for name, want in manifest["files"].items():
+        path = directory / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != want["bytes"]:
+            return None, f"{name} has {size} bytes, its {MANIFEST} says {want['bytes']}"
+        if hashlib.sha256(path.read_bytes()).hexdigest() != want["sha256"]:
+            return None, f"{name} does not match the sha256 in its {MANIFEST}"
+    return manifest, None
+
+
 def ensure_generated(data_root: Path, settings: GeneratorSettings) -> Path:
-    """The cached release-format copy of a generated set, generated on first use."""
+    """The cached release-format copy of a generated set: generated on first use, and again whenever a file no
+    longer matches the sizes and sha256 its manifest recorded (a cut, edited or half-written file is never read)."""
     out = generated_dir(data_root, settings)
-    # settings.json is written last: a directory without it is an interrupted generation.
-    if not (out / "settings.json").is_file():
-        write_release(generate(settings, progress=True), out)
-        atomic_write(out / "settings.json", json.dumps(asdict(settings), indent=1) + "\n")
+    manifest, problem = _manifest(out, settings)
+    if manifest is None:
+        if problem:
+            warnings.warn(f"generated ListOps in {out} is damaged ({problem}); generating it again", stacklevel=2)
+        files = write_release(generate(settings, progress=True), out)
+        atomic_write(out / MANIFEST, json.dumps({"generator_version": GENERATOR_VERSION, "settings": asdict(settings),
+                                                 "files": files}, indent=1) + "\n")
     return out
+
+
+def generated_fingerprint(directory: Path) -> dict[str, Any]:
+    """Generated data is a function of the generator's settings and version; the files' digest is recorded too."""
+    manifest = json.loads((directory / MANIFEST).read_text())
+    files = sorted((name, f["bytes"], f["sha256"]) for name, f in manifest["files"].items())
+    return {"generator_version": manifest["generator_version"], "settings": manifest["settings"],
+            "sha256": combine(files), "files": len(files), "bytes": sum(size for _, size, _ in files)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The task
+
+
+def task_spec(cfg: ListOpsConfig) -> TaskSpec:
+    """18 tokens, 10 classes, at most l_max tokens: fixed by the config, whatever the data."""
+    return TaskSpec(name="listops", input="tokens", seq_len=cfg.l_max, n_outputs=10, metric="accuracy",
+                    vocab_size=len(VOCAB), pad_id=PAD, variable_length=True)
 
 
 @TASKS.register("listops", ListOpsConfig)
@@ -356,19 +464,18 @@ def build(cfg: ListOpsConfig, data_root: Path) -> Task:
     """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
     if cfg.root:
         # The runner passes the resolved `cfg.root` as data_root.
-        source: dict[str, Any] = {"source": "files", "root": str(data_root)}
-        rows = read_release(Path(data_root))
+        files = read_release(Path(data_root))
+        source: dict[str, Any] = {"source": "files", "root": str(data_root), "fingerprint": release_fingerprint(files)}
     else:
         settings = settings_of(cfg)
         directory = ensure_generated(data_root, settings)
-        source = {"source": "generated", "dir": str(directory), **asdict(settings)}
-        rows = read_release(directory)
-    splits = {split: ListOpsDataset(rows[split], cfg.l_max, cfg.append_eos, f"tokenising {split}")
+        files = read_release(directory)
+        source = {"source": "generated", "dir": str(directory), **asdict(settings),
+                  "fingerprint": generated_fingerprint(directory)}
+    splits = {split: ListOpsDataset(files[split], cfg.l_max, cfg.append_eos, cfg.allow_unk, f"tokenising {split}")
               for split in SPLITS}
-    spec = TaskSpec(name="listops", input="tokens", seq_len=cfg.l_max, n_outputs=10, metric="accuracy",
-                    vocab_size=len(VOCAB), pad_id=PAD, variable_length=True)
     info = {**source, "sizes": {split: len(ds) for split, ds in splits.items()}}
-    return Task(spec, splits, collate=make_collate(cfg.l_max if cfg.pad_to_max else None), info=info)
+    return Task(task_spec(cfg), splits, collate=make_collate(cfg.l_max if cfg.pad_to_max else None), info=info)
 
 
 def main(argv: list[str] | None = None) -> None:

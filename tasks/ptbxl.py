@@ -13,38 +13,53 @@ label sets:
   form / rhythm    codes whose `form` / `rhythm` flag is 1
 Likelihood values in `scp_codes` are ignored (any listed code counts). Records without a label of the chosen
 set are dropped; the classes are every label seen at least once, sorted (as MultiLabelBinarizer orders them).
+Their numbers are fixed by the release, so the task's spec needs no data: all 71, diagnostic 44, subdiagnostic 23,
+superdiagnostic 5, form 19, rhythm 12 (the benchmark's Table 1; they are the flagged rows of scp_statements.csv,
+every one of which labels some record), and a database that gives other numbers is refused as not PTB-XL 1.0.3.
 Folds 1-8 train, 9 validation, 10 test. One global mean/std (over every lead and time step of the training
-fold, population std as sklearn's StandardScaler) standardises all splits. Multi-label BCE, macro AUROC.
+fold, population std as sklearn's StandardScaler) standardises all splits. Multi-label BCE, macro AUROC (the
+record keeps each label's AUROC and the labels skipped for having one class only in the split).
 
-The decoded signals of all records ([N, 10 * rate, 12] float32) are cached on disk, keyed by the rate and a
-fingerprint of the database file and the record files, written to a temporary file and renamed so a crashed
-run never leaves a cache that looks complete.
+The decoded signals of all records ([N, 10 * rate, 12] float32) are cached on disk (tasks/_cache.py: keyed by the
+rate and the database file and the record files' sizes and mtimes; a damaged cache is rebuilt). The record's data
+fingerprint is the sha256 of every file read (the two tables and the records at the chosen rate), and of the
+PhysioNet zip when the task downloaded it: PhysioNet publishes no checksum of the zip, so its sha256 is recorded,
+not checked.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
-import json
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from harness.config import TaskConfig, one_of
 from harness.errors import DataError
-from harness.files import atomic_write
 from harness.registry import TASKS
-from harness.task import Task, TaskSpec
-from tasks._cache import fill_cached
-from tasks._download import fetch_and_extract
+from harness.task import MacroAUROC, Objective, Task, TaskSpec, multilabel_bce
+from tasks._cache import cached_array
+from tasks._download import downloaded, fetch_and_extract
+from tasks._fingerprint import files_fingerprint
+from tasks._text import read_text
+
+if TYPE_CHECKING:  # pandas is imported where the tables are read: composing configs stays fast
+    import pandas as pd
 
 VERSION_DIR = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
 ZIP_URL = f"https://physionet.org/static/published-projects/ptb-xl/{VERSION_DIR}.zip"
-LABEL_SETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+ZIP_SHA256: str | None = None  # PhysioNet publishes none for the zip (only SHA256SUMS.txt of the files inside)
+# Classes per label set in PTB-XL 1.0.3 (Strodthoff et al. 2021, Table 1; helme/ecg_ptbxl_benchmarking with
+# min_samples 0), equal to the rows of scp_statements.csv flagged for each set.
+CLASS_COUNTS = {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5, "form": 19, "rhythm": 12}
+LABEL_SETS = tuple(CLASS_COUNTS)
 RATES = {100: "filename_lr", 500: "filename_hr"}
 DATABASE_COLUMNS = ("scp_codes", "strat_fold", "filename_lr", "filename_hr")
 STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
@@ -78,12 +93,13 @@ def fetch_instructions(root: Path) -> str:
     )
 
 
-def download_ptbxl(root: Path, url: str = ZIP_URL) -> None:
+def download_ptbxl(root: Path, url: str = ZIP_URL, checksum: str | None = ZIP_SHA256) -> None:
     """Fetch PhysioNet's zip and put the contents of its versioned folder directly into `root`.
 
     The database file is moved last: until it is in place the directory does not look like PTB-XL.
     """
-    fetch_and_extract(url, root, "ptbxl_database.csv", instructions=fetch_instructions(root))
+    fetch_and_extract(url, root, "ptbxl_database.csv", instructions=fetch_instructions(root),
+                      checksum=f"sha256:{checksum}" if checksum else None)
 
 
 def find_root(root: Path) -> Path:
@@ -99,10 +115,13 @@ def find_root(root: Path) -> Path:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], index: str | int) -> pd.DataFrame:
+    import pandas as pd
+
     if not path.is_file():
         raise DataError(f"{path} is missing; it is part of the PTB-XL release.\n{fetch_instructions(path.parent)}")
+    text = read_text(path, f"replace it with the file of the PhysioNet release ({ZIP_URL})")
     try:
-        df = pd.read_csv(path, index_col=index)
+        df = pd.read_csv(io.StringIO(text), index_col=index)
     except Exception as e:
         raise DataError(f"{path} cannot be parsed as CSV ({type(e).__name__}: {e}); re-extract the release") from e
     missing = [c for c in columns if c not in df.columns]
@@ -117,8 +136,8 @@ def _read_csv(path: Path, columns: tuple[str, ...], index: str | int) -> pd.Data
 def read_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ptbxl_database.csv (index ecg_id, scp_codes parsed to dicts) and scp_statements.csv (index code)."""
     path = root / "ptbxl_database.csv"
-    with open(path) as f:
-        header = f.readline()
+    with open(path, "rb") as f:
+        header = f.readline().decode("utf-8", errors="replace")
     if "ecg_id" not in header.split(","):
         raise DataError(f"{path} lacks the column ['ecg_id']; replace it with the file of the PhysioNet release")
     db = _read_csv(path, DATABASE_COLUMNS, "ecg_id")
@@ -163,7 +182,7 @@ def multi_hot(lists: pd.Series) -> tuple[np.ndarray, list[str]]:
 # Signals and their cache
 
 
-def fingerprint(root: Path, db: pd.DataFrame, column: str, rate: int) -> str:
+def cache_key(root: Path, db: pd.DataFrame, column: str, rate: int) -> str:
     """Hash of the database file, the rate and every record's file sizes and mtimes (cheap to recompute)."""
     h = hashlib.sha256(f"ptbxl-signals-v1 rate={rate}\n".encode())
     h.update((root / "ptbxl_database.csv").read_bytes())
@@ -191,44 +210,36 @@ def read_record(root: Path, name: str, rate: int) -> np.ndarray:
     except Exception as e:  # wfdb raises ValueError for short .dat files, others for broken headers
         raise DataError(
             f"PTB-XL record {base} (.hea/.dat) cannot be read ({type(e).__name__}: {e}); the file is probably "
-            f"truncated. Re-download it from {ZIP_URL}."
+            f"truncated: delete {base}.hea and {base}.dat and extract them again from {ZIP_URL}"
         ) from e
     expected = (SECONDS * rate, LEADS)
     if signal.shape != expected or not np.isfinite(signal).all():
-        raise DataError(f"PTB-XL record {base} has shape {signal.shape} (or non-finite values); expected {expected}")
+        raise DataError(f"PTB-XL record {base} has shape {signal.shape} (or non-finite values); expected {expected}: "
+                        f"delete {base}.hea and {base}.dat and extract them again from {ZIP_URL}")
     return signal.astype(np.float32)
-
-
-def _load_cached(path: Path, shape: tuple[int, ...], meta: dict) -> np.ndarray | None:
-    """The cached array if it is complete and describes these inputs; otherwise None."""
-    try:
-        stored = json.loads(path.with_suffix(".json").read_text())
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError, json.JSONDecodeError):
-        return None
-    if stored != meta or array.shape != shape or array.dtype != np.float32:
-        return None
-    return array
 
 
 def load_signals(root: Path, db: pd.DataFrame, rate: int, cache_dir: Path) -> np.ndarray:
     """float32 [len(db), 10 * rate, 12] in db's order, from the cache or by reading every record."""
     column = RATES[rate]
-    key = fingerprint(root, db, column, rate)
-    path = cache_dir / f"ptbxl_signals_{rate}hz_{key}.npy"
-    meta = {"rate": rate, "fingerprint": key, "ecg_ids": [int(i) for i in db.index]}
-    shape = (len(db), SECONDS * rate, LEADS)
-    cached = _load_cached(path, shape, meta)
-    if cached is not None:
-        return cached
+    key = cache_key(root, db, column, rate)
+    meta = {"rate": rate, "key": key, "ecg_ids": [int(i) for i in db.index]}
 
     def fill(signals: np.ndarray) -> None:  # 5 GB at 500 Hz: filled as a memory map, not in memory
         for i, name in enumerate(db[column]):
             signals[i] = read_record(root, name, rate)
 
-    # The meta before the array: a visible array always has its meta.
-    return fill_cached(path, shape, np.float32, fill,
-                       before_publish=lambda: atomic_write(path.with_suffix(".json"), json.dumps(meta)))
+    return cached_array(cache_dir / f"ptbxl_signals_{rate}hz_{key}.npy", (len(db), SECONDS * rate, LEADS),
+                        np.float32, fill, meta)
+
+
+def data_fingerprint(root: Path, db: pd.DataFrame, rate: int, cache_dir: Path) -> dict:
+    """The sha256 of every file read (computed once, cached in `cache_dir`), and of the zip if we downloaded it."""
+    files = [root / "ptbxl_database.csv", root / "scp_statements.csv"]
+    files += [root / f"{name}{ext}" for name in db[RATES[rate]] for ext in (".hea", ".dat")]
+    fingerprint = files_fingerprint(files, root, cache_dir)
+    archive = downloaded(root)
+    return {**fingerprint, "archive": archive} if archive else fingerprint
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,9 +273,18 @@ def global_standardisation(signals: np.ndarray, rows: np.ndarray, chunk: int = 1
     return float(mean), std if std > 0 else 1.0
 
 
+def task_spec(cfg: PtbxlConfig) -> TaskSpec:
+    """12 leads, 10 s at the chosen rate, the label set's classes as the release has them (CLASS_COUNTS)."""
+    return TaskSpec(name="ptbxl", input="signal", seq_len=SECONDS * cfg.sampling_rate,
+                    n_outputs=CLASS_COUNTS[cfg.label_set], metric="auroc", d_input=LEADS)
+
+
 @TASKS.register("ptbxl", PtbxlConfig)
 def build(cfg: PtbxlConfig, data_root: Path) -> Task:
     """PTB-XL multi-label ECG classification (12 leads, 1000 or 5000 steps, macro AUROC)."""
+    import pandas as pd
+
+    spec = task_spec(cfg)
     data_root = Path(data_root)
     if cfg.download and not any((c / "ptbxl_database.csv").is_file() for c in (data_root, data_root / VERSION_DIR)):
         download_ptbxl(data_root)
@@ -273,11 +293,15 @@ def build(cfg: PtbxlConfig, data_root: Path) -> Task:
     folds = pd.to_numeric(db["strat_fold"], errors="coerce")
     if folds.isna().any() or not folds.isin(range(1, 11)).all():
         raise DataError(f"{root / 'ptbxl_database.csv'}: strat_fold must hold integers 1..10")
-    signals = load_signals(root, db, cfg.sampling_rate, Path(cfg.cache_dir) if cfg.cache_dir else root / "cache")
-
     labels = label_lists(db, statements, cfg.label_set)
     keep = np.flatnonzero(labels.apply(len).to_numpy() > 0)  # records with no label of this set are dropped
     targets, classes = multi_hot(labels.iloc[keep])
+    if len(classes) != spec.n_outputs:
+        raise DataError(f"{root / 'ptbxl_database.csv'} with {root / 'scp_statements.csv'} label the records with "
+                        f"{len(classes)} '{cfg.label_set}' classes; PTB-XL 1.0.3 has {spec.n_outputs}. These files "
+                        f"are not (all of) the release: delete them and download it again from {ZIP_URL}")
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else root / "cache"
+    signals = load_signals(root, db, cfg.sampling_rate, cache_dir)
     fold = folds.to_numpy()[keep]
     parts = {"train": np.isin(fold, TRAIN_FOLDS), "val": fold == VAL_FOLD, "test": fold == TEST_FOLD}
     for split, mask in parts.items():
@@ -286,8 +310,8 @@ def build(cfg: PtbxlConfig, data_root: Path) -> Task:
                             f"database complete? ({root / 'ptbxl_database.csv'})")
     mean, std = global_standardisation(signals, keep[parts["train"]])
     splits = {s: EcgDataset(signals, keep[m], targets[m], mean, std) for s, m in parts.items()}
-    spec = TaskSpec(name="ptbxl", input="signal", seq_len=SECONDS * cfg.sampling_rate, n_outputs=len(classes),
-                    metric="auroc", d_input=LEADS)
     info = {"source": str(root), "label_set": cfg.label_set, "classes": classes, "rate": cfg.sampling_rate,
-            "sizes": {k: len(v) for k, v in splits.items()}, "standardisation": [mean, std]}
-    return Task(spec=spec, splits=splits, info=info)
+            "sizes": {k: len(v) for k, v in splits.items()}, "standardisation": [mean, std],
+            "fingerprint": data_fingerprint(root, db, cfg.sampling_rate, cache_dir)}
+    objective = Objective(multilabel_bce, functools.partial(MacroAUROC, classes))
+    return Task(spec=spec, splits=splits, objective=objective, info=info)

@@ -126,13 +126,19 @@ def _take(images: np.ndarray, labels: np.ndarray, idx: np.ndarray, limit: int | 
     return images[idx], labels[idx]
 
 
+def task_spec(cfg: SCifarConfig) -> TaskSpec:
+    """1024 steps of 3 channels (1 in grayscale), 10 classes: fixed by the config."""
+    return TaskSpec(name="scifar", input="signal", seq_len=1024, n_outputs=10, metric="accuracy",
+                    d_input=1 if cfg.grayscale else 3)
+
+
 @TASKS.register("scifar", SCifarConfig)
 def build(cfg: SCifarConfig, data_root: Path) -> Task:
     """Sequential CIFAR-10 classification (1024 steps x 3 channels, 10 classes, accuracy)."""
     data_root = Path(data_root)
     # The cifar_bpd task reads the same files: look in its directory too before asking for a download.
-    data, source = load_cifar10([data_root, data_root.parent / "cifar_bpd"], cfg.source, cfg.download,
-                                cfg.hf_cache_dir)
+    data, source, fingerprint = load_cifar10([data_root, data_root.parent / "cifar_bpd"], cfg.source, cfg.download,
+                                             cfg.hf_cache_dir, cache_dir=data_root / "cache")
     (train_img, train_lab), (test_img, test_lab) = data["train"], data["test"]
     if cfg.grayscale:
         train_img, test_img = to_grayscale(train_img), to_grayscale(test_img)
@@ -144,7 +150,6 @@ def build(cfg: SCifarConfig, data_root: Path) -> Task:
         "val": ImageSequences(*_take(train_img, train_lab, va.numpy(), cfg.limit), mean, std),
         "test": ImageSequences(*_take(test_img, test_lab, te, cfg.limit), mean, std),
     }
-    channels = 1 if cfg.grayscale else 3
-    spec = TaskSpec(name="scifar", input="signal", seq_len=1024, n_outputs=10, metric="accuracy", d_input=channels)
-    info = {"source": source, "sizes": {k: len(v) for k, v in splits.items()}, "normalisation": [mean, std]}
-    return Task(spec=spec, splits=splits, info=info)
+    info = {"source": source, "sizes": {k: len(v) for k, v in splits.items()}, "normalisation": [mean, std],
+            "fingerprint": fingerprint}
+    return Task(spec=task_spec(cfg), splits=splits, info=info)

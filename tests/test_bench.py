@@ -7,6 +7,7 @@ hand with the preset sweeps/experiment/bench_scaling.yaml.
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -22,13 +23,14 @@ from omegaconf import OmegaConf, open_dict
 from harness import bench
 from harness.config import BenchConfig, RunConfig
 from harness.errors import ConfigError
+from harness.jobs import dispatch
 from harness.registry import MODELS
 from harness.results import Store
 from harness.timing import PeakMemory, fit_exponent, time_calls
 from reports import bench as tables
 from reports import build
 from sweeps.studies import compare_published as study
-from tests.helpers import ROOT
+from tests.helpers import ROOT, compose_run
 
 CPU = torch.device("cpu")
 D = 16
@@ -49,7 +51,8 @@ def bench_cfg(tmp_path: Path, **fields: Any) -> Any:
 
 
 def options(**fields: Any) -> BenchConfig:
-    return BenchConfig(**{"scope": ["layer"], "lengths": [64], "passes": ["fwd"], "dtypes": ["fp32"], **fields})
+    return BenchConfig(**{"scope": ["layer"], "lengths": [64], "passes": ["fwd"], "dtypes": ["fp32"],
+                          **fields}).resolved("cpu")
 
 
 def time_row(result: bench.BenchResult, model: str = "transformer") -> list[str]:
@@ -146,7 +149,7 @@ def test_an_out_of_memory_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path
     fwd = time_row(result)  # the lengths' cells: 32, 64, 128
     assert fwd[:4] == ["transformer", "layer", "fwd", "fp32"] and fwd[5] == "oom" and float(fwd[4]) > 0
     fwd_bwd = next(line for line in tables.summary(result).splitlines() if "| fwd_bwd |" in line)
-    assert "| oom |" in fwd_bwd and "| failed |" in fwd_bwd
+    assert "| oom |" in fwd_bwd and "| fail |" in fwd_bwd
 
 
 def test_a_model_that_cannot_be_built_at_a_length_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,6 +261,38 @@ def test_the_call_budget_prediction_is_at_least_linear() -> None:
     assert bench.predicted_call_s([(1024, 1.0), (2048, 4.0)], 4096, 1) == pytest.approx(16.0 / 1e3)
     # A falling history still predicts linear growth.
     assert bench.predicted_call_s([(1024, 4.0), (2048, 1.0)], 4096, 1) == pytest.approx(2.0 / 1e3)
+
+
+def test_the_grid_defaults_to_the_device_and_set_options_win(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cpu = BenchConfig().resolved("cpu")
+    assert (cpu.lengths, cpu.dtypes, cpu.d_model, cpu.tokens_per_batch) == ([256, 512, 1024, 2048, 4096], ["fp32"],
+                                                                            64, 4096)
+    gpu = BenchConfig().resolved("cuda")  # the GPU study's grid (sweeps/experiment/bench_scaling.yaml)
+    assert (gpu.lengths, gpu.dtypes, gpu.d_model, gpu.tokens_per_batch) == ([2**k for k in range(10, 21)],
+                                                                            ["fp32", "bf16"], 256, 2**18)
+    mixed = BenchConfig(lengths=[128, 64], d_model=32).resolved("cpu")
+    assert (mixed.lengths, mixed.dtypes, mixed.d_model, mixed.tokens_per_batch) == ([64, 128], ["fp32"], 32, 4096)
+    # The job prints what it chose; its dry run shows the grid it would time, per model, measuring nothing.
+    cfg = compose_run(tmp_path, "job=bench", "bench.device=cpu", "bench.models=[transformer,s4d]", "bench.d_model=32")
+    assert bench.options(cfg).lengths == [256, 512, 1024, 2048, 4096]
+    assert capsys.readouterr().out == ("seqbench: bench: on cpu: lengths=[256, 512, 1024, 2048, 4096], "
+                                       "dtypes=['fp32'], tokens_per_batch=4096 (the defaults for this device; set "
+                                       "bench.<option> to choose)\n")
+    cfg.dry_run = True
+    assert dispatch(cfg) is None
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["model"] for line in lines] == ["transformer", "s4d"]
+    assert all(line["defaults_for"] == "cpu" and line["config"]["d_model"] == 32 and line["dtypes"] == ["fp32"]
+               and line["batch_sizes"] == [16, 8, 4, 2, 1] for line in lines)
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_sweep_name_stays_under_paths_root(tmp_path: Path) -> None:
+    for name in ("../../x", "/abs", "a/b", ".hidden"):
+        with pytest.raises(ConfigError, match="must be a plain name"):
+            dispatch(compose_run(tmp_path, "job=bench", "bench.device=cpu", f"sweep={name}"))
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_batch_is_fixed_or_holds_tokens_constant() -> None:

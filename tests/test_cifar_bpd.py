@@ -21,6 +21,7 @@ from tasks.cifar_bpd import (
     nll_per_subpixel,
     sample,
     sample_pixels,
+    task_spec,
 )
 from tests.fixtures import write_cifar_python
 
@@ -47,6 +48,7 @@ def test_task_shifts_and_scales(cifar_root):
     root, written = cifar_root
     task = TASKS.build(TASKS.config("cifar_bpd", val_size=10, download=False), root)
     spec = task.spec
+    assert spec == task_spec(TASKS.config("cifar_bpd")) and len(task.info["fingerprint"]["sha256"]) == 64
     assert (spec.input, spec.seq_len, spec.d_input, spec.n_outputs) == ("signal", 1024, 3, 100)
     assert spec.output == "sequence" and spec.causal and spec.metric == "bpd"
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 40, "val": 10, "test": 10}
@@ -61,7 +63,7 @@ def test_task_shifts_and_scales(cifar_root):
     metric = task.objective.metric()
     assert metric.name == "bpd" and metric.higher_is_better is False
     soft = TASKS.build(TASKS.config("cifar_bpd", val_size=10, download=False, likelihood="softmax"), root)
-    assert soft.spec.n_outputs == 768
+    assert soft.spec.n_outputs == 768 and soft.spec == task_spec(TASKS.config("cifar_bpd", likelihood="softmax"))
     with pytest.raises(ConfigError, match="task.likelihood"):
         TASKS.config("cifar_bpd", likelihood="flow")
     with pytest.raises(ConfigError, match="task.limit"):

@@ -17,6 +17,7 @@ from harness.__main__ import list_registered
 from harness.errors import DataError, UserError
 from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
+from run import hydra_message
 from tests.helpers import ROOT, compose_run, run_py
 
 
@@ -43,17 +44,40 @@ def test_a_bad_input_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     assert "Traceback" not in out.stdout
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["task=nosuch", "model=transformer"], "Could not find 'task/nosuch'"),
-    (["task=listops", "model=nosuch"], "Could not find 'model/nosuch'"),
-    (["task=listops", "model=transformer", "train.nosuch=1"], "Key 'nosuch' not in 'TrainConfig'"),
-    (["task=listops", "model=transformer", "model.nosuch=1"], "Key 'nosuch' not in 'TransformerConfig'"),
+@pytest.mark.parametrize(("args", "expected", "line"), [
+    (["task=nosuch", "model=transformer"], "Could not find 'task/nosuch'",
+     "Could not find 'task/nosuch'; choose one of cifar_bpd, listops, ptbxl, scifar, speech_commands"),
+    (["task=listops", "model=nosuch"], "Could not find 'model/nosuch'", "Could not find 'model/nosuch'; choose one of"),
+    (["task=listops", "model=transformer", "train.nosuch=1"], "Key 'nosuch' not in 'TrainConfig'",
+     "train.nosuch is not an option; `python -m harness list` shows every task and model option"),
+    (["task=listops", "model=transformer", "train.epoch=1"], "Key 'epoch' not in 'TrainConfig'",
+     "train.epoch is not an option (did you mean train.epochs?)"),
+    (["task=listops", "model=transformer", "model.n_head=1"], "Key 'n_head' not in 'TransformerConfig'",
+     "model.n_head is not an option (did you mean model.n_heads?)"),
+    (["task=listops", "model.d_model=8"], "Key 'd_model' is not in struct",
+     "model.d_model is an option of the model, but no model is chosen: add model=<name>"),
+    (["task=listops", "model=transformer", "train.epochs=abc"], "could not be converted to Integer",
+     "train.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["task=listops", "model=transformer", "train.epochs=[1"], "no viable alternative",
+     "cannot parse 'train.epochs=[1': no viable alternative at input '[1'"),
 ])
-def test_a_bad_override_is_refused_while_composing(tmp_path: Path, args: list[str], expected: str) -> None:
-    # Hydra prints a CompactHydraException (and the OmegaConf error that caused it) as a message, no traceback.
+def test_a_bad_override_is_refused_while_composing(tmp_path: Path, args: list[str], expected: str, line: str) -> None:
+    # Hydra raises a CompactHydraException (with the OmegaConf error that caused it); run.py prints it as one line.
     with pytest.raises(CompactHydraException) as error:
         compose_run(tmp_path, *args)
     assert expected in f"{error.value}\n{error.value.__cause__}"
+    message = hydra_message(error.value)
+    assert line in message and "\n" not in message
+
+
+def test_hydra_errors_are_one_line_and_exit_status_2_unless_debugging(tmp_path: Path) -> None:
+    args = ["task=listops", "model=transformer", "train.epoch=1"]
+    out = run_py(tmp_path, *args, env=clean_env(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["seqbench: error: train.epoch is not an option (did you mean train.epochs?); "
+                                       "`python -m harness list` shows every task and model option"]
+    debug = run_py(tmp_path, *args, env={**clean_env(tmp_path), "SEQBENCH_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "ConfigCompositionException" in debug.stderr
 
 
 @pytest.mark.parametrize(("args", "expected"), [

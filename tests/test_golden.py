@@ -27,7 +27,6 @@ from models import MODELS
 
 GOLDEN = Path(__file__).parent / "golden"
 RTOL = 1e-9  # float64 on both sides: only the order of floating-point operations differs
-FP32_RTOL = 1e-5  # a computation in fp32 (eps 1.2e-7), sums over tens of terms; observed up to 8e-7
 
 
 @dataclass
@@ -243,21 +242,6 @@ def sgconv_layer(golden: Golden) -> nn.Module:
     return nn.ModuleDict({"layer": block.mixer, "output_linear": block.channel_mixer}).double().eval()
 
 
-# Known deviations: where a float64 layer of ours still computes in fp32. Patching these three casts out makes every
-# comparison of this file agree with the published numbers to 1e-14, so they are the only differences found.
-FP32_CONV = ("models/longconv.py ConvLayer.forward casts the kernel and D to fp32 (.float()), so the FFT convolution "
-             "runs in fp32 even for a float64 layer: output and gradients ~1e-7 relative off the published float64")
-FP32_DPLR = ("models/s4.py dplr_kernel rounds the bilinear factor (1 + omega) to complex64: the S4 kernel is ~6e-9 "
-             "relative (to its largest tap) off the published float64 kernel")
-FP32_SGCONV = ("models/sgconv.py raw_kernel builds the kernel from w.float() (and decay.float(), a float32 arange): "
-               "~1e-7 relative off the published float64 kernel")
-
-
-def xfail(name: str, reason: str) -> Any:
-    """Expected to fail a comparison (an AssertionError; any other error fails the test) until the cast goes."""
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
-
-
 SSM_GOLDENS = ["s4_dplr", "s4_dplr_bidirectional", "s4d_zoh", "s4d_bilinear_bidirectional"]
 SGCONV_GOLDENS = ["sgconv_cat", "sgconv_sum_learnable_bidirectional"]
 
@@ -279,7 +263,7 @@ def conv_forward_backward(golden: Golden, module: nn.Module) -> tuple[torch.Tens
     return forward_backward(call, x, golden), x
 
 
-@pytest.mark.parametrize("name", [xfail(name, FP32_CONV) for name in SSM_GOLDENS + SGCONV_GOLDENS])
+@pytest.mark.parametrize("name", SSM_GOLDENS + SGCONV_GOLDENS)
 def test_conv_layer(name: str) -> None:
     golden, module, names = conv_module(name)
     out, x = conv_forward_backward(golden, module)
@@ -289,19 +273,6 @@ def test_conv_layer(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SSM_GOLDENS + SGCONV_GOLDENS)
-def test_conv_layer_to_fp32_accuracy(name: str) -> None:
-    """While the convolution runs in fp32 (FP32_CONV): the same comparisons at fp32 accuracy, so that a wrong
-    formula, mapping or layout (errors of order one) still fails here."""
-    golden, module, names = conv_module(name)
-    out, x = conv_forward_backward(golden, module)
-    check(out, golden.output, "output", FP32_RTOL)
-    check(x.grad, golden.grad_inputs["x"], "input gradient", FP32_RTOL)
-    check_gradients(module, golden, names, FP32_RTOL)
-
-
-@pytest.mark.parametrize("name", ["s4d_zoh", "s4d_bilinear_bidirectional"]
-                         + [xfail(name, FP32_DPLR) for name in ("s4_dplr", "s4_dplr_bidirectional")]
-                         + [xfail(name, FP32_SGCONV) for name in SGCONV_GOLDENS])
 def test_conv_kernel(name: str) -> None:
     golden, module, _ = conv_module(name)
     layer = module["layer"] if isinstance(module, nn.ModuleDict) else module

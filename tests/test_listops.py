@@ -1,7 +1,10 @@
-"""ListOps: the generator against an independent evaluator, the release format, the tokeniser."""
+"""ListOps: the generator against an independent evaluator, the release format, the tokeniser, the spec from the
+config, the integrity of generated sets, the data fingerprint, and one-line errors for bad files."""
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -193,8 +196,103 @@ def test_interrupted_generation_is_not_read(tmp_path: Path) -> None:
     half = listops.generated_dir(tmp_path, settings)
     half.mkdir(parents=True)
     (half / "basic_train.tsv").write_text("Source\tTarget\n")  # what a killed generation might leave
-    out = listops.ensure_generated(tmp_path, settings)
+    with pytest.warns(UserWarning, match="never completed"):
+        out = listops.ensure_generated(tmp_path, settings)
     assert len(listops.read_release(out)["train"]) == 20
+
+
+TINY = ListOpsConfig(n_train=40, n_val=10, n_test=10, min_length=10, max_length=50, max_depth=4)
+
+
+def test_spec_from_the_config_equals_the_built_one(tmp_path: Path) -> None:
+    generated = listops.build(TINY, tmp_path)
+    assert generated.spec == listops.task_spec(TINY)
+    root = tmp_path / "listops-1000"
+    listops.write_release(listops.generate(SMALL), root)
+    cfg = ListOpsConfig(root=str(root), l_max=2000, append_eos=False)
+    assert listops.build(cfg, root).spec == listops.task_spec(cfg)
+    assert listops.task_spec(cfg).seq_len == 2000
+
+
+def test_lra_reading_appends_no_eos_and_cuts_nothing(tmp_path: Path) -> None:
+    task = listops.build(ListOpsConfig(**{**TINY.__dict__, "append_eos": False}), tmp_path)
+    rows = listops.read_release(Path(task.info["dir"]))["val"].rows
+    for (ids, label), (source, target) in zip(task.splits["val"].items, rows):
+        assert len(ids) == token_count(source) and listops.EOS not in ids.tolist() and label == target
+
+
+def test_fingerprint_of_generated_and_released_data(tmp_path: Path) -> None:
+    task = listops.build(TINY, tmp_path)
+    fp = task.info["fingerprint"]
+    assert fp["generator_version"] == listops.GENERATOR_VERSION
+    assert fp["settings"] == listops.settings_of(TINY).__dict__ and len(fp["sha256"]) == 64 and fp["files"] == 3
+    assert listops.build(TINY, tmp_path / "elsewhere").info["fingerprint"] == fp  # a function of the settings
+    root = tmp_path / "release"
+    listops.write_release(listops.generate(SMALL), root)
+    released = listops.build(ListOpsConfig(root=str(root)), root).info["fingerprint"]
+    path = root / "basic_test.tsv"
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n"))  # the same examples, other bytes
+    again = listops.build(ListOpsConfig(root=str(root)), root).info["fingerprint"]
+    assert again["sha256"] != released["sha256"] and again["bytes"] < released["bytes"]
+
+
+def test_generated_file_cut_to_half_its_rows_is_generated_again(tmp_path: Path) -> None:
+    first = listops.build(TINY, tmp_path)
+    train = Path(first.info["dir"]) / "basic_train.tsv"
+    lines = train.read_bytes().splitlines(keepends=True)
+    train.write_bytes(b"".join(lines[: 1 + (len(lines) - 1) // 2]))  # a header and half the rows: a valid file
+    assert len(listops.read_split(train)) == 20
+    with pytest.warns(UserWarning, match="basic_train.tsv has .* bytes, its manifest.json says"):
+        again = listops.build(TINY, tmp_path)
+    assert again.info["sizes"]["train"] == 40
+    assert [again.splits["train"][i][1] for i in range(40)] == [first.splits["train"][i][1] for i in range(40)]
+
+
+def test_generated_file_altered_with_its_size_kept_is_generated_again(tmp_path: Path) -> None:
+    first = listops.build(TINY, tmp_path)
+    val = Path(first.info["dir"]) / "basic_val.tsv"
+    raw = val.read_bytes()
+    label = raw.rstrip()[-1:]
+    val.write_bytes(raw.rstrip()[:-1] + (b"0" if label != b"0" else b"1") + b"\r\n")  # one wrong label
+    with pytest.warns(UserWarning, match="basic_val.tsv does not match the sha256"):
+        again = listops.build(TINY, tmp_path)
+    assert again.splits["val"][9][1] == first.splits["val"][9][1]
+    manifest = json.loads((Path(first.info["dir"]) / "manifest.json").read_text())
+    assert manifest["files"]["basic_val.tsv"]["rows"] == 10 and manifest["settings"]["seed"] == 0
+
+
+def write_splits(root: Path, train: bytes) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("val", "test"):
+        (root / f"basic_{split}.tsv").write_text("Source\tTarget\n( [MAX 1 2 ] )\t2\n")
+    (root / "basic_train.tsv").write_bytes(train)
+
+
+def test_unknown_tokens_name_file_and_line_unless_allowed(tmp_path: Path) -> None:
+    write_splits(tmp_path, b"Source\tTarget\n( [MAX 1 2 ] )\t2\n\n( [MIN 4 [AVG 3 ] ] )\t3\n")
+    with pytest.raises(DataError, match=r"basic_train.tsv, line 4: unknown token '\[AVG'.*task.allow_unk=true"):
+        listops.build(ListOpsConfig(root=str(tmp_path)), tmp_path)
+    task = listops.build(ListOpsConfig(root=str(tmp_path), allow_unk=True), tmp_path)
+    v = listops.VOCAB
+    assert task.splits["train"][1][0].tolist() == [v["[MIN"], v["4"], listops.UNK, v["3"], v["X"], v["X"],
+                                                   listops.EOS]
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path: Path) -> None:
+    write_splits(tmp_path, b"Source\tTarget\n( [MAX 1 2 ] )\t2\n( [MAX 1 \xb2 ] )\t2\n")
+    with pytest.raises(DataError, match=r"basic_train.tsv, line 3: byte 0xb2 is not UTF-8") as err:
+        listops.read_release(tmp_path)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_a_line_over_the_csv_field_limit_is_read(tmp_path: Path) -> None:
+    long = "( [SM " + "1 " * 70_000 + "] )"  # 140,000 characters, over csv's default limit of 131,072
+    assert len(long) > 131_072
+    write_splits(tmp_path, f"Source\tTarget\n{long}\t0\n".encode())
+    split = listops.read_split(tmp_path / "basic_train.tsv")
+    assert split.rows == [(long, 0)] and csv.field_size_limit() >= len(long)
+    task = listops.build(ListOpsConfig(root=str(tmp_path), l_max=64), tmp_path)
+    assert len(task.splits["train"][0][0]) == 64  # truncated to l_max as the S4 pipeline does
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -205,6 +303,8 @@ def test_interrupted_generation_is_not_read(tmp_path: Path) -> None:
     ("Source\tTarget\n", "holds a header but no examples"),
     ("Source\tTarget\n( [MAX 1 ] )\t1\n( [MAX 1 ] )\tseven\n", "line 3"),
     ("Source\tTarget\n( [MAX 1 ] )\t12\n", "label 0-9"),
+    ("Source\tTarget\n( [MAX 1 ] )\t1\n( [MAX 3 ] )\t\u0663\n", "line 3: expected an expression and a label 0-9 (an "
+                                                              "ASCII digit)"),  # an Arabic-Indic three
     ("Source\tTarget\n( [MAX 1 ] )\n", "line 2"),
 ])
 def test_bad_release_files_are_named(tmp_path: Path, content: str, message: str) -> None:

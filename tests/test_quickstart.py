@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from harness.jobs import dispatch
 from harness.registry import MODELS
-from tests.helpers import run_py
+from tests.helpers import compose_run, run_py
 
 TINY = ["quickstart.n_train=64", "quickstart.n_val=16", "quickstart.n_test=16", "quickstart.min_length=8",
         "quickstart.max_length=70", "quickstart.max_depth=3", "quickstart.epochs=1", "quickstart.d_model=8",
@@ -30,3 +33,13 @@ def test_quickstart_trains_every_model_and_writes_the_leaderboard(tmp_path: Path
     # Rerunning finds every run complete and trains nothing.
     again = run_py(tmp_path, *TINY, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already complete, skipped") == len(MODELS.names())
+
+
+def test_the_quickstart_dry_run_checks_every_model_without_data(tmp_path: Path) -> None:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert dispatch(compose_run(tmp_path, *TINY, "dry_run=true")) is None
+    lines = [json.loads(line) for line in printed.getvalue().splitlines()]
+    assert sorted(line["model"] for line in lines) == MODELS.names()
+    assert all(line["task"] == "listops" and line["params"] > 0 and line["status"] is None for line in lines)
+    assert not list(tmp_path.iterdir())

@@ -1,49 +1,94 @@
-"""Reports from a synthetic store with known numbers: tables, statistics, LaTeX, the HTML page in Chromium."""
+"""Reports from stores with known numbers: statistics, which published number a run gets, paper settings against
+reduced ones, runs that did not complete, code versions, escaping, the LaTeX document (compiled when pdflatex is
+present), the HTML page in Chromium, the benchmark's tables and the output folder's rebuild."""
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import shutil
 import subprocess
+import sys
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats as sps
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataError
 from harness.results import Store
 from reports import build
 from reports.__main__ import main
 from reports.ablation import ablations
-from reports.leaderboard import boards
-from reports.load import load
-from reports.references import load_references
+from reports.build import MANIFEST
+from reports.leaderboard import NO_PUBLISHED, boards
+from reports.load import load, run_row
+from reports.plots import clipped_error
+from reports.references import load_references, published_for
 from reports.stats import paired, summarize
+from tests.helpers import ROOT, compose_run, run_py
 
 CHROMIUM = Path("/usr/bin/chromium")
-# Test accuracies per model and seed (fractions, as the store holds them).
+# Test accuracies per model and seed (fractions, as the store holds them), all at the papers' settings.
 ACC = {"multires": [0.50, 0.60, 0.70], "s4": [0.40, 0.45, 0.53]}
+PRESET = {"multires": "multires_listops", "s4": "s4_listops", "transformer": "transformer_lra_listops",
+          "s4d": "s4d_listops"}
+LISTOPS_SIZES = {"train": 96_000, "val": 2_000, "test": 2_000}  # the LRA release
 
 
-def config(task: str, model: str, seed: int, d_model: int = 64, lr: float = 1e-3) -> dict:
-    return {"task": {"name": task, "root": None}, "model": {"name": model, "d_model": d_model}, "seed": seed,
-            "sweep": "x", "train": {"epochs": 2}, "optim": {"lr": lr}, "paths": {"root": "elsewhere"}}
+@cache
+def composed(*overrides: str) -> dict[str, Any]:
+    """The config run.py composes for these overrides, as a record holds it (no Hydra node)."""
+    tree = OmegaConf.to_container(compose_run(Path("/nonexistent/results"), *overrides), resolve=True)
+    tree.pop("hydra", None)
+    return tree
 
 
-def train_record(run_id: str, model: str, seed: int, test: float | None, status: str = "complete",
-                 sweep: str = "main", task: str = "listops", metric: str = "accuracy", **cfg) -> dict:
-    record = {"run_id": run_id, "kind": "train", "sweep": sweep, "task": task, "model": model, "seed": seed,
-              "status": status, "config": config(task, model, seed, **cfg), "params": 360_000, "error": None}
+def flat(*overrides: str) -> dict[str, Any]:
+    """The flat config (task.* and model.* keys among them) a leaderboard row of these overrides has."""
+    return run_row({"config": composed(*overrides)})["flat_config"]
+
+
+def record(run_id: str, config: dict[str, Any], seed: Any, test: float | None, status: str = "complete",
+           sweep: str = "main", metric: str = "accuracy", sizes: dict[str, int] | None = None,
+           versions: dict[str, int] | None = None, params: int = 360_000, error: str | None = None) -> dict:
+    config = {**config, "seed": seed, "sweep": sweep}
+    rec = {"run_id": run_id, "kind": "train", "sweep": sweep, "task": config["task"]["name"],
+           "model": config["model"]["name"], "seed": seed, "status": status, "config": config, "params": params,
+           "error": error, "data": {"sizes": sizes} if sizes else {}}
+    if versions is not None:
+        rec["versions"] = versions
     if status == "complete":
-        record["metrics"] = {"metric": metric, "higher_is_better": metric != "bpd", "val": test + 0.01, "test": test,
-                             "best_epoch": 2, "history": [{"epoch": e, "train_loss": 2.0 / e, "val": test * e / 2,
-                                                           "test": test, "lr": 1e-3} for e in (1, 2)]}
-        record["throughput"] = {"train_samples_per_s": 50.0, "train_tokens_per_s": 1e5}
+        rec["metrics"] = {"metric": metric, "higher_is_better": metric != "bpd", "val": test + 0.01, "test": test,
+                          "best_epoch": 2, "history": [{"epoch": e, "train_loss": 2.0 / e, "val": test * e / 2,
+                                                        "test": test, "lr": 1e-3} for e in (1, 2)]}
+        rec["throughput"] = {"train_samples_per_s": 50.0, "train_tokens_per_s": 1e5}
     else:
-        record["error"] = f"{status}: synthetic"
-    return record
+        rec["error"] = error or f"Traceback (most recent call last):\n  ...\nRuntimeError: {status}: synthetic"
+    return rec
+
+
+def synthetic(task: str, model: str, d_model: int = 64, lr: float = 1e-3) -> dict:
+    """A hand-written config, unlike any preset (for the ablation tables)."""
+    return {"task": {"name": task, "root": None}, "model": {"name": model, "d_model": d_model},
+            "train": {"epochs": 2}, "optim": {"lr": lr}, "paths": {"root": "elsewhere"}}
+
+
+def bench_record(model: str, length: int, status: str = "complete", slow: float = 1.0) -> dict:
+    metrics: dict[str, Any] = {"scope": "layer", "pass": "fwd", "dtype": "fp32", "length": length, "batch_size": 2}
+    if status == "complete":
+        metrics.update(time_ms=slow * length / 1e3, tokens_per_s=2 * length / (slow * length / 1e6),
+                       peak_bytes=slow * length * 2**12)
+    return {"run_id": f"bench-{model}-{length}", "kind": "bench", "sweep": "bench", "task": None, "model": model,
+            "seed": 0, "status": status, "metrics": metrics,
+            "config": {"bench": {"d_model": 256, "tokens_per_batch": 2**18, "batch_size": None, "warmup": 2,
+                                 "repeats": 10, "point_budget_s": 1.0, "max_call_s": 0.5, "max_total_s": 500,
+                                 "device": "cuda", "model_overrides": None}},
+            "env": {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11", "cuda": "13.0", "host": "vm"}}
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +97,29 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     s = Store(root)
     for model, accs in ACC.items():
         for seed, acc in enumerate(accs):
-            s.write(train_record(f"{model}-{seed}", model, seed, acc))
-    s.write(train_record("s4-3", "s4", 3, None, status="failed"))
-    s.write(train_record("transformer-0", "transformer", 0, None, status="oom"))
-    s.write(train_record("bpd-0", "multires", 0, 3.1, task="cifar_bpd", metric="bpd"))
-    s.write(train_record("bpd-1", "multires", 1, 2.9, task="cifar_bpd", metric="bpd"))
+            # multires: code version 2 for its last seed, the others 1; s4's records predate versions.
+            versions = {"model": 2 if seed == 2 else 1, "task": 1, "harness": 1} if model == "multires" else None
+            s.write(record(f"{model}-{seed}", composed(f"+experiment={PRESET[model]}"), seed, acc,
+                           sizes=LISTOPS_SIZES, versions=versions))
+    s.write(record("s4-3", composed("+experiment=s4_listops"), 3, None, status="failed", sizes=LISTOPS_SIZES))
+    s.write(record("transformer-0", composed("+experiment=transformer_lra_listops"), 0, None, status="oom"))
+    s.write(record("s4d-0", composed("+experiment=s4d_listops"), 0, None, status="diverged",
+                   error="non-finite train loss (nan) at epoch 3, step 5000"))
+    bpd = composed("+experiment=multires_cifar_bpd")
+    for seed, value in ((0, 3.1), (1, 2.9)):
+        s.write(record(f"bpd-{seed}", bpd, seed, value, metric="bpd", sizes={"train": 48_000, "val": 2_000,
+                                                                             "test": 10_000}))
     # An ablation sweep over width and learning rate (two seeds each).
     for d_model, lr, base in ((32, 1e-3, 0.30), (64, 1e-3, 0.35), (64, 3e-3, 0.45)):
         for seed in (0, 1):
-            s.write(train_record(f"abl-{d_model}-{lr}-{seed}", "sgconv", seed, base + seed / 100, sweep="abl",
-                                 d_model=d_model, lr=lr))
+            s.write(record(f"abl-{d_model}-{lr}-{seed}", synthetic("listops", "sgconv", d_model, lr), seed,
+                           base + seed / 100, sweep="abl"))
     for model, slow in (("multires", 1.0), ("transformer", 4.0)):
         for length in (1024, 4096, 16384):
             oom = model == "transformer" and length == 16384
-            metrics = {"scope": "layer", "pass": "fwd", "dtype": "fp32", "length": length, "batch_size": 2}
-            if not oom:
-                metrics.update(time_ms=slow * length / 1e3, tokens_per_s=2 * length / (slow * length / 1e6),
-                               peak_bytes=slow * length * 2**12)
-            s.write({"run_id": f"bench-{model}-{length}", "kind": "bench", "sweep": "bench", "task": None,
-                     "model": model, "seed": 0, "status": "oom" if oom else "complete", "metrics": metrics})
+            s.write(bench_record(model, length, "oom" if oom else "complete", slow))
+    s.write(bench_record("s4", 1024))
+    s.write(bench_record("s4", 4096, "failed"))
     (root / "torn.json").write_text('{"run_id": "half')  # a half-written file from elsewhere: skipped
     return root
 
@@ -108,18 +157,20 @@ def test_paired_t_test_by_hand():
 def test_leaderboard_numbers_exact(store: Path):
     b = board_of(store, "listops")
     rows = b.rows.set_index("label")
-    assert list(b.rows["label"]) == ["multires", "s4", "transformer"]  # best first
+    assert list(b.rows["label"]) == ["multires", "s4"]  # best first; the oom and diverged runs are not ranked
     assert rows.loc["multires", "mean"] == pytest.approx(60.0, abs=1e-9)
     assert rows.loc["multires", "std"] == pytest.approx(10.0, abs=1e-9)
     assert rows.loc["multires", "n"] == 3
     assert rows.loc["s4", "mean"] == pytest.approx(46.0, abs=1e-9)
     assert rows.loc["s4", "std"] == pytest.approx(math.sqrt(((6**2) + 1 + 7**2) / 2), abs=1e-9)
-    # Published MultiresNet ListOps (62.75) and S4 (59.60) from references.yaml: Δ = ours − published.
+    # At the papers' settings, so Δ = ours − published (MultiresNet 62.75, updated S4 59.60).
+    assert rows.loc["multires", "settings"].at_paper and rows.loc["s4", "settings"].at_paper
     assert rows.loc["multires", "ref_value"] == 62.75
     assert rows.loc["multires", "delta"] == pytest.approx(-2.75, abs=1e-9)
     assert rows.loc["s4", "delta"] == pytest.approx(46.0 - 59.60, abs=1e-9)
     assert rows.loc["multires", "params"] == 360_000
     table = b.table.set_index("model")
+    assert table.loc["multires", "settings"] == "paper"
     assert table.loc["multires", "test acc (%) ↑"] == "60.00 ± 10.00"
     assert table.loc["multires", "Δ vs published"] == "-2.75"
     assert table.loc["multires", "95% CI"] == f"[{60 - 24.84:.2f}, {60 + 24.84:.2f}]"  # t·s/√n = 4.3027·10/√3
@@ -129,19 +180,115 @@ def test_leaderboard_numbers_exact(store: Path):
     assert comp["shared seeds"] == 3 and comp["mean A - B"] == pytest.approx(14.0, abs=1e-9)
 
 
-def test_partial_store_statuses(store: Path):
-    table = board_of(store, "listops").table.set_index("model")
+def test_runs_that_did_not_complete_are_listed_apart_never_ranked(store: Path):
+    b = board_of(store, "listops")
+    table = b.table.set_index("model")
     assert table.loc["s4", "status"] == "3 complete, failed (1)"
-    assert table.loc["transformer", "status"] == "0 complete, oom (1), no record for seed 1, 2, 3"
-    assert table.loc["transformer", "test acc (%) ↑"] == "—"
+    assert "transformer" not in table.index and "s4d" not in table.index
+    apart = b.incomplete.set_index("run id")
+    assert apart.loc["transformer-0", "status"] == "oom" and apart.loc["s4-3", "status"] == "failed"
+    assert apart.loc["s4d-0", "status"] == "diverged"
+    assert apart.loc["s4d-0", "reason"] == "non-finite train loss (nan) at epoch 3, step 5000"
+    assert apart.loc["s4-3", "reason"] == "RuntimeError: failed: synthetic"  # a traceback's last line
 
 
 def test_lower_is_better_metric(store: Path):
     b = board_of(store, "cifar_bpd")
     assert not b.higher_is_better and b.metric == "bpd"
     row = b.rows.iloc[0]
+    assert row["settings"].at_paper
     assert row["mean"] == pytest.approx(3.0) and row["delta"] == pytest.approx(3.0 - 2.84)
     assert "test bits/dim ↓" in b.table.columns
+
+
+def test_published_number_is_the_one_of_the_runs_own_setting():
+    refs = load_references().refs
+
+    def number(task: str, model: str, *overrides: str) -> float | None:
+        ref = published_for(refs, task, model, flat(f"task={task}", f"model={model}", *overrides))
+        return None if ref is None else ref.value
+
+    # S4D: the initialisation decides (models/s4d.py `init`: diag-lin is the default; legs and diag-legs agree).
+    assert number("listops", "s4d") == 60.52  # S4D-Lin
+    assert number("listops", "s4d", "model.init=legs") == 60.47  # S4D-LegS
+    assert number("listops", "s4d", "model.init=diag-legs") == 60.47
+    assert number("listops", "s4d", "model.init=diag-inv") == 60.18  # S4D-Inv
+    assert number("scifar", "s4d") == 90.42  # sCIFAR (RGB) S4D-Lin
+    assert number("scifar", "s4d", "task.grayscale=true") is None  # only a validation number for grayscale
+    assert number("scifar", "s4", "task.grayscale=true") == 88.65 and number("scifar", "s4") == 91.80
+    # MultiresNet: tied or untied filters; a tree selection no paper reports has no number.
+    assert number("listops", "multires", "model.share_filters=false") == 61.85
+    assert number("scifar", "multires") == 93.15
+    assert number("scifar", "multires", "task.grayscale=true") is None
+    assert number("listops", "multires", "model.tree_select=uniform") is None
+    # WavSpA: the transform and the attention decide.
+    assert number("listops", "wavspa") == 55.40
+    assert number("listops", "wavspa", "model.wavelet=ortho") == 45.95
+    assert number("listops", "wavspa", "model.wavelet=lift", "model.attention=linear") == 38.35
+    # Task settings: a shorter ListOps is another benchmark; PTB-XL per label set; Speech Commands at 16 kHz.
+    assert number("listops", "s4d", "task.max_length=40") is None
+    assert number("ptbxl", "multires", "task.label_set=form") == 0.896
+    assert number("speech_commands", "s4d") == 96.25
+    assert number("speech_commands", "s4d", "task.eval_rate=8000") is None
+
+
+def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
+    s = Store(tmp_path / "store")
+    for seed in (0, 1):
+        s.write(record(f"legs-{seed}", composed("task=listops", "model=s4d", "model.init=legs"), seed, 0.3))
+        s.write(record(f"uniform-{seed}", composed("task=listops", "model=multires", "model.tree_select=uniform"),
+                       seed, 0.2))
+    b = board_of(tmp_path / "store", "listops")
+    table = b.table.set_index("model")
+    footnote = [r.label for r in b.references].index("S4D-LegS") + 1
+    assert table.loc["s4d", "published"] == f"60.47 [{footnote}]" and table.loc["s4d", "settings"] == "reduced"
+    assert table.loc["s4d", "Δ vs published"] == "—"  # reduced: no Δ
+    assert table.loc["multires", "published"] == NO_PUBLISHED
+    settings = b.rows.set_index("label").loc["s4d", "settings"]
+    assert str(settings.preset) == "s4d_listops with model.init=legs"
+    assert {d.key: (d.ours, d.paper) for d in settings.differences}["train.epochs"] == (10, 40)
+    assert any(n.text.startswith("s4d: reduced against s4d_listops with model.init=legs: ") for n in b.notes)
+
+
+def test_a_two_epoch_transformer_on_a_40_row_file_is_reduced(tmp_path: Path):
+    """A real run on an LRA-format file of 40 training rows: its config keeps ListOps' settings (the file is read,
+    not generated), so it gets the LRA Transformer's number, but it is not at paper settings and has no Δ."""
+    lra = tmp_path / "lra"
+    done = subprocess.run([sys.executable, "-m", "tasks.listops", "generate", "--out", str(lra), "--train", "40",
+                           "--val", "8", "--test", "8", "--min-length", "10", "--max-length", "60", "--max-depth",
+                           "3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = run_py(tmp_path, "task=listops", f"task.root={lra}", "task.l_max=64", "model=transformer",
+                 "model.d_model=32", "model.n_layers=1", "model.d_ff=200", "train.epochs=2", "train.batch_size=8")
+    assert out.returncode == 0, out.stderr[-2000:]
+    b = board_of(tmp_path / "results" / "store", "listops", sweep=None)
+    row, cells = b.rows.iloc[0], b.table.iloc[0]
+    assert row["params"] == pytest.approx(18_600, rel=0.03)
+    assert cells["settings"] == "reduced" and cells["Δ vs published"] == "—" and math.isnan(row["delta"])
+    assert cells["published"].startswith("36.37 [")  # LRA's Transformer: the task's settings are ListOps'
+    assert "data train size 40 (paper 96000)" in row["settings"].describe()
+    assert "train.epochs 2" not in row["settings"].describe(most=1)  # the data size is named first
+
+
+def test_mixed_code_versions_get_a_note(store: Path):
+    notes = [n.text for n in board_of(store, "listops").notes if n.text.startswith("Mixed code versions")]
+    assert any("model multires runs here come from version 1 (multires); version 2 (multires)" in n for n in notes)
+    assert any("task listops" in n and "version 1 (multires)" in n and "unrecorded (s4" in n for n in notes)
+
+
+def test_records_without_one_integer_seed_are_skipped_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    s = Store(tmp_path)
+    s.write(record("good", synthetic("listops", "s4"), 0, 0.5))
+    s.write(record("listed", synthetic("listops", "s4"), [0, 1], 0.5))
+    bad = record("noseed", synthetic("listops", "s4"), 0, 0.5)
+    del bad["seed"]
+    s.write(bad)
+    runs, _ = load(tmp_path)
+    assert list(runs["run_id"]) == ["good"]
+    err = capsys.readouterr().err
+    assert f"skipping record {tmp_path / 'listed.json'}: its seed is [0, 1]" in err
+    assert f"skipping record {tmp_path / 'noseed.json'}: its seed is null" in err
+    build(tmp_path, tmp_path / "out")  # and the report is written
 
 
 def test_ablation_finds_varied_keys(store: Path):
@@ -154,17 +301,34 @@ def test_ablation_finds_varied_keys(store: Path):
     assert rows["std"].tolist() == pytest.approx([math.sqrt(0.5)] * 3, abs=1e-9)
 
 
-def test_report_files(report: Path, store: Path, capsys: pytest.CaptureFixture[str]):
+def test_report_files(report: Path, store: Path):
     out = report.parent
     text = report.read_text()
     assert report.name == "leaderboard.md"
-    assert "| multires | 3 complete, no record for seed 3 | 3 | 60.00 ± 10.00 |" in text
+    assert "| multires | paper | 3 complete, no record for seed 3 | 3 | 60.00 ± 10.00 |" in text
+    assert "runs that did not complete (not ranked)" in text
     assert "## Ablation: sweep abl, listops" in text and "oom" in text
-    for name in ("report.html", "leaderboard.tex", "summary.csv"):
+    for name in ("report.html", "report.tex", "summary.csv", MANIFEST):
         assert (out / name).stat().st_size > 0
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert "scaling_layer_fwd_fp32.png" in figures and "curves_listops.png" in figures
+    assert "scaling_layer_fwd_fp32.png" in figures and "curves_cifar_bpd.png" in figures
+    assert sum(f.startswith("curves_listops_max_args") for f in figures) == 2  # two ListOps settings
+    assert max(len(f) for f in figures) <= len("curves_") + 48 + len(".png")
     assert all(f"figures/{f}" in text for f in figures)
+    # summary.csv: one row per readable record, training runs and benchmark points.
+    with (out / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(1 for _ in Store(store).records(warn=False))
+    multires = next(r for r in rows if r["run_id"] == "multires-0")
+    assert multires["settings"] == "paper" and float(multires["published"]) == 62.75
+    assert {r["kind"] for r in rows} == {"train", "bench"}
+
+
+def test_benchmark_tables_explain_every_cell(report: Path):
+    text = report.read_text()
+    assert "| s4 | layer | fwd | fp32 | 1.02 | fail | — |" in text  # 1024 done, 4096 failed, 16384 no record
+    assert "oom = out of memory" in text and "— = no record for that length" in text and "skip = not run" in text
+    assert "d_model 256, 2^18 = 262,144 tokens per call" in text and "warm-up 2 calls, then 10 timed" in text
 
 
 def test_cli_and_sweep_filter(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -175,12 +339,55 @@ def test_cli_and_sweep_filter(store: Path, tmp_path: Path, capsys: pytest.Captur
 
 
 def test_empty_or_missing_store(tmp_path: Path):
-    path = build(tmp_path / "no-store", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    path = build(tmp_path / "empty", tmp_path / "out")
     assert "No records" in path.read_text()
+    with pytest.raises(DataError, match="does not exist"):
+        build(tmp_path / "no-store", tmp_path / "out")
+    done = subprocess.run([sys.executable, "-m", "reports", "--store", "/does/not/exist", "--out", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "results store /does/not/exist does not exist" in done.stderr
+    assert not (tmp_path / "o").exists()
 
 
-def test_latex_balanced(report: Path):
-    tex = (report.parent / "leaderboard.tex").read_text()
+def test_markdown_and_html_escape_what_records_hold(tmp_path: Path):
+    s = Store(tmp_path / "store")
+    evil = synthetic("listops", "s4")
+    evil["model"]["note"] = "<img src=x onerror=alert(1)> | *bold* [link](http://x)"
+    s.write(record("evil-0", evil, 0, 0.5))
+    s.write(record("plain-0", synthetic("listops", "s4", d_model=32), 0, 0.4))
+    text = build(tmp_path / "store", tmp_path / "out").read_text()
+    assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt; \\| \\*bold\\* \\[link\\]" in text
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x" in page
+
+
+def test_rebuild_removes_only_what_the_last_build_wrote(store: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    build(store, out)
+    assert (out / "figures" / "scaling_layer_fwd_fp32.png").exists() and list((out / "latex").glob("*.tex"))
+    (out / "mine.txt").write_text("the user's")
+    (out / "figures" / "mine.png").write_bytes(b"not ours")
+    only_abl = tmp_path / "abl"
+    Store(only_abl).write(record("x-0", synthetic("listops", "s4"), 0, 0.5))
+    build(only_abl, out)
+    assert not (out / "figures" / "scaling_layer_fwd_fp32.png").exists()
+    assert (out / "mine.txt").read_text() == "the user's" and (out / "figures" / "mine.png").exists()
+    assert "scaling" not in (out / "report.tex").read_text()
+
+
+def test_error_bars_stop_at_the_metric_range():
+    assert clipped_error(95.0, 10.0, 0.0, 100.0) == (10.0, 5.0)
+    assert clipped_error(3.0, 10.0, 0.0, 100.0) == (3.0, 10.0)
+    assert clipped_error(50.0, float("nan"), 0.0, 100.0) == (0.0, 0.0)
+
+
+def test_latex_document(report: Path):
+    tex = (report.parent / "report.tex").read_text()
+    assert tex.startswith("\\documentclass") and "\\usepackage{booktabs,graphicx,array}" in tex
+    assert "\\usepackage{xurl}" in tex and "\\item[{[1]}]" in tex and "\\url{https://" in tex
+    assert tex.count("\\includegraphics") == len(list((report.parent / "figures").glob("*.png")))
     envs = re.findall(r"\\(begin|end)\{(\w+)\}", tex)
     stack = []
     for kind, name in envs:
@@ -200,11 +407,23 @@ def test_latex_balanced(report: Path):
             cells = re.split(r"(?<!\\)&", row)
             assert len(cells) == len(spec), f"{len(cells)} cells, {len(spec)} columns: {row!r}"
     assert "60.00 $\\pm$ 10.00" in tex
-    engine = shutil.which("pdflatex")
-    if engine:
-        run = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "leaderboard.tex"],
-                             cwd=report.parent, capture_output=True, text=True, timeout=60)
-        assert run.returncode == 0, run.stdout[-2000:]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex absent (apt-get install texlive-latex-recommended texlive-latex-extra)")
+def test_latex_compiles_to_pages_that_hold_everything(report: Path):
+    out = report.parent
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=out,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:]
+    log = (out / "report.log").read_text(errors="replace")
+    overfull = [float(x) for x in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)]
+    assert all(x < 10 for x in overfull), f"content wider than the page: {overfull}"
+    assert "Missing character" not in log
+    if shutil.which("pdftotext"):
+        first = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "report.pdf", "-"], cwd=out,
+                               capture_output=True, text=True).stdout
+        assert "Leaderboard: cifar" in first and "our runs (ranked)" in first  # no empty first page
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
@@ -229,29 +448,35 @@ def test_html_in_chromium(report: Path, tmp_path: Path):
 
 
 def test_references_are_sourced():
-    refs = load_references()
+    catalog = load_references()
+    refs = catalog.refs
     assert {r.model for r in refs} >= {"multires", "s4", "s4d", "sgconv", "wavspa", "transformer"}
+    header = (ROOT / "reports" / "references.yaml").read_text().split("\ndatasets:")[0]
+    assert "/work/" not in header and "https://github.com/thjashin/multires-conv/issues/1" in header
     for ref in refs:
         assert ref.source.get("paper") and ref.source.get("table") and ref.source.get("where"), ref.label
+        assert ref.url.startswith("https://"), ref.label  # where a reader opens it
+        where = ref.source["where"]
+        assert not re.search(r"\.md §|\(specs\)|\[recall\]|/work/|brief", where), (ref.label, where)
+        if ref.verified:
+            assert re.search(r"README|multires-conv #1|state-spaces/s4|wizwand", where), (ref.label, where)
+        else:
+            assert where.startswith("not read here"), (ref.label, where)
     by = {(r.task, r.label): r for r in refs}
     assert by[("listops", "MultiresNet")].value == 62.75 and by[("listops", "MultiresNet")].verified
-    assert not by[("cifar_bpd", "MultiresNet")].verified  # not re-checked against the paper
+    assert not by[("cifar_bpd", "MultiresNet")].verified  # the paper's table could not be opened
+    label_sets = {r.match_task.get("label_set") for r in refs if r.task == "ptbxl" and r.model == "multires"}
+    assert label_sets == {"all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm"}
+    assert {r.model for r in refs if r.task == "speech_commands"} == {"s4", "s4d"}
+    assert catalog.datasets["listops"] == LISTOPS_SIZES
 
 
 def test_bad_reference_file(tmp_path: Path):
     bad = tmp_path / "refs.yaml"
-    bad.write_text("- {task: listops, label: x}\n")
+    bad.write_text("references:\n- {task: listops, label: x}\n")
     with pytest.raises(ConfigError, match="lacks"):
         load_references(bad)
-
-
-def test_references_follow_the_task_setting():
-    from reports.references import applicable, primary_for
-
-    refs = load_references()
-    gray = {r.label for r in applicable(refs, "scifar", {"task.grayscale": True})}
-    rgb = {r.label for r in applicable(refs, "scifar", {"task.grayscale": False})}
-    assert "SGConv, LRA Image (grayscale)" in gray and "SGConv, LRA Image (grayscale)" not in rgb
-    assert "MultiresNet" in rgb and "MultiresNet" not in gray
-    assert primary_for(refs, "s4", "test", "scifar", {"task.grayscale": True}).value == 88.65
-    assert primary_for(refs, "multires", "test", "ptbxl", {}) is None  # no sourced PTB-XL numbers yet
+    bad.write_text("references:\n- {task: listops, model: s4d, label: x, metric: accuracy, split: test, value: 1,\n"
+                   "   source: {paper: p, table: t, where: w}, verified: false, match: {model: {initt: legs}}}\n")
+    with pytest.raises(ConfigError, match="initt"):
+        load_references(bad)

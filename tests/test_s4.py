@@ -44,26 +44,31 @@ def test_exp_sum_equals_naive(L):
     assert torch.allclose(exp_sum(v, x, L), naive, atol=1e-5)
 
 
+def recurrent_s4d_kernel(layer: S4DLayer, L: int) -> torch.Tensor:
+    """Impulse response [Ch, H, L] of x_{k+1} = A_bar x_k + B_bar u_k, y = 2 Re C x, discretised independently of the
+    layer per diagonal mode, in float64."""
+    p = layer.params()
+    dtA = p["dt"].double() * p["A"].cdouble()
+    if layer.disc == "zoh":
+        a_bar, b_bar = torch.exp(dtA), (torch.exp(dtA) - 1) / p["A"].cdouble() * p["B"].cdouble()
+    else:
+        a_bar = (1 + dtA / 2) / (1 - dtA / 2)
+        b_bar = p["dt"].double() / (1 - dtA / 2) * p["B"].cdouble()
+    state, ks = b_bar.clone(), []
+    for _ in range(L):
+        ks.append(2 * (p["C"].cdouble() * state).sum(-1).real)
+        state = a_bar * state
+    return torch.stack(ks, -1).detach()
+
+
 @pytest.mark.parametrize("init", ["diag-lin", "diag-inv", "legs"])
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
 def test_s4d_kernel_equals_unrolled_recurrence(init, disc):
     torch.manual_seed(0)
     layer = S4DLayer(S4DConfig(d_model=4, d_state=8, init=init, disc=disc, n_ssm=2, dt_min=0.01, dt_max=0.5),
                      l_max=40)
-    p = layer.params()
-    dtA = p["dt"].double() * p["A"].cdouble()
-    # Independent discretisation per diagonal mode, in float64.
-    if disc == "zoh":
-        a_bar, b_bar = torch.exp(dtA), (torch.exp(dtA) - 1) / p["A"].cdouble() * p["B"].cdouble()
-    else:
-        a_bar = (1 + dtA / 2) / (1 - dtA / 2)
-        b_bar = p["dt"].double() / (1 - dtA / 2) * p["B"].cdouble()
-    state, ks = b_bar.clone(), []
-    for _ in range(40):  # impulse response of x_{k+1} = A x_k + B u_k, y = 2 Re C x
-        ks.append(2 * (p["C"][0].cdouble() * state).sum(-1).real)
-        state = a_bar * state
     with torch.no_grad():
-        assert torch.allclose(layer.kernel(40)[0].double(), torch.stack(ks, -1), atol=1e-5)
+        assert torch.allclose(layer.kernel(40).double(), recurrent_s4d_kernel(layer, 40), atol=1e-5)
 
 
 def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
@@ -93,27 +98,42 @@ def test_s4_kernel_equals_dense_ssm(N, L, bidirectional):
         assert torch.allclose(layer.kernel(L - 5).double(), k[..., : L - 5])  # shorter = truncated
 
 
-def test_s4_length_doubling_keeps_the_ssm():
+KERNELS_BY_MODEL = {  # layer class, config, independent kernel of its first L taps
+    "s4": (S4Layer, S4Config(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2), dense_s4_kernel),
+    "s4d": (S4DLayer, S4DConfig(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2), recurrent_s4d_kernel),
+}
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("name", sorted(KERNELS_BY_MODEL))
+def test_input_longer_than_l_max_sees_the_l_max_kernel_then_zeros(name, bidirectional):
+    """As published (state-spaces/s4 models/s4/s4.py, FFTConv.forward: l_kernel = min(L, l_max)): an input longer
+    than l_max is convolved with the l_max-tap kernel, zero beyond, and S4's C-tilde stays attuned to l_max."""
     torch.manual_seed(2)
-    layer = S4Layer(S4Config(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2), l_max=16)
+    cls, cfg, reference = KERNELS_BY_MODEL[name]
+    layer = cls(dataclasses.replace(cfg, bidirectional=bidirectional), l_max=16).eval()
+    x = torch.randn(2, 40, 2)
     with torch.no_grad():
-        short = dense_s4_kernel(layer, 16)
-        long = layer.kernel(40)  # attunes C~ to 64 = 16 * 2 * 2
-        assert int(layer.l_kernel) == 64
-        assert torch.allclose(long[..., :16].double(), short, atol=2e-5)
-        assert torch.allclose(long.double(), dense_s4_kernel(layer, 40), atol=2e-5)
+        k = F.pad(reference(layer, 16), (0, 24))
+        assert torch.allclose(layer.kernel(40).double(), k, atol=2e-5)
+        assert torch.equal(layer.kernel(40)[..., 16:], torch.zeros(k.shape[0], 2, 24))
+        u = x.transpose(1, 2)
+        ref = direct_conv(u, k, bidirectional) + layer.D.double()[0, :, None] * u.double()
+        assert torch.allclose(layer(x).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
+    if name == "s4":
+        assert int(layer.l_kernel) == layer._lk == 16
 
 
-def test_s4_length_survives_a_state_dict_round_trip():
+def test_s4_attuned_length_survives_a_state_dict_round_trip():
     """The attuned length lives in the buffer l_kernel and its Python mirror (no GPU sync per call)."""
     torch.manual_seed(2)
     cfg = S4Config(d_model=2, d_state=8, dt_min=0.05, dt_max=0.2)
-    long = S4Layer(cfg, l_max=16)
+    long = S4Layer(cfg, l_max=64)
     with torch.no_grad():
-        k = long.kernel(40)  # attunes to 64
         fresh = S4Layer(cfg, l_max=16)
         fresh.load_state_dict(long.state_dict())
-        assert fresh._lk == 64 and torch.allclose(fresh.kernel(40), k)
+        assert fresh._lk == 64 and torch.equal(fresh.kernel(16), long.kernel(16))
+        assert torch.allclose(fresh.kernel(16).double(), dense_s4_kernel(long, 16), atol=2e-5)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

@@ -1,7 +1,9 @@
-"""Sequential CIFAR-10: both published formats, the split, normalisation, augmentation, download, bad data."""
+"""Sequential CIFAR-10: both published formats, the split, normalisation, augmentation, the spec from the config,
+the data fingerprint, download, bad data."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from harness.errors import ConfigError, DataError
 from harness.registry import TASKS
-from tasks import _cifar
+from tasks import _cifar, scifar
 from tasks.scifar import NORMS, cutout, random_crop_flip
 from tests.fixtures import cifar_tarball, write_cifar_parquet, write_cifar_python
 from tests.helpers import compose_run
@@ -42,6 +44,7 @@ def expected_x(img: np.ndarray, mean, std) -> torch.Tensor:
 def test_python_release_split_and_normalisation(python_root):
     root, written = python_root
     task = build(root, norm="multires")
+    assert task.spec == scifar.task_spec(TASKS.config("scifar", norm="multires"))
     assert task.spec.input == "signal" and task.spec.seq_len == 1024 and task.spec.d_input == 3
     assert task.spec.n_outputs == 10 and task.spec.metric == "accuracy" and task.spec.output == "pooled"
     assert {k: len(v) for k, v in task.splits.items()} == {"train": 40, "val": 10, "test": 10}
@@ -99,6 +102,7 @@ def test_reads_the_hub_cache(tmp_path, monkeypatch, python_root):
 
 
 def test_grayscale_variant(python_root):
+    assert build(python_root[0], grayscale=True).spec == scifar.task_spec(TASKS.config("scifar", grayscale=True))
     root, written = python_root
     task = build(root, grayscale=True)
     assert task.spec.d_input == 1
@@ -156,12 +160,25 @@ def test_download_checks_md5_and_extracts(tmp_path, python_root):
     assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
     assert list((tmp_path / "bad").iterdir()) == []  # no partial download or extraction left behind
     directory = _cifar.download_cifar(tmp_path / "good", url=url, md5=md5)
-    assert sorted(p.name for p in (tmp_path / "good").iterdir()) == ["cifar-10-batches-py"]
+    assert sorted(p.name for p in (tmp_path / "good").iterdir()) == ["cifar-10-batches-py", "download.json"]
     train_images, _ = _cifar.read_python_split(directory, train=True)
     assert np.array_equal(train_images, python_root[1]["train"][0])
+    archive = build(tmp_path / "good").info["fingerprint"]["archive"]
+    sha256 = hashlib.sha256((tmp_path / "cifar.tar.gz").read_bytes()).hexdigest()
+    assert archive["sha256"] == sha256 and archive["checked"] == f"md5:{md5}"
     with pytest.raises(DataError, match="failed") as err:
         _cifar.download_cifar(tmp_path / "none", url=(tmp_path / "missing.tar.gz").as_uri())
     assert "cifar-10-python.tar.gz" in str(err.value)  # says how to fetch it by hand
+
+
+def test_fingerprint_is_the_digest_of_the_files_read(tmp_path, python_root):
+    first = build(python_root[0]).info["fingerprint"]
+    assert first["files"] == 6 and len(first["sha256"]) == 64
+    parquet = tmp_path / "pq"
+    write_cifar_parquet(parquet, n_train=10, n_test=5)
+    other = build(parquet, val_size=2, hf_cache_dir=str(tmp_path / "hf")).info["fingerprint"]
+    assert other["files"] == 2 and other["sha256"] != first["sha256"]
+    assert build(python_root[0], grayscale=True).info["fingerprint"] == first  # the same files
 
 
 def test_missing_root_says_what_to_fetch(tmp_path):

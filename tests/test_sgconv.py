@@ -100,6 +100,38 @@ def test_layer_equals_direct_convolution_plus_D_then_gelu(bidirectional):
         assert torch.allclose(sg(x, None).double(), F.gelu(ref).transpose(1, 2), atol=1e-4)
 
 
+def published_kernel(sg: SGConvLayer, L: int) -> torch.Tensor:
+    """The kernel as ctlllll/SGConv `gconv_standalone.GConv.forward` assembles it in the cat modes (init_scale 0):
+    every scale upsampled and weighted, concatenated, then cropped to L and divided by the initial norm."""
+    parts = [F.interpolate(w, scale_factor=2 ** max(0, i - 1), mode="linear") * sg.multiplier ** (sg.n - 1 - i)
+             for i, w in enumerate(sg.kernel_list)]
+    return torch.cat(parts, dim=-1)[..., :L] / sg.kernel_norm
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_scales_past_a_short_batch_get_zero_gradients_and_the_rest_is_unchanged(bidirectional):
+    """Scales that start past the batch length are not built, yet get an exact zero gradient (not None), as in the
+    published layer, so that AdamW's weight decay and moment updates reach them; the kernel and every other
+    gradient are those of the published assembly, bit for bit."""
+    torch.manual_seed(0)
+    sg = layer(3, 64, kernel_dim=4, bidirectional=bidirectional, decay_min=1.0, decay_max=2.0)
+    L = 13  # scales start at 0, 4, 8, 16, 32: scale 3 and 4 lie past the batch
+    ours = sg.kernel(L)
+    ref = published_kernel(sg, L)
+    assert torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    params = list(sg.kernel_list)
+    assert torch.equal(torch.stack([t.flatten() for t in torch.autograd.grad(ours, params, g)]),
+                       torch.stack([t.flatten() for t in torch.autograd.grad(ref, params, g)]))
+    sg(torch.randn(2, L, 3)).sum().backward()
+    for i in (3, 4):
+        assert torch.equal(sg.kernel_list[i].grad, torch.zeros_like(sg.kernel_list[i]))
+    assert all(p.grad is not None for p in sg.parameters())
+    before = sg.kernel_list[4].detach().clone()
+    torch.optim.AdamW(sg.parameters(), lr=0.1, weight_decay=0.5).step()
+    assert torch.equal(sg.kernel_list[4].detach(), before * (1 - 0.1 * 0.5))  # decayed, as published
+
+
 def test_kernel_parameters_carry_their_lr():
     sg = layer(4, 64, kernel_dim=8, kernel_lr=0.001)
     assert all(p._optim == {"lr": 0.001} for p in sg.kernel_list)

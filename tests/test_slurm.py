@@ -1,13 +1,18 @@
-"""Sweeps on a real SLURM cluster (harness/cluster/slurm_local.sh start): submit, wait or collect later, requeue.
+"""Sweeps on a real SLURM cluster (harness/cluster/slurm_local.sh start): submit, wait or collect later, requeue,
+cancel, an unreachable controller, torch's threads in a job; and, without a cluster, how `python -m harness.sweep`
+reads SLURM's accounting and scopes a sweep's report.
 
-Skipped when `sinfo` does not answer. Each test uses its own results root (fresh submitit folders) and cancels
-whatever jobs it submitted.
+The cluster tests are skipped when `sinfo` does not answer. Each uses its own results root (fresh submitit folders)
+and cancels whatever jobs it submitted.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -15,13 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-from harness import runner, sweep
+from harness import manifest, runner, slurm, sweep
 from harness.manifest import JOBS, MANIFEST, find_sweep
 from harness.results import Store
-from tests.helpers import ROOT, compose_run, run_py
+from tests.helpers import ROOT, TINY_LISTOPS, compose_run, run_py
 
-pytestmark = pytest.mark.slurm
+cluster_test = pytest.mark.slurm
 
 
 @functools.cache
@@ -50,18 +56,30 @@ def tiny(n_train: int, epochs: int) -> list[str]:
             "train.progress=false"]
 
 
-def submit(tmp_path: Path, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
+def submit(tmp_path: Path, *args: str, timeout: int,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A sweep through the local cluster; results under `tmp_path / "results"`. From the repo root: the jobs import
     harness from their working directory."""
     return run_py(tmp_path, "-m", "hydra/sweeper=seqbench", "hydra/launcher=slurm_local", *args, timeout=timeout,
-                  cwd=ROOT)
+                  cwd=ROOT, env=env)
 
 
+def job_log(sweep_dir: Path, job_id: str) -> str:
+    return "".join(f.read_text() for f in sweep_dir.glob(f".submitit/{job_id}/*.err"))
+
+
+@cluster_test
 def test_a_sweep_runs_through_slurm_and_every_record_lands(cluster: Path) -> None:
-    out = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=150)
+    """Also: the jobs size torch's threads to their CPUs (1 each here), not to the node's cores nor to an
+    OMP_NUM_THREADS they inherit (none here); and a blocking sweep does not warn about accounting."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=150, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "sacct error" not in out.stderr  # submitit reads job states from the cluster's accounting
     sweep_dir = find_sweep(cluster / "results")
     jobs = json.loads((sweep_dir / JOBS).read_text())
+    for job in jobs.values():
+        assert f"seqbench: SLURM job {job}: 1 CPUs allocated, torch threads 1\n" in job_log(sweep_dir, job)
     records = {r["run_id"]: r for r in Store(cluster / "results" / "store").records()}
     manifest = json.loads((sweep_dir / MANIFEST).read_text())
     assert {p["run_id"] for p in manifest["points"]} == set(records) and len(records) == 2
@@ -85,6 +103,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
         time.sleep(0.3)
 
 
+@cluster_test
 def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path) -> None:
     """Submit and return; stop one job the way a time limit does (USR2, submitit's checkpoint signal) and one
     with `scontrol requeue` (SIGTERM, then SLURM restarts it); both resume from their checkpoints."""
@@ -110,7 +129,7 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
     _wait_for(all_done, 150, "both requeued jobs to finish")
     store = Store(cluster / "results" / "store")
     for point, signame in zip(points, ("SIGUSR2", "SIGTERM")):  # the run itself checkpointed mid-training
-        log = "".join(f.read_text() for f in sweep_dir.glob(f".submitit/{jobs[str(point['job_num'])]}/*.err"))
+        log = job_log(sweep_dir, jobs[str(point["job_num"])])
         assert f"seqbench: stopped by signal {signame}, checkpoint written" in log
     for reference in references:
         record = store.get(reference["run_id"])
@@ -123,3 +142,136 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
     assert collected.returncode == 0, collected.stderr
     assert sorted(json.loads(line)["run_id"] for line in collected.stdout.splitlines()) == sorted(
         r["run_id"] for r in references)
+
+
+@cluster_test
+@pytest.mark.slow  # three jobs, two cancelled, each waited for: about a minute
+def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path) -> None:
+    """Three jobs on two CPUs: cancel the pending one and a running one. The blocking sweep ends (SLURM's accounting
+    says the jobs ended) naming both, the third completes, and `status` says cancelled for the two."""
+    command = [sys.executable, str(ROOT / "run.py"), "-m", f"paths.root={cluster / 'results'}",
+               f"paths.data={cluster / 'data'}", "hydra/sweeper=seqbench", "hydra/launcher=slurm_local",
+               *tiny(480, 5), "seed=0,1,2"]
+    waiting = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _wait_for(lambda: bool(list((cluster / "results").glob(f"hydra/multirun/*/{JOBS}"))), 90, "the submission")
+        sweep_dir = find_sweep(cluster / "results")
+        jobs = json.loads((sweep_dir / JOBS).read_text())
+        running, _, pending = (jobs[str(n)] for n in range(3))
+
+        def started() -> bool:
+            queue = sweep.squeue() or {}
+            return queue.get(running) == "RUNNING" and queue.get(pending) == "PENDING"
+
+        _wait_for(started, 60, "two jobs running and the third pending")
+        subprocess.run(["scancel", pending], check=True, capture_output=True, timeout=30)
+        point = json.loads((sweep_dir / MANIFEST).read_text())["points"][0]
+        last = cluster / "results" / "runs" / point["run_id"] / "last.pt"  # the run handles SIGTERM from here on
+        _wait_for(last.exists, 90, "the first checkpoint of the running job")
+        subprocess.run(["scancel", running], check=True, capture_output=True, timeout=30)
+        out, err = waiting.communicate(timeout=240)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 2, out[-3000:] + err[-3000:]
+    assert "2 of 3 runs failed" in err and "sacct error" not in err
+    for job in (running, pending):
+        assert f"JobEndedWithoutResult: SLURM job {job} ended CANCELLED without a result" in err
+    rows = sweep.sweep_status(sweep_dir)
+    assert {r["job_id"]: r["state"] for r in rows} == {running: "cancelled", jobs["1"]: "done", pending: "cancelled"}
+    assert {r["job_id"]: r["record"] for r in rows}[running] == "preempted"  # it checkpointed on SIGTERM
+    status = subprocess.run([sys.executable, "-m", "harness.sweep", "status", str(sweep_dir)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0 and "3 points: 1 done, 2 cancelled" in status.stdout, status.stdout + status.stderr
+
+
+@cluster_test
+def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None:
+    """The cluster's configuration with the controller on a closed port, for this one submission only."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    closed = cluster / "slurm.conf"
+    closed.write_text("\n".join([f"SlurmctldPort={port}", *(line for line in conf
+                                                             if not line.startswith("SlurmctldPort="))]) + "\n")
+    out = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=120,
+                 env={**os.environ, "OMP_NUM_THREADS": "1", "SLURM_CONF": str(closed)})
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    assert re.fullmatch(r"seqbench: error: SLURM controller not reachable \(sbatch: error: .*Unable to contact slurm "
+                        r"controller.*\); is slurmctld running\? .*slurm_local\.sh status`\)\n", out.stderr), out.stderr
+
+
+@cluster_test
+def test_a_sweep_over_models_with_model_options_runs_through_slurm(cluster: Path) -> None:
+    """`model=a,b model.d_model=16`: each job composes its own model with the option (harness.sweeper)."""
+    args = [*(a for a in tiny(64, 1) if not a.startswith("model")), "model=transformer,s4d,multires",
+            "model.d_model=16"]
+    out = submit(cluster, *args, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = list(Store(cluster / "results" / "store").records())
+    assert sorted(r["model"] for r in records) == ["multires", "s4d", "transformer"]
+    assert {r["status"] for r in records} == {"complete"} and all(r["env"]["slurm"] for r in records)
+    assert {r["config"]["model"]["d_model"] for r in records} == {16}
+
+
+def test_status_reads_how_a_job_ended_from_slurm_accounting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """sacct's lines, a pending array's tasks folded into one (`7_[2-3%8]`), and what they make of each point."""
+    lines = [["7_0", "CANCELLED by 0"], ["7_1", "OUT_OF_MEMORY"], ["7_[2-3%8]", "CANCELLED by 0"], ["7_4", "FAILED"],
+             ["7_5", "COMPLETED"]]
+    monkeypatch.setattr(sweep, "_query", lambda command: lines if command[0] == "sacct" else [])
+    assert sweep.expand_array("7_[0-2,5%4]") == ["7_0", "7_1", "7_2", "7_5"]
+    assert sweep.sacct(["7_0", "7_3"]) == {"7_0": "CANCELLED", "7_1": "OUT_OF_MEMORY", "7_2": "CANCELLED",
+                                          "7_3": "CANCELLED", "7_4": "FAILED", "7_5": "COMPLETED"}
+    store = Store(tmp_path / "store")
+    base = {"kind": "train", "task": "toy", "model": "m", "seed": 0, "config": {}}
+    store.write({**base, "run_id": "a", "status": "preempted"})  # cancelled mid-run: checkpointed on SIGTERM
+    store.write({**base, "run_id": "f", "status": "preempted"})  # ended, not cancelled: rerunning resumes it
+    names = "abcdef"
+    (tmp_path / MANIFEST).write_text(json.dumps({"points": [
+        {"run_id": n, "overrides": [f"seed={i}"], "store": str(store.root), "job_num": i, "sweep": "s"}
+        for i, n in enumerate(names)]}))
+    (tmp_path / JOBS).write_text(json.dumps({str(i): f"7_{i}" for i in range(6)}))
+    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    assert states == {"a": "cancelled", "b": "oom", "c": "cancelled", "d": "cancelled", "e": "failed",
+                      "f": "preempted"}
+    monkeypatch.setattr(sweep, "_query", lambda command: None)  # no squeue, no sacct: the store alone
+    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    assert states == {"a": "preempted", "b": "missing", "c": "missing", "d": "missing", "e": "missing",
+                      "f": "preempted"}
+
+
+@pytest.mark.slow  # two runs and two reports: about 20 s
+def test_a_sweep_report_holds_its_own_points_unless_pooled(tmp_path: Path) -> None:
+    """Two sweeps of the same (default) name share a store: the second sweep's report has its own point only."""
+    records = [runner.run(compose_run(tmp_path, *TINY_LISTOPS, "model.d_model=16", f"seed={s}")) for s in (0, 1)]
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    manifest.write_points(sweep_dir, [{"run_id": rid, "overrides": [f"seed={s}"], "store": str(tmp_path / "store"),
+                                       "job_num": None, "sweep": records[0]["sweep"]}
+                                      for s, rid in ((1, records[1]["run_id"]), (2, "not-run-yet"))])
+    assert sweep.main(["collect", str(sweep_dir), "--report", str(tmp_path / "own")]) == 1  # seed 2 is missing
+    assert sorted(p.name for p in (sweep_dir / sweep.RECORDS).iterdir()) == [f"{records[1]['run_id']}.json"]
+    row = r"\| transformer \|.*\| {n} complete \| {n} \|"  # n: the complete runs the row pools
+    assert re.search(row.format(n=1), (tmp_path / "own" / "leaderboard.md").read_text())
+    assert sweep.main(["collect", str(sweep_dir), "--report", str(tmp_path / "pooled"), "--pool"]) == 1
+    assert re.search(row.format(n=2), (tmp_path / "pooled" / "leaderboard.md").read_text())
+
+
+def test_torch_threads_follow_the_cpus_slurm_gave_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))  # no binding: the node's 8 cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited from the submitting shell; restored after the test
+    allocations = [({"SLURM_CPUS_PER_TASK": "2", "SLURM_CPUS_ON_NODE": "4"}, 2),
+                   ({"SLURM_CPUS_ON_NODE": "6", "SLURM_NTASKS_PER_NODE": "3"}, 2),  # no --cpus-per-task
+                   ({"SLURM_CPUS_PER_TASK": "16"}, 8),  # never more than the cores it may run on
+                   ({}, 8)]
+    before = torch.get_num_threads()
+    try:
+        for env, cpus in allocations:
+            for key in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_NTASKS_PER_NODE"):
+                monkeypatch.delenv(key, raising=False)
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            assert slurm.use_allocated_cpus() == cpus == torch.get_num_threads() == int(os.environ["OMP_NUM_THREADS"])
+    finally:
+        torch.set_num_threads(before)

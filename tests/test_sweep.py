@@ -1,7 +1,10 @@
-"""Sweeps without a cluster: zipped points, validation before launch, dry runs, idempotent reruns, status."""
+"""Sweeps without a cluster: zipped points, options of swept models, validation before launch, dry runs (of every
+preset), idempotent reruns, status."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -10,10 +13,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import manifest, sweep
 from harness.errors import ConfigError
+from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
 from harness.results import Store
-from harness.sweeper import expand
-from tests.helpers import TINY_LISTOPS, run_py
+from harness.sweeper import check_open_keys, expand, open_group_keys, settle
+from tasks.listops import task_spec as listops_spec
+from tests.helpers import ROOT, TINY_LISTOPS, compose_run, run_py
 
 
 def json_lines(text: str) -> list[dict]:
@@ -39,6 +44,46 @@ def test_keys_are_crossed_unless_zipped() -> None:
         points("model=s4,multires", zipped=[["model", "optim.lr"]])
 
 
+def test_options_of_swept_models_are_set_where_each_model_has_them(tmp_path: Path) -> None:
+    # run.py hands a multirun's `model.x=v` on as `++model.x=v`: Hydra composes the sweep's primary config (model
+    # null) with it. Plain overrides, flags and other keys stay as they are.
+    argv = ["run.py", "-m", "model=s4,multires", "model.d_model=16", "task.l_max=48", "+model.x=1", "seed=0,1"]
+    assert open_group_keys(argv) == ["run.py", "-m", "model=s4,multires", "++model.d_model=16", "++task.l_max=48",
+                                     "+model.x=1", "seed=0,1"]
+    overrides = ["task=listops", "model=s4d", "++model.d_model=16", "++model.kernel_size=4", "seed=0"]
+    cfg = compose_run(tmp_path, *overrides)
+    assert settle(cfg, overrides) == (["task=listops", "model=s4d", "model.d_model=16", "seed=0"],
+                                      {"model.d_model": ("s4d", True), "model.kernel_size": ("s4d", False)})
+    check_open_keys({"model.d_model": {"s4d": True, "multires": True}}, "refuse")
+    with pytest.raises(ConfigError, match=r"model.kernel_size is an option of multires but not of s4d, transformer: "
+                                          r"add hydra.sweeper.partial_keys=skip"):
+        check_open_keys({"model.kernel_size": {"s4d": False, "multires": True, "transformer": False}}, "refuse")
+    check_open_keys({"model.kernel_size": {"s4d": False, "multires": True}}, "skip")
+    with pytest.raises(ConfigError, match=r"model.n_head is an option of none of the swept models \(s4d, "
+                                          r"transformer\) \(did you mean model.n_heads\?\)"):
+        check_open_keys({"model.n_head": {"s4d": False, "transformer": False}}, "skip")
+
+
+def test_a_sweep_over_three_models_with_shared_and_specific_options(tmp_path: Path) -> None:
+    """The command of issue 14.1, as a dry run: a shared option reaches every model, a model's own only that one."""
+    tiny = [a for a in TINY_LISTOPS if not a.startswith("model")]
+    out = run_py(tmp_path, "-m", *tiny, "model=transformer,s4d,multires", "model.n_layers=1", "model.d_model=16",
+                 "model.dropout=0.1", "model.kernel_size=4", "hydra.sweeper.partial_keys=skip", "dry_run=true")
+    assert out.returncode == 0, out.stderr
+    lines = {line["model"]: line for line in json_lines(out.stdout)}
+    assert set(lines) == {"transformer", "s4d", "multires"}
+    for name, line in lines.items():
+        assert {"model.d_model=16", "model.dropout=0.1"} <= set(line["overrides"])
+        assert ("model.kernel_size=4" in line["overrides"]) == (name == "multires")
+        assert not any(o.startswith("++") for o in line["overrides"])
+        built = MODELS.build(MODELS.config(name, **{"d_model": 16, "dropout": 0.1, "n_layers": 1,
+                                                    **({"kernel_size": 4} if name == "multires" else {})}),
+                             listops_spec(TASKS.config("listops", l_max=48)))
+        assert line["params"] == sum(p.numel() for p in built.parameters())
+    assert "model.kernel_size set for multires only (not an option of s4d, transformer)" in out.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results" / "store").exists()
+
+
 def test_dry_run_checks_every_point_and_trains_nothing(tmp_path: Path) -> None:
     out = run_py(tmp_path, "-m", "hydra/sweeper=seqbench", *TINY_LISTOPS, "model.d_model=choice(16,32)", "seed=0,1",
                  "dry_run=true")
@@ -47,6 +92,7 @@ def test_dry_run_checks_every_point_and_trains_nothing(tmp_path: Path) -> None:
     assert len(lines) == 4 and len({line["run_id"] for line in lines}) == 4
     assert {(line["seed"], next(o for o in line["overrides"] if "d_model" in o)) for line in lines} == {
         (s, f"model.d_model={d}") for s in (0, 1) for d in (16, 32)}
+    assert not (tmp_path / "data").exists()  # the spec comes from the config: no data read or generated
     # The count from fake tensors is the real model's.
     task = TASKS.build(TASKS.config("listops", n_train=64, n_val=16, n_test=16, min_length=10, max_length=40,
                                     max_depth=3, l_max=48), tmp_path / "data" / "listops")
@@ -56,7 +102,7 @@ def test_dry_run_checks_every_point_and_trains_nothing(tmp_path: Path) -> None:
         assert line["params"] == sum(p.numel() for p in model.parameters())
         memory = line["memory"]
         assert memory["params_bytes"] == 4 * line["params"] and memory["activations_bytes"] > 0
-        assert memory["total_bytes"] > memory["activations_bytes"] and line["spec_from"] == "data"
+        assert memory["total_bytes"] > memory["activations_bytes"] and memory["built_on"] == "fake"
     assert not (tmp_path / "results" / "store").exists() and not (tmp_path / "results" / "runs").exists()
 
 
@@ -78,6 +124,64 @@ def test_a_sweep_with_a_bad_point_is_refused_whole(tmp_path: Path) -> None:
     assert not (tmp_path / "results" / "store").exists() and not (tmp_path / "results" / "runs").exists()
 
 
+def test_bad_values_refuse_the_whole_sweep_naming_point_and_key(tmp_path: Path) -> None:
+    out = run_py(tmp_path, "-m", *TINY_LISTOPS, "model.d_model=32,0", "train.batch_size=8,0", "train.epochs=1,-1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "sweep refused: 7 of 8 points cannot run, nothing was launched" in out.stderr
+    # One line per bad point: its overrides, then the first bad key and value.
+    bad = {frozenset(head.split()[1:]): error for head, _, error in
+           (line.partition(": ConfigError: ") for line in out.stderr.splitlines() if line.startswith("  #"))}
+    assert len(bad) == 7
+    [only_d_model] = [error for point, error in bad.items()
+                      if {"model.d_model=0", "train.batch_size=8", "train.epochs=1"} <= point]
+    assert only_d_model == "model.d_model=0 must be an integer > 0"
+    assert {error.split(" must")[0] for error in bad.values()} == {"model.d_model=0", "train.batch_size=0",
+                                                                  "train.epochs=-1"}
+    assert not (tmp_path / "results" / "store").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("+train.epoch=5", "train.epoch is not an option (did you mean train.epochs?)"),
+    ("+seeds=1", "seeds is not an option (did you mean seed?)"),
+    ("+model.d_mdl=8", "model.d_mdl is not an option (did you mean model.d_model?)"),
+    ("train.batch_size=0", "train.batch_size=0 must be an integer > 0"),
+    ("train.epochs=-1", "train.epochs=-1 must be an integer > 0"),
+    ("optim.lr=inf", "optim.lr=inf must be a finite number > 0"),
+    ("optim.lr=nan", "optim.lr=nan must be a finite number > 0"),
+    ("train.warmup_epochs=-1", "train.warmup_epochs=-1.0 must be a finite number >= 0"),
+    ("train.grad_clip=-0.5", "train.grad_clip=-0.5 must be a finite number >= 0"),
+    ("train.max_steps=0", "train.max_steps=0 must be an integer > 0 (or null)"),
+    ("train.device=gpu", "train.device='gpu' must be auto, cpu, cuda or cuda:N"),
+    ("optim.betas=[0.9,1.5]", "optim.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
+    ("model.d_model=0", "model.d_model=0 must be an integer > 0"),
+    ("sweep=../../x", "sweep='../../x' must be a plain name"),
+    ("quickstart.epochs=0", "quickstart.epochs=0 must be an integer > 0"),
+])
+def test_every_value_and_key_is_checked_before_any_work(tmp_path: Path, override: str, expected: str) -> None:
+    cfg = compose_run(tmp_path, *TINY_LISTOPS, override)
+    for dry_run in (False, True):
+        cfg.dry_run = dry_run
+        with pytest.raises(ConfigError) as error:
+            dispatch(cfg)
+        assert expected in str(error.value)
+    assert not list(tmp_path.iterdir())  # nothing written: no data, no store, no run directory
+
+
+PRESETS = sorted(p.stem for p in (ROOT / "sweeps" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_dry_runs_without_data(tmp_path: Path, name: str) -> None:
+    """`python run.py +experiment=NAME dry_run=true` in-process: its JSON lines, and nothing under paths.data."""
+    cfg = compose_run(tmp_path, f"+experiment={name}", "dry_run=true")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert dispatch(cfg) is None
+    lines = json_lines(printed.getvalue())
+    assert lines and all(line.get("params", 1) > 0 for line in lines)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "store").exists()
+
+
 @pytest.mark.slow  # two sweeps and a report, each a process: 15 to 40 s
 def test_rerunning_a_sweep_runs_only_what_is_missing_or_failed(tmp_path: Path) -> None:
     args = ["-m", "hydra/sweeper=seqbench", *TINY_LISTOPS, "model.d_model=16", "seed=0,1"]
@@ -88,6 +192,7 @@ def test_rerunning_a_sweep_runs_only_what_is_missing_or_failed(tmp_path: Path) -
     records = {r["seed"]: r for r in store.records()}
     assert {r["status"] for r in records.values()} == {"complete"} and set(records) == {0, 1}
     # Seed 1 failed (as the runner records it); seed 0 stays complete and must not run again.
+    store.path(records[1]["run_id"]).unlink()  # the store keeps a complete record from being overwritten
     store.write({**records[1], "status": "failed", "error": "boom"})
     kept = store.path(records[0]["run_id"]).stat().st_mtime_ns
     second = run_py(tmp_path, *args)
@@ -117,6 +222,7 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": entries}))
     (tmp_path / manifest.JOBS).write_text(json.dumps({str(i): f"7_{i}" for i in range(6)}))
     queue = {"7_0": "RUNNING", "7_1": "PENDING", "7_3": "RUNNING", "7_4": "REQUEUED"}
+    monkeypatch.setattr(sweep, "sacct", lambda jobs: None)  # no accounting here (with it: tests/test_slurm.py)
     monkeypatch.setattr(sweep, "squeue", lambda: queue)
     states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
     assert states == {"a": "done", "b": "queued", "c": "oom", "d": "running", "e": "queued", "f": "missing"}
@@ -131,3 +237,27 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     assert exited.value.code == 2
     assert capsys.readouterr().err == (f"seqbench: error: {tmp_path / 'nowhere'} is not a seqbench sweep directory "
                                        f"(no {manifest.MANIFEST}); sweeps run with hydra/sweeper=seqbench write one\n")
+
+
+@pytest.mark.parametrize("text", ['{"created": "2026", "points": [{"run_id": "a", "ov', "\x00\x9f garbage",
+                                  '{"points": {"a": 1}}', '{"points": [{"run_id": "a"}]}', "[]"])
+@pytest.mark.parametrize("command", ["status", "collect"])
+def test_a_truncated_or_garbage_manifest_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                                 command: str) -> None:
+    (tmp_path / manifest.MANIFEST).write_text(text)
+    with pytest.raises(SystemExit) as exited:
+        sweep.main([command, str(tmp_path)])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"seqbench: error: {tmp_path / manifest.MANIFEST} is not a readable sweep manifest (")
+    assert "rerun the sweep's command" in line
+
+
+def test_a_garbage_job_list_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    entry = {"run_id": "a", "overrides": [], "store": str(tmp_path / "store"), "job_num": 0, "sweep": "s"}
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": [entry]}))
+    (tmp_path / manifest.JOBS).write_text('{"0": "7_')
+    with pytest.raises(SystemExit) as exited:
+        sweep.main(["status", str(tmp_path)])
+    assert exited.value.code == 2
+    assert f"{tmp_path / manifest.JOBS} is not a readable list of the sweep's SLURM jobs" in capsys.readouterr().err

@@ -1,25 +1,37 @@
-"""The training loop: optimizer groups, schedule, exact resume, and the runner's records."""
+"""The training loop: optimizer groups, schedule, exact resume, divergence, checkpoint safety, progress logs, and
+the runner's records and run lock."""
 
 from __future__ import annotations
 
+import errno
+import io
+import json
 import math
+import multiprocessing as mp
+import random
+import re
 import signal
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import tests.toy as toy
 from harness import checkpoint, runner
+from harness import train as train_module
 from harness.config import OptimConfig, TrainConfig
 from harness.errors import UserError
+from harness.files import DiskFull
+from harness.identity import run_id
 from harness.optim import lr_factor, param_groups
 from harness.registry import MODELS, TASKS
 from harness.task import Batch, Task, TaskSpec
-from harness.train import EpochBatches, FitResult, fit
+from harness.train import Diverged, EpochBatches, FitResult, ProgressLog, fit, improves
 from tests.helpers import compose_run
+
+TOY = ("task=toy", "model=transformer", "model.d_model=16", "model.n_layers=1", "train.batch_size=16")
 
 
 def small_model(spec: TaskSpec) -> torch.nn.Module:
@@ -64,16 +76,19 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
     assert list(EpochBatches(10, 3, True, seed=1, epoch=2, start=2)) == a[2:]
 
 
-def _fit(task: Task, run_dir: Path, epochs: int = 3) -> FitResult:
+def _fit(task: Task, run_dir: Path, epochs: int = 3, progress: bool = False) -> FitResult:
     checkpoint.seed_everything(0)
     model = small_model(task.spec)
-    return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=False, warmup_epochs=0.5),
+    return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=progress, warmup_epochs=0.5),
                OptimConfig(lr=3e-3), 0, run_dir, torch.device("cpu"))
 
 
-# After the first epoch's 6 batches, by a scheduler's SIGTERM; inside the second epoch, by submitit's SIGUSR2.
+# Collate calls: 1-6 the first epoch's 6 training batches, 7-8 its validation, 9- the second epoch. At the first
+# epoch's last batch by a scheduler's SIGTERM; inside the second epoch by submitit's SIGUSR2; during the first
+# validation by Ctrl-C (the run stops once that epoch's checkpoint is written).
 @pytest.mark.parametrize(("stop_at_call", "signum"), [pytest.param(6, signal.SIGTERM, id="SIGTERM-after-epoch-1"),
-                                                     pytest.param(9, signal.SIGUSR2, id="SIGUSR2-in-epoch-2")])
+                                                     pytest.param(9, signal.SIGUSR2, id="SIGUSR2-in-epoch-2"),
+                                                     pytest.param(7, signal.SIGINT, id="Ctrl-C-in-validation")])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int, signum: int) -> None:
     task = toy.build(toy.ToyConfig(), tmp_path)
     reference = _fit(task, tmp_path / "uninterrupted")
@@ -94,6 +109,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call
     assert stopped.value.signum == signum  # what the entry point hands on to the scheduler
     assert [signal.getsignal(s) for s in checkpoint.STOP_SIGNALS] == handlers  # restored after the stop
     assert (tmp_path / "interrupted" / "last.pt").exists()
+    torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)  # tensors and plain data only
     task.collate = collate
     resumed = _fit(task, tmp_path / "interrupted")
     assert resumed.history == reference.history  # losses, val metrics and lrs, exactly
@@ -172,3 +188,241 @@ def test_missing_model_is_a_user_error(tmp_path: Path) -> None:
         runner.run(compose_run(tmp_path, "task=toy"))
     with pytest.raises(Exception, match="Could not find 'model/nosuch'"):
         compose_run(tmp_path, "task=toy", "model=nosuch")
+
+
+def test_a_second_ctrl_c_interrupts_at_once() -> None:
+    stop = checkpoint.StopFlag()
+    with stop.installed():
+        signal.raise_signal(signal.SIGINT)  # the first asks for a checkpoint and a stop
+        assert stop.requested == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+
+
+# Divergence
+
+
+def _refuse_non_standard(name: str) -> NoReturn:
+    raise AssertionError(f"{name} in a JSON file")
+
+
+def test_a_huge_learning_rate_ends_diverged_never_complete(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = compose_run(tmp_path, *TOY, "train.epochs=3", "optim.lr=1e6")
+    record = runner.run(cfg)
+    assert record["status"] == "diverged" and "metrics" not in record
+    assert re.match(r"the training loss is (nan|inf) at epoch 1, step \d: lower optim.lr \(now 1e\+06\)",
+                    record["error"])
+    assert record["diverged"]["epoch"] == 1 and 1 <= record["diverged"]["step"] <= 6
+    assert record["diverged"]["history"] == []
+    path = runner.store_for(cfg).path(record["run_id"])
+    stored = json.loads(path.read_text(), parse_constant=_refuse_non_standard)
+    assert stored["status"] == "diverged" and stored["diverged"]["step"] == record["diverged"]["step"]
+    assert f"{record['run_id']} diverged: the training loss is" in capsys.readouterr().err
+    # A diverged run is a result: rerunning computes the same again, so it is skipped like a complete one.
+    assert runner.run(cfg)["status"] == "diverged"
+    assert "already diverged, skipped (force=true reruns it)" in capsys.readouterr().out
+
+
+def _best_epoch(values: list[float], higher_is_better: bool) -> int | None:
+    best, epoch = None, None
+    for i, value in enumerate(values):
+        if improves(value, best, higher_is_better):
+            best, epoch = value, i
+    return epoch
+
+
+def test_a_non_finite_validation_stops_the_run_and_is_never_best(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    nan, inf = float("nan"), float("inf")
+    assert _best_epoch([nan, 0.5, 0.7, inf, 0.7], higher_is_better=True) == 4  # ties go to the later epoch
+    assert _best_epoch([nan, 2.0, -inf, 1.5], higher_is_better=False) == 3
+    assert _best_epoch([nan], higher_is_better=True) is None
+
+    task = toy.build(toy.ToyConfig(), tmp_path)
+    for vals, epoch, step in (([nan], 1, 6), ([0.5, nan], 2, 12)):
+        returned = iter(vals)
+        monkeypatch.setattr(train_module, "evaluate", lambda *args, returned=returned, **kwargs: next(returned))
+        with pytest.raises(Diverged, match=f"validation accuracy is nan at epoch {epoch}, step {step}") as stopped:
+            _fit(task, tmp_path / str(epoch))
+        assert [row["val"] for row in stopped.value.history] == vals[:-1]
+        assert (stopped.value.epoch, stopped.value.step) == (epoch, step)
+
+
+# Checkpoints and the files of a run
+
+
+class _Executes:
+    """Unpickling this runs code: it creates the file `path`."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return open, (self.path, "w")
+
+
+def _damage(kind: str, path: Path, marker: Path) -> None:
+    if kind == "truncated":
+        checkpoint.save({key: {"w": torch.zeros(4096)} for key in checkpoint.KEYS}, path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    elif kind == "random-bytes":
+        path.write_bytes(random.Random(0).randbytes(5000))
+    elif kind == "code":
+        torch.save({key: _Executes(marker) for key in checkpoint.KEYS}, path)
+    else:  # a readable file that is not a checkpoint
+        torch.save({"weights": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random-bytes", "code", "not-a-checkpoint"])
+def test_an_unreadable_checkpoint_is_refused_in_one_line_and_never_recorded(tmp_path: Path, kind: str) -> None:
+    cfg = compose_run(tmp_path, *TOY, "train.epochs=1")
+    rid = run_id(runner.plain_config(cfg))
+    path = runner.run_dir_for(cfg, rid) / "last.pt"
+    path.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    _damage(kind, path, marker)
+    for _ in range(2):  # the same refusal each time, never a `failed` record
+        with pytest.raises(UserError) as error:
+            runner.run(cfg)
+        message = str(error.value)
+        assert message == (f"{path} is not a readable seqbench checkpoint (truncated, from an older seqbench or from "
+                           f"an untrusted source): delete it to start this run over, or rerun with force=true")
+        assert runner.store_for(cfg).get(rid) is None and not (path.parent / runner.LOCK).exists()
+    assert not marker.exists(), "loading the checkpoint ran code from it"
+    if kind == "code":  # the file really is dangerous to load the old way
+        torch.load(path, weights_only=False)
+        assert marker.exists()
+    assert runner.run(compose_run(tmp_path, *TOY, "train.epochs=1", "force=true"))["status"] == "complete"
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    task = toy.build(toy.ToyConfig(), tmp_path)
+    _fit(task, tmp_path, epochs=1)
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def full(*args: Any, **kwargs: Any) -> NoReturn:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFull) as error:
+        _fit(task, tmp_path, epochs=2)
+    message = str(error.value)
+    assert message.startswith(f"no space left on the disk of {tmp_path / 'last.pt'}") and "\n" not in message
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_resuming_rewrites_a_metrics_log_left_short(tmp_path: Path) -> None:
+    task = toy.build(toy.ToyConfig(), tmp_path)
+    first = _fit(task, tmp_path, epochs=2)
+    log = tmp_path / "metrics.jsonl"
+    whole = log.read_text()
+    log.write_text(whole.splitlines(keepends=True)[0])  # killed after the last checkpoint, before the log
+    assert _fit(task, tmp_path, epochs=2).history == first.history
+    assert log.read_text() == whole
+
+
+# Progress logs
+
+LINE = re.compile(r"seqbench: epoch \d+/\d+( done)? step \d+/\d+ loss \d\.\d{4}( val accuracy \d\.\d{4})? \| "
+                  r"[\d.]+[kM]? tokens/s \| ETA (\d+h\d\dm|\d+m\d\ds)")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _simulate(log: ProgressLog, epochs: int, steps: int) -> str:
+    """What fit() tells the log: a loss reading every tenth of an epoch, then the epoch's end."""
+    checks = {math.ceil(steps * i / 10) for i in range(1, 10)}
+    step = 0
+    for epoch in range(epochs):
+        log.start_epoch(epoch, 0)
+        for batch in range(1, steps + 1):
+            step += 1
+            log.step(1000)
+            if batch in checks:
+                log.check(step, batch, 0.5)
+        log.end_training()
+        log.end_epoch(step, 0.5, 0.75)
+    log.close()
+    return log.stream.getvalue()
+
+
+@pytest.mark.parametrize(("show", "epochs", "lines"), [(True, 100, 300), (True, 10, 100), (True, 1, 10),
+                                                       (False, 100, 100)])
+def test_plain_progress_lines_are_bounded(monkeypatch: pytest.MonkeyPatch, show: bool, epochs: int,
+                                          lines: int) -> None:
+    """Not on a terminal (a file, a SLURM job): one line per epoch and a few inside, about 300 at most for a run."""
+    monkeypatch.setattr(ProgressLog, "MIN_INTERVAL_S", 0.0)
+    out = _simulate(ProgressLog(show, epochs, 50, epochs * 50, "accuracy", 0, stream=io.StringIO()), epochs,
+                    50).splitlines()
+    assert len(out) == lines
+    assert all(LINE.fullmatch(line) for line in out), out[:3]
+    assert sum(" done " in line for line in out) == epochs
+    first_done = next(i for i, line in enumerate(out) if " done " in line)
+    assert [" val accuracy 0.7500 " in line for line in out] == [i >= first_done for i in range(len(out))]
+
+
+def test_a_terminal_gets_bars_and_the_epoch_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ProgressLog, "MIN_INTERVAL_S", 0.0)
+    text = _simulate(ProgressLog(True, 3, 50, 150, "accuracy", 0, stream=_Terminal()), 3, 50)
+    assert "\r" in text and "epoch 1/3:" in text and "loss=0.5000" in text  # tqdm's bar
+    assert len([line for line in text.split("\r") if LINE.fullmatch(line.strip())]) == 3
+
+
+def test_fit_writes_plain_lines_when_stderr_is_not_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ProgressLog, "MIN_INTERVAL_S", 0.0)
+    _fit(toy.build(toy.ToyConfig(), tmp_path), tmp_path, epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert all(LINE.fullmatch(line) for line in lines) and len(lines) > 2
+    assert [line.split()[2] for line in lines if " done " in line] == ["1/2", "2/2"]
+
+
+# One process per run id
+
+
+def _run_paused(config: dict[str, Any], started: Any, resume: Any) -> None:
+    """In its own process: run `config`, pausing at the first batch until `resume` is set."""
+    import tests.toy as toy_module  # registers the toy task here too
+
+    MODELS.discover()
+    collate = toy_module.collate
+
+    def paused(items: list[Any]) -> Batch:
+        if not started.is_set():
+            started.set()
+            resume.wait(120)
+        return collate(items)
+
+    toy_module.collate = paused
+    runner.run(OmegaConf.create(config))
+
+
+def test_one_process_at_a_time_runs_a_run_id(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = compose_run(tmp_path, *TOY, "train.epochs=2")
+    rid = run_id(runner.plain_config(cfg))
+    store = runner.store_for(cfg)
+    ctx = mp.get_context("spawn")
+    started, resume = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_run_paused, args=(OmegaConf.to_container(cfg), started, resume))
+    first.start()
+    try:
+        assert started.wait(120), "the first process did not start training"
+        assert runner.run(cfg) is None  # the second process: skipped, says so, records nothing
+        out = capsys.readouterr().out
+        assert f"{rid} is already running (pid {first.pid} on " in out and "skipped" in out
+        assert store.get(rid) is None
+    finally:
+        resume.set()
+        first.join(120)
+    assert first.exitcode == 0
+    record = store.get(rid)
+    assert record["status"] == "complete"
+    assert runner.run(cfg) == record and "already complete, skipped" in capsys.readouterr().out
+    assert not (runner.run_dir_for(cfg, rid) / runner.LOCK).exists()

@@ -11,7 +11,7 @@
 # LRA-size ListOps generated there by the task's own generator (the default `task=listops` settings).
 # COMMIT=<sha> pins the code, so that every command of one run is the same code (and the same run id).
 set -u
-budget=$1; shift
+budget=$1; shift  # seconds of training: on a fresh machine, generating the data takes ~240 s of the 600
 repo=$(pwd)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site || exit 1

@@ -1,0 +1,153 @@
+"""Is a configuration at the settings of the paper it is compared with, or reduced?
+
+The paper's settings are its preset in `sweeps/experiment/` (with the overrides its reference names), composed
+with Hydra exactly as `python run.py +experiment=<name>` would. A configuration is at paper settings when every
+key of its config that decides the result equals the preset's, and its records' data sizes equal the sizes the
+published numbers were measured on (`datasets` in references.yaml): a run on a 40-row copy of ListOps is
+reduced whatever its config says. Keys that do not decide the result: the seed (a leaderboard row is a mean over
+seeds), where data is read from, and the evaluation batch size.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reports.load import SEED_KEYS, TASK_LOCATION_KEYS, flatten
+from reports.references import EXPERIMENTS, Preset
+
+IGNORED = {*SEED_KEYS, "train.eval_batch_size", *(f"task.{k}" for k in TASK_LOCATION_KEYS if k != "name")}
+# Listed first when a configuration differs in many keys: the settings that decide a result most.
+PRIORITY = ["data", "task.n_train", "task.n_val", "task.n_test", "task.limit", "task.max_length", "task.min_length",
+            "task.l_max", "model.d_model", "model.n_layers", "model.d_state", "train.epochs", "train.max_steps",
+            "train.batch_size", "optim.optimizer", "optim.lr", "optim.weight_decay"]
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    ours: Any
+    paper: Any
+
+    def __str__(self) -> str:
+        return f"{self.key} {_show(self.ours)} (paper {_show(self.paper)})"
+
+
+@dataclass(frozen=True)
+class SettingCheck:
+    """A configuration against one preset (None: no preset to compare with)."""
+
+    preset: Preset | None
+    differences: tuple[Difference, ...] = ()
+
+    @property
+    def at_paper(self) -> bool:
+        return self.preset is not None and not self.differences
+
+    @property
+    def label(self) -> str:
+        return "no paper preset" if self.preset is None else ("paper" if self.at_paper else "reduced")
+
+    def describe(self, most: int = 4) -> str:
+        """'paper (s4d_listops)', or the first differences: 'reduced against s4d_listops: train.epochs 2 (paper 40)'."""
+        if self.preset is None:
+            return "no paper preset for this task and model"
+        if self.at_paper:
+            return f"paper ({self.preset})"
+        shown = "; ".join(str(d) for d in self.differences[:most])
+        more = len(self.differences) - most
+        return f"reduced against {self.preset}: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    """As the config would be written: null, true, a string without quotes; 'absent' for a missing key."""
+    if value is _ABSENT:
+        return "absent"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
+@functools.cache
+def presets_by_pair() -> dict[tuple[str, str], tuple[Preset, ...]]:
+    """(task, model) -> the presets that train that model on that task, read from the files' defaults lists."""
+    found: dict[tuple[str, str], list[Preset]] = {}
+    for path in sorted(EXPERIMENTS.glob("*.yaml")):
+        defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") or []
+        chosen = {k.removeprefix("override /"): v for d in defaults if isinstance(d, dict) for k, v in d.items()}
+        if "task" in chosen and "model" in chosen:
+            found.setdefault((chosen["task"], chosen["model"]), []).append(Preset(path.stem))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+@functools.cache
+def preset_config(preset: Preset) -> dict[str, Any]:
+    """The preset's config as the flat, semantic config of a run record (seed and non-semantic keys dropped)."""
+    from harness.identity import semantic_config  # Hydra composition needs the registries: only when asked
+
+    return {k: v for k, v in flatten(semantic_config(_compose(preset))).items() if k not in SEED_KEYS}
+
+
+def _compose(preset: Preset) -> dict[str, Any]:
+    """`+experiment=<name> <overrides>` composed from sweeps/ as run.py composes it, also from inside a running
+    Hydra app (the quickstart builds its report there): its global state is set aside and put back."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from harness import config as _config  # noqa: F401  (registers the run schema)
+    from harness import hydra_plugins as _hydra_plugins  # noqa: F401  (our sweeper, named in the defaults)
+    from harness.registry import MODELS, TASKS
+
+    TASKS.discover()
+    MODELS.discover()
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(EXPERIMENTS).parent), version_base="1.3"):
+            cfg = compose("config", overrides=[f"+experiment={preset.experiment}", *preset.overrides])
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(tree, dict)
+    tree.pop("hydra", None)
+    return tree
+
+
+def _order(key: str) -> tuple[int, str]:
+    return (PRIORITY.index(key) if key in PRIORITY else len(PRIORITY), key)
+
+
+def compare(config: dict[str, Any], sizes: Iterable[dict[str, int] | None], preset: Preset,
+            paper_sizes: dict[str, int]) -> SettingCheck:
+    """`config` (a flat semantic config without the seed) and the data sizes of its records against `preset`."""
+    paper = preset_config(preset)
+    keys = (set(config) | set(paper)) - IGNORED
+    diffs = [Difference(k, config.get(k, _ABSENT), paper.get(k, _ABSENT)) for k in keys
+             if json.dumps(config.get(k, None), default=str) != json.dumps(paper.get(k, None), default=str)
+             or (k in config) != (k in paper)]
+    for split, n in paper_sizes.items():
+        seen = sorted({(s or {}).get(split) for s in sizes}, key=lambda v: (v is None, v if v is not None else 0))
+        if seen != [n]:
+            ours = ", ".join("not recorded" if v is None else str(v) for v in seen)
+            diffs.append(Difference(f"data {split} size", ours, n))
+    diffs.sort(key=lambda d: _order("data" if d.key.startswith("data ") else d.key))
+    return SettingCheck(preset, tuple(diffs))
+
+
+def check(task: str, model: str, config: dict[str, Any], sizes: list[dict[str, int] | None],
+          preset: Preset | None, paper_sizes: dict[str, int]) -> SettingCheck:
+    """Against `preset` (the one the configuration's published number cites) when given; otherwise against the
+    closest preset of the same task and model, if any."""
+    candidates = [preset] if preset is not None else list(presets_by_pair().get((task, model), ()))
+    checks = [compare(config, sizes, p, paper_sizes) for p in candidates]
+    return min(checks, key=lambda c: len(c.differences)) if checks else SettingCheck(None)
