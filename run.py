@@ -14,21 +14,19 @@ process with 128 + the signal, a local sweep included; rerunning the same comman
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
-from harness import config as _config  # noqa: F401  (registers the run schema)
 from harness.checkpoint import Preempted
-from harness.config import closest
+from harness.config import composition_error  # importing harness.config registers the run schema
 from harness.errors import ConfigError, UserError, exit_with
 from harness.jobs import Report, dispatch
 from harness.registry import MODELS, TASKS
@@ -58,7 +56,7 @@ def main(cfg: DictConfig) -> None:
     except (UserError, OmegaConfBaseException) as exc:  # OmegaConf's: e.g. an interpolation that names no key
         if HydraConfig.get().mode == RunMode.MULTIRUN or DEBUG:
             raise  # a sweep's job: the launcher records the failure (exiting would leave a SLURM job without result)
-        exit_with(exc if isinstance(exc, UserError) else ConfigError(omegaconf_message(exc)))
+        exit_with(exc if isinstance(exc, UserError) else ConfigError(composition_error(exc)))
     except Preempted as exc:
         from harness.slurm import after_preemption
 
@@ -70,38 +68,14 @@ def main(cfg: DictConfig) -> None:
         sys.exit(128 + (exc.signum or signal.SIGTERM))  # as a process ended by that signal reports it
 
 
-def hydra_message(exc: CompactHydraException) -> str:
-    """Hydra's composition error (and the OmegaConf error under it) as one line that names the key and the fix."""
-    cause = exc.__cause__
-    if isinstance(exc, OverrideParseException):
-        return f"cannot parse {exc.override!r}: {exc.message.splitlines()[0]} (the grammar: " \
-               f"https://hydra.cc/docs/advanced/override_grammar/basic)"
-    if isinstance(exc, MissingConfigException) and exc.options:
-        missing = str(exc).splitlines()[0].removeprefix("In 'config': ")
-        return f"{missing}; choose one of {', '.join(exc.options)}"
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
-        key, group = cause.full_key, cause.full_key.split(".")[0]
-        if cause.object_type is dict and group in ("model", "task"):
-            return f"{key} is an option of the {group}, but no {group} is chosen: add {group}=<name> (`python -m " \
-                   f"harness list` shows them)"
-        if dataclasses.is_dataclass(cause.object_type):
-            parent = key.rpartition(".")[0]
-            names = [f"{parent}.{f.name}" if parent else f.name for f in dataclasses.fields(cause.object_type)]
-            return f"{key} is not an option{closest(key, names)}; `python -m harness list` shows every task and " \
-                   f"model option"
-    if isinstance(cause, OmegaConfBaseException):
-        return omegaconf_message(cause)
-    return " ".join(str(exc).split())
-
-
-def omegaconf_message(exc: OmegaConfBaseException) -> str:
-    """`key: what is wrong`, the first line of OmegaConf's message (the others repeat the key and its type)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{exc.full_key}: {first}" if exc.full_key else first
-
-
 def cli() -> None:
     """`python run.py ARGS`: Hydra's app with every user error, Hydra's own included, as one line and exit 2."""
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        # Our own help: Hydra's renders the whole config store (most of a second) to say less than this.
+        print(__doc__.strip())
+        print(f"\ntasks:  {', '.join(TASKS.names())}\nmodels: {', '.join(MODELS.names())}")
+        print("presets: sweeps/experiment/*.yaml; every option: python -m harness list; Hydra's help: --hydra-help")
+        return
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         from harness import hydra_plugins  # noqa: F401  (our sweeper and SLURM launcher, for Hydra: sweeps only)
         from harness.sweeper import open_group_keys
@@ -113,8 +87,7 @@ def cli() -> None:
     except (CompactHydraException, OmegaConfBaseException) as exc:
         if DEBUG:
             raise
-        exit_with(ConfigError(hydra_message(exc) if isinstance(exc, CompactHydraException)
-                              else omegaconf_message(exc)))
+        exit_with(ConfigError(composition_error(exc)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import MISSING
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from harness.errors import ConfigError
 
@@ -83,6 +85,31 @@ def check_keys(values: Mapping[str, Any], cls: type, prefix: str) -> None:
             hint = closest(f"{prefix}{key}", (prefix + n for n in names))
             raise ConfigError(f"{prefix}{key} is not an option{hint}; drop it (`python -m harness list` shows every "
                               f"task and model option)")
+
+
+def composition_error(exc: Exception) -> str:
+    """A Hydra or OmegaConf error met while composing the config, as one line that names the key and the fix."""
+    if isinstance(exc, OverrideParseException):
+        return (f"cannot parse {exc.override!r}: {exc.message.splitlines()[0]} (the grammar: "
+                f"https://hydra.cc/docs/advanced/override_grammar/basic)")
+    if isinstance(exc, MissingConfigException) and exc.options:
+        missing = str(exc).splitlines()[0].removeprefix("In 'config': ")
+        return f"{missing}; choose one of {', '.join(exc.options)}"
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
+        key, group = cause.full_key, cause.full_key.split(".")[0]
+        if cause.object_type is dict and group in ("model", "task"):
+            return (f"{key} is an option of the {group}, but no {group} is chosen: add {group}=<name> (`python -m "
+                    f"harness list` shows them)")
+        if dataclasses.is_dataclass(cause.object_type):
+            parent = key.rpartition(".")[0]
+            names = [f"{parent}.{f.name}" if parent else f.name for f in dataclasses.fields(cause.object_type)]
+            return (f"{key} is not an option{closest(key, names)}; `python -m harness list` shows every task and "
+                    f"model option")
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        first = str(cause).strip().splitlines()[0]  # the other lines repeat the key and its type
+        return f"{cause.full_key}: {first}" if cause.full_key else first
+    return " ".join(str(exc).split())
 
 
 # Names the owners check (harness.preflight.check calls them): optim.optimizer (harness.optim.OPTIMIZERS),

@@ -57,6 +57,7 @@ def capture(device: torch.device | None = None) -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),  # in a SLURM job, the CPUs the job was given
         "argv": sys.argv,
     }
     if device is not None and device.type == "cuda":

@@ -43,11 +43,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
 
 from harness import manifest, runner
 from harness.checkpoint import STOP_SIGNALS
-from harness.config import closest, one_of
+from harness.config import closest, composition_error, one_of
 from harness.errors import ConfigError, UserError, exit_with
 from harness.preflight import describe
 from harness.registry import MODELS, TASKS, Registry
@@ -145,12 +147,11 @@ def check_open_keys(seen: dict[str, dict[str, bool]], partial: str) -> None:
                           + " (`python -m harness list` shows every option)")
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and message, and for Hydra's a cause that OmegaConf gave."""
-    text = f"{type(exc).__name__}: {exc}"
-    if exc.__cause__ is not None and not isinstance(exc, UserError):
-        text += f" ({exc.__cause__})"
-    return " ".join(text.split())
+def one_line(exc: Exception) -> str:
+    """Why a point cannot run, as one line: a composition error as run.py prints it, others with their type."""
+    if isinstance(exc, (CompactHydraException, OmegaConfBaseException)):
+        return f"ConfigError: {composition_error(exc)}"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 @contextlib.contextmanager

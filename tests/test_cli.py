@@ -14,10 +14,10 @@ import pytest
 from hydra.errors import CompactHydraException
 
 from harness.__main__ import list_registered
+from harness.config import composition_error
 from harness.errors import DataError, UserError
 from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
-from run import hydra_message
 from tests.helpers import ROOT, compose_run, run_py
 
 
@@ -66,7 +66,7 @@ def test_a_bad_override_is_refused_while_composing(tmp_path: Path, args: list[st
     with pytest.raises(CompactHydraException) as error:
         compose_run(tmp_path, *args)
     assert expected in f"{error.value}\n{error.value.__cause__}"
-    message = hydra_message(error.value)
+    message = composition_error(error.value)
     assert line in message and "\n" not in message
 
 
