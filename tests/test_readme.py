@@ -1,7 +1,8 @@
 """Every command in the README runs as written.
 
-Training commands run with `dry_run=true` appended (every point composed, checked and its model built on fake
-tensors: what a real run does before its first step), the others for real, each in a fresh folder. A command
+`run.py` commands (training, sweeps, the benchmark) run with `dry_run=true` appended: every point composed, checked
+and its model built on fake tensors, what a real run does before its first step. The others run for real, each in
+a fresh folder. A command
 that only installs or starts something (pip, tests/setup.sh, the SLURM script, pytest, torchrun) is left to the
 tests of that thing, and so is the quickstart (tests/test_quickstart.py).
 """
@@ -54,12 +55,10 @@ def run(tmp_path: Path, words: list[str], timeout: int = 300) -> subprocess.Comp
 def as_run(words: list[str], tmp_path: Path) -> list[str]:
     """`python run.py ARGS` from a fresh folder: the repo's run.py, dry, everything written under tmp_path."""
     args = words[2:]
-    # `job=bench` as written: on this CPU it times a CPU-sized grid in seconds. The GPU preset: its dry run.
-    dry = [] if "job=bench" in args else ["dry_run=true"]
     # A preset or flag first, then the outputs: Hydra takes `-m` only before the overrides.
     flags = [a for a in args if a.startswith("-")]
     rest = [a for a in args if not a.startswith("-")]
-    return ["python", str(ROOT / "run.py"), *flags, *rest, *dry, f"paths.root={tmp_path / 'results'}",
+    return ["python", str(ROOT / "run.py"), *flags, *rest, "dry_run=true", f"paths.root={tmp_path / 'results'}",
             f"paths.data={tmp_path / 'data'}"]
 
 
@@ -85,9 +84,9 @@ for argv in json.loads(sys.argv[1]):
 """
 
 
-@pytest.mark.slow  # every training command of the README, dry: about a minute
+@pytest.mark.slow  # every `run.py` command of the README, dry: about half a minute
 def test_readme_training_commands_dry_run(tmp_path: Path) -> None:
-    commands = [c for c in COMMANDS if c.startswith("python run.py") and "job=bench" not in c]
+    commands = [c for c in COMMANDS if c.startswith("python run.py")]
     argvs = [as_run(shlex.split(c), tmp_path)[1:] for c in commands]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -102,16 +101,14 @@ def test_readme_training_commands_dry_run(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # a dry run reads and generates nothing
 
 
-OTHERS = [c for c in COMMANDS if not c.startswith("python run.py") or "job=bench" in c]
+OTHERS = [c for c in COMMANDS if not c.startswith("python run.py")]
 
 
 @pytest.mark.slow  # one process per command: about 5 s each
 @pytest.mark.parametrize("command", OTHERS)
 def test_readme_command_runs(tmp_path: Path, command: str) -> None:
     words = shlex.split(command)
-    if words[1] == "run.py":  # job=bench: as written, a CPU-sized grid here
-        words = as_run(words, tmp_path)
-    elif words[1:3] == ["-m", "reports"]:
+    if words[1:3] == ["-m", "reports"]:
         # A store to report on: two records of the committed H100 benchmark.
         store = tmp_path / "results" / "store"
         store.mkdir(parents=True)
