@@ -374,6 +374,7 @@ def test_every_registered_model_runs_one_point_of_each_kind(tmp_path: Path) -> N
     assert all(status == ["complete"] * 4 for status in by_model.values()), by_model
 
 
+@pytest.mark.slow  # run.py as a process, with its report: about 8 s
 def test_job_bench_end_to_end_through_run_py(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), "job=bench", "bench.models=[transformer]", "bench.lengths=[64,128]",

@@ -250,6 +250,7 @@ def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
     assert any(n.text.startswith("s4d: reduced against s4d_listops with model.init=legs: ") for n in b.notes)
 
 
+@pytest.mark.slow  # two real runs and a report: about 8 s
 def test_a_two_epoch_transformer_on_a_40_row_file_is_reduced(tmp_path: Path):
     """A real run on an LRA-format file of 40 training rows: its config keeps ListOps' settings (the file is read,
     not generated), so it gets the LRA Transformer's number, but it is not at paper settings and has no Δ."""

@@ -69,6 +69,7 @@ def job_log(sweep_dir: Path, job_id: str) -> str:
 
 
 @cluster_test
+@pytest.mark.slow  # a sweep through the cluster: about 15 s
 def test_a_sweep_runs_through_slurm_and_every_record_lands(cluster: Path) -> None:
     """Also: the jobs size torch's threads to their CPUs (1 each here), not to the node's cores nor to an
     OMP_NUM_THREADS they inherit (none here); and a blocking sweep does not warn about accounting."""
@@ -104,6 +105,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:  # noqa: ANN001
 
 
 @cluster_test
+@pytest.mark.slow  # two requeues waited for: about 30 s
 def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path) -> None:
     """Submit and return; stop one job the way a time limit does (USR2, submitit's checkpoint signal) and one
     with `scontrol requeue` (SIGTERM, then SLURM restarts it); both resume from their checkpoints."""
@@ -186,6 +188,7 @@ def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path)
 
 
 @cluster_test
+@pytest.mark.slow  # sbatch retries for 9 s before it gives up
 def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None:
     """The cluster's configuration with the controller on a closed port, for this one submission only."""
     conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
@@ -203,6 +206,7 @@ def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None
 
 
 @cluster_test
+@pytest.mark.slow  # three jobs through the cluster: about 15 s
 def test_a_sweep_over_models_with_model_options_runs_through_slurm(cluster: Path) -> None:
     """`model=a,b model.d_model=16`: each job composes its own model with the option (harness.sweeper)."""
     args = [*(a for a in tiny(64, 1) if not a.startswith("model")), "model=transformer,s4d,multires",
