@@ -32,7 +32,7 @@ import random
 import statistics
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,8 @@ class ListOpsConfig(TaskConfig):
 
 
 def settings_of(cfg: ListOpsConfig) -> GeneratorSettings:
-    return GeneratorSettings(cfg.n_train, cfg.n_val, cfg.n_test, cfg.min_length, cfg.max_length, cfg.max_depth,
-                             cfg.max_args, cfg.seed)
+    """The generator's settings are the config's fields of the same names."""
+    return GeneratorSettings(**{f.name: getattr(cfg, f.name) for f in fields(GeneratorSettings)})
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -45,11 +45,13 @@ def readme_commands() -> list[str]:
 COMMANDS = readme_commands()
 
 
+# From a fresh folder, as from the repo root: `python -m reports` finds the repo's packages.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+
+
 def run(tmp_path: Path, words: list[str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    # From a fresh folder, as from the repo root: `python -m reports` finds the repo's packages.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, *words[1:]], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=ENV)
 
 
 def as_run(words: list[str], tmp_path: Path) -> list[str]:
@@ -88,9 +90,8 @@ for argv in json.loads(sys.argv[1]):
 def test_readme_training_commands_dry_run(tmp_path: Path) -> None:
     commands = [c for c in COMMANDS if c.startswith("python run.py")]
     argvs = [as_run(shlex.split(c), tmp_path)[1:] for c in commands]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(argvs)], cwd=tmp_path, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, timeout=600, env=env)
+                         stderr=subprocess.STDOUT, text=True, timeout=600, env=ENV)
     parts = out.stdout.split("@@exit ")
     assert len(parts) == len(commands) + 1, out.stdout[-3000:]
     for command, before, after in zip(commands, parts, parts[1:]):
