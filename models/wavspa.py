@@ -230,7 +230,9 @@ def _interleave(even: torch.Tensor, odd: torch.Tensor) -> torch.Tensor:
 def liftdec(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """Fixed CDF-5/3 lifting with circular boundaries -> [s_J, d_J, ..., d_1]. Zero-pad to even length, split
     e = a[0::2], o = a[1::2]; predict d = o - (e[k] + e[k+1]) / 2; update s = e + (d[k-1] + d[k]) / 4 (the
-    reference's out-of-range gather index clamps to the last element, i.e. wraps around)."""
+    reference's out-of-range gather index clamps to the last element, i.e. wraps around). Deliberate deviation:
+    autograd gives the exact gradient, while the reference's reverse-mode gradient lacks that wrap-around term
+    (JAX transposes the clamped gather into a scatter that drops the out-of-range index; same in `liftrec`)."""
     a = _pad_even(x)
     coeffs = []
     for _ in range(levels):
@@ -346,7 +348,8 @@ class WavSpALayer(nn.Module):
 
     Called as `layer(x [B, T, D], lengths)`; `lengths` is unused because the reference applies no mask in
     wavelet space (padding is zeroed before the block's LayerNorm, see `WavSpABlock`). The transforms run in
-    float32 even under autocast (the reference is fp32; they are cheap next to attention).
+    at least float32 even under autocast (the reference is fp32; they are cheap next to attention); a float64
+    layer stays float64.
     """
 
     def __init__(self, d_model: int, *, n_heads: int = 1, qkv_dim: int = 64, wavelet: str = "ada", wlen: int = 16,
@@ -374,23 +377,25 @@ class WavSpALayer(nn.Module):
         if self.wavelet == "lift":
             return liftdec(x, self.levels)
         if self.wavelet == "adalift":
-            return liftdec_learn(x, self.w_est.float(), self.w_pred.float(), self.levels)
-        return wavedec(x, self.filter().float(), self.levels, self.reverse_channels)
+            return liftdec_learn(x, self.w_est.to(x.dtype), self.w_pred.to(x.dtype), self.levels)
+        return wavedec(x, self.filter().to(x.dtype), self.levels, self.reverse_channels)
 
     def reconstruct(self, bands: list[torch.Tensor]) -> torch.Tensor:
         if self.wavelet == "lift":
             return liftrec(bands)
+        dtype = bands[0].dtype
         if self.wavelet == "adalift":
-            return liftrec_learn(bands, self.w_est.float(), self.w_pred.float())
-        return waverec(bands, self.filter().float(), self.reverse_channels)
+            return liftrec_learn(bands, self.w_est.to(dtype), self.w_pred.to(dtype))
+        return waverec(bands, self.filter().to(dtype), self.reverse_channels)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         t = x.shape[1]
+        dtype = torch.promote_types(x.dtype, torch.float32)  # fp16/bf16 -> float32; float32, float64 kept
         with torch.autocast(x.device.type, enabled=False):
-            bands = self.decompose(x.float())
+            bands = self.decompose(x.to(dtype))
         bands = [attn(band) for attn, band in zip(self.attn, bands, strict=True)]
         with torch.autocast(x.device.type, enabled=False):
-            y = self.reconstruct([band.float() for band in bands])
+            y = self.reconstruct([band.to(dtype) for band in bands])
         return y[:, :t].to(x.dtype)
 
 

@@ -5,7 +5,9 @@ output, input gradient, parameter gradients and convolution kernel, in float64. 
 the same settings through the model registry, loaded with the published tensors through a name mapping that
 must be one-to-one (every published tensor used once, every one of our tensors set), run in float64 on the
 same input, and compared: output, input gradient, every parameter gradient (mapped back to the published
-name and shape) and the kernel. No reference here is computed by our own functions.
+name and shape) and the kernel. No reference here is computed by our own functions. The WavSpA files come
+from JAX/Flax code: transforms hold an analysis and a synthesis section, blocks Flax names and layouts
+(tests/golden/README.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from harness.task import TaskSpec
 from models import MODELS
+from models.wavspa import liftdec, liftdec_learn, liftrec, liftrec_learn, ortho_filter, wavedec, waverec
 
 GOLDEN = Path(__file__).parent / "golden"
 RTOL = 1e-9  # float64 on both sides: only the order of floating-point operations differs
@@ -278,3 +281,182 @@ def test_conv_kernel(name: str) -> None:
     layer = module["layer"] if isinstance(module, nn.ModuleDict) else module
     with torch.no_grad():
         check(layer.kernel(golden.meta["seq_len"]), golden.kernel, "kernel")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# WavSpA: EvanZhuang/wavspa (JAX/Flax), the transforms and their inverses, and WavspaBlock
+
+
+WAVSPA_RTOL = 1e-11  # float64 on both sides; the differences measured are below 3e-15 of each tensor's scale
+
+
+def check_wavspa(actual: torch.Tensor | np.ndarray, expected: np.ndarray, what: str) -> None:
+    check(actual, expected, what, rtol=WAVSPA_RTOL)
+
+
+def load_sections(name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A transform golden file: its arrays (keys `analysis/...`, `synthesis/...`, `param/...`) and meta."""
+    with np.load(GOLDEN / f"{name}.npz", allow_pickle=False) as z:
+        arrays = {key: z[key] for key in z.files}
+    return arrays, json.loads(str(arrays.pop("meta")))
+
+
+def section(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def numbered(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Bands stored under 0, 1, ... (published order [A_J, D_J, ..., D_1]) as a list."""
+    return [arrays[str(j)] for j in range(len(arrays))]
+
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WaveletTransform:
+    """Our analysis and synthesis called with the published parameters (published name -> our argument)."""
+
+    analysis: Callable[[torch.Tensor, Params, int], list[torch.Tensor]]
+    synthesis: Callable[[list[torch.Tensor], Params], torch.Tensor]
+
+
+# Published wavedec_learn/waverec_learn take the filters [wlen, D] (`adawave`, or the vmapped
+# parametrized_wavelet of `thetas`); liftdec_learn/liftrec_learn take (adawave_est, adawave_pred).
+WAVELET_TRANSFORMS = {
+    "ada": WaveletTransform(lambda x, p, levels: wavedec(x, p["adawave"], levels),
+                            lambda bands, p: waverec(bands, p["adawave"])),
+    "ortho": WaveletTransform(lambda x, p, levels: wavedec(x, ortho_filter(p["thetas"]), levels),
+                              lambda bands, p: waverec(bands, ortho_filter(p["thetas"]))),
+    "lift": WaveletTransform(lambda x, p, levels: liftdec(x, levels), lambda bands, p: liftrec(bands)),
+    "adalift": WaveletTransform(lambda x, p, levels: liftdec_learn(x, p["adawave_est"], p["adawave_pred"], levels),
+                                lambda bands, p: liftrec_learn(bands, p["adawave_est"], p["adawave_pred"])),
+}
+WAVSPA_TRANSFORM_GOLDENS = ["wavspa_ada", "wavspa_ada_short", "wavspa_ada_haar", "wavspa_ortho", "wavspa_lift",
+                            "wavspa_adalift"]
+
+
+def exact_gradients(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(input gradients, parameter gradients) of a golden section to compare ours with: the forward-mode ones
+    (`fwd_grad_input/`, `fwd_grad/`) where the file has them, i.e. where the published reverse-mode gradient is
+    not the derivative of the published forward pass (the fixed lifting: its out-of-range neighbour index is
+    clamped in the forward pass and dropped by the transposed gather, see README.md), else the reverse-mode
+    ones. Where both are present they must differ: the file pins that published quirk."""
+    reverse = section(arrays, "grad_input/"), section(arrays, "grad/")
+    forward = section(arrays, "fwd_grad_input/"), section(arrays, "fwd_grad/")
+    if not forward[0]:
+        return reverse
+    assert any(not np.allclose(forward[0][k], reverse[0][k], rtol=1e-6) for k in forward[0])
+    return forward
+
+
+def published_params(arrays: dict[str, np.ndarray]) -> Params:
+    return {k: torch.from_numpy(v).requires_grad_() for k, v in section(arrays, "param/").items()}
+
+
+def check_param_grads(params: Params, expected: dict[str, np.ndarray]) -> None:
+    assert set(expected) == set(params)
+    for name, p in params.items():
+        assert p.grad is not None, f"no gradient reached {name}"
+        check_wavspa(p.grad, expected[name], f"gradient of {name}")
+
+
+@pytest.mark.parametrize("name", WAVSPA_TRANSFORM_GOLDENS)
+def test_wavspa_analysis(name: str) -> None:
+    arrays, meta = load_sections(name)
+    golden = section(arrays, "analysis/")
+    params = published_params(arrays)
+    x = torch.from_numpy(golden["input/x"]).requires_grad_()
+    bands = WAVELET_TRANSFORMS[meta["kind"]].analysis(x, params, meta["levels"])
+    expected, cotangents = numbered(section(golden, "output/")), numbered(section(golden, "cotangent/"))
+    assert len(bands) == len(expected) == meta["levels"] + 1
+    sum((band * torch.from_numpy(c)).sum() for band, c in zip(bands, cotangents, strict=True)).backward()
+    for j, (band, want) in enumerate(zip(bands, expected, strict=True)):
+        check_wavspa(band, want, f"band {j}")
+    grad_inputs, grads = exact_gradients(golden)
+    check_wavspa(x.grad, grad_inputs["x"], "input gradient")
+    check_param_grads(params, grads)
+
+
+@pytest.mark.parametrize("name", WAVSPA_TRANSFORM_GOLDENS)
+def test_wavspa_synthesis(name: str) -> None:
+    """The inverse on independent random bands (not the analysis output), so it is pinned on its own."""
+    arrays, meta = load_sections(name)
+    golden = section(arrays, "synthesis/")
+    params = published_params(arrays)
+    bands = [torch.from_numpy(b).requires_grad_() for b in numbered(section(golden, "input/"))]
+    out = WAVELET_TRANSFORMS[meta["kind"]].synthesis(bands, params)
+    (out * torch.from_numpy(golden["cotangent"])).sum().backward()
+    check_wavspa(out, golden["output"], "reconstruction")
+    grad_inputs, grads = exact_gradients(golden)
+    for j, (band, want) in enumerate(zip(bands, numbered(grad_inputs), strict=True)):
+        check_wavspa(band.grad, want, f"gradient of band {j}")
+    check_param_grads(params, grads)
+
+
+def test_wavspa_ortho_filter() -> None:
+    """Published vmap(parametrized_wavelet) over features: the filters [wlen, D] from the angles."""
+    arrays, _ = load_sections("wavspa_ortho")
+    check_wavspa(ortho_filter(torch.from_numpy(arrays["param/thetas"])), arrays["filter"], "filter")
+
+
+# WavspaBlock(wavelet=...) -> our `wavelet`: 'db*' = free filters with db init, the rest by substring as
+# published; model_type -> our `attention`.
+WAVSPA_WAVELETS = {"db2": "ada", "ortho": "ortho", "lift": "lift", "adalift": "adalift"}
+WAVSPA_ATTENTIONS = {"transformer": "softmax", "linear_attention": "linear"}
+# wavelet='lift' creates (adawave_est, adawave_pred) but never uses them (published gradients are zero).
+WAVSPA_UNUSED = {"lift": ("adawave_est", "adawave_pred")}
+FLAX_PROJECTIONS = (("query", "q"), ("key", "k"), ("value", "v"), ("out", "out"))
+WAVSPA_BLOCK = Mapping(rules=[
+    (r"adawave", "mixer.filters"),
+    (r"thetas", "mixer.thetas"),
+    (r"adawave_est", "mixer.w_est"),
+    (r"adawave_pred", "mixer.w_pred"),
+    (r"LayerNorm_0/scale", "norm.norm.weight"),
+    (r"LayerNorm_0/bias", "norm.norm.bias"),
+    *[(rf"(?:Self|Linear)Attention_(\d+)/{flax}/{leaf}", rf"mixer.attn.\1.{ours}.{torch_leaf}")
+      for flax, ours in FLAX_PROJECTIONS for leaf, torch_leaf in (("kernel", "weight"), ("bias", "bias"))],
+    *[(rf"MlpBlock_0/Dense_{i}/{leaf}", rf"mlp.0.net.{j}.{torch_leaf}")
+      for i, j in ((0, 0), (1, 3)) for leaf, torch_leaf in (("kernel", "weight"), ("bias", "bias"))],
+])
+WAVSPA_BLOCK_GOLDENS = ["wavspa_block_ada", "wavspa_block_ortho", "wavspa_block_lift", "wavspa_block_adalift_linear"]
+
+
+def flax_as_ours(value: np.ndarray, target: torch.Tensor, name: str) -> torch.Tensor:
+    """A Flax tensor in our layout: Dense/DenseGeneral kernels are (in..., out...) where a torch Linear weight is
+    (out, in); q/k/v kernels (D, heads, head_dim), out (heads, head_dim, D), q/k/v biases (heads, head_dim)."""
+    assert value.size == target.numel(), f"{name}: published {value.shape}, ours {tuple(target.shape)}"
+    if name.endswith("/kernel"):
+        return torch.from_numpy(value.reshape(target.shape[1], target.shape[0]).T.copy())
+    return torch.from_numpy(value).reshape(target.shape)
+
+
+@pytest.mark.parametrize("name", WAVSPA_BLOCK_GOLDENS)
+def test_wavspa_block(name: str) -> None:
+    golden = Golden.load(name)
+    kw = golden.meta["kwargs"]
+    model = build("wavspa", spec_for(golden, d_input=kw["wav_dim"]), d_model=kw["wav_dim"], n_layers=1,
+                  n_heads=kw["num_heads"], qkv_dim=kw["qkv_dim"], d_ff=kw["mlp_dim"],
+                  wavelet=WAVSPA_WAVELETS[kw["wavelet"]], wlen=kw["wlen"], levels=kw["level"],
+                  attention=WAVSPA_ATTENTIONS[kw["model_type"]], dropout=0.0, attn_dropout=0.0)
+    block = model.blocks[0].double().eval()
+    unused = WAVSPA_UNUSED.get(kw["wavelet"], ())
+    for published in unused:
+        assert not golden.grads[published].any(), f"{published} is unused by the published block"
+    names = {published: WAVSPA_BLOCK.ours(published) for published in golden.params if published not in unused}
+    state = block.state_dict()
+    assert len(set(names.values())) == len(names) and set(names.values()) == set(state), (
+        f"not one-to-one: ours {sorted(state)}, mapped {sorted(names.values())}")
+    block.load_state_dict({ours: flax_as_ours(golden.params[p], state[ours], p) for p, ours in names.items()})
+
+    x = torch.from_numpy(golden.inputs["x"]).requires_grad_()
+    lengths = torch.from_numpy(golden.inputs["lengths"])
+    out = forward_backward(lambda v: block(v, lengths), x, golden)
+    check_wavspa(out, golden.output, "output")
+    grad_inputs, grads = exact_gradients(load_sections(name)[0])
+    check_wavspa(x.grad, grad_inputs["x"], "input gradient")
+    ours = dict(block.named_parameters())
+    for published, our_name in names.items():
+        assert ours[our_name].grad is not None, f"no gradient reached {our_name}"
+        check_wavspa(ours[our_name].grad, flax_as_ours(grads[published], ours[our_name], published).numpy(),
+                     f"gradient of {published}")
