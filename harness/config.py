@@ -297,7 +297,9 @@ class RunConfig:
     seed: int = 0
     sweep: str = "default"
     force: bool = False  # rerun even when a complete record exists
-    dry_run: bool = False
+    # true: check the config and count the parameters, train nothing; memory: that and the activation memory
+    # estimated on fake tensors (1.5 s more: they import torch's compiler stack). Any: OmegaConf has no bool | str.
+    dry_run: Any = False
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -305,6 +307,9 @@ class RunConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self) -> None:
+        if self.dry_run not in (False, True, "memory"):
+            raise ConfigError(f"dry_run={self.dry_run!r} must be true, false or memory (true and the activation "
+                              f"memory estimated)")
         # The sweep names the runs it groups (in records, reports and file names): a name, never a path.
         if not isinstance(self.sweep, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*", self.sweep):
             raise ConfigError(f"sweep={self.sweep!r} must be a plain name (letters, digits, _ . = , + -, no / and "

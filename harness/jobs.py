@@ -88,7 +88,7 @@ def quickstart(cfg: DictConfig) -> Report | None:
     configs = quickstart_configs(cfg)
     if cfg.dry_run:
         for run_cfg in configs:
-            print(json.dumps(preflight.describe(run_cfg)), flush=True)
+            print(json.dumps(preflight.describe(run_cfg, activations=cfg.dry_run == "memory")), flush=True)
         return None
     failed = []
     for run_cfg in configs:

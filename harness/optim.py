@@ -43,11 +43,17 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def optimizer_class(cfg: OptimConfig) -> type[torch.optim.Optimizer]:
+    """The class `optim.optimizer` names. Checks use this rather than building one: torch's first optimizer
+    imports torch._dynamo (1.5 s), which a dry run does not need; OptimConfig already checks the values."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"optim.optimizer must be {' or '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
+    return OPTIMIZERS[cfg.optimizer]
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
-    return OPTIMIZERS[cfg.optimizer](param_groups(model, cfg), lr=cfg.lr, betas=betas, eps=cfg.eps)
+    return optimizer_class(cfg)(param_groups(model, cfg), lr=cfg.lr, betas=betas, eps=cfg.eps)
 
 
 def _linear_warmup(step: int, warmup: int) -> float:

@@ -1,7 +1,8 @@
-"""Check a run config without training it: every key and value, then its model built on fake tensors, parameters
-counted, memory estimated.
+"""Check a run config without training it: every key and value, then its model built, parameters counted, memory
+estimated.
 
     python run.py task=listops model=s4 dry_run=true          one JSON line: run_id, params, memory, status
+    python run.py task=listops model=s4 dry_run=memory        the same, with the activation memory estimated
 
 The sweeper checks every point of a sweep this way before launching any (harness.sweeper). The model needs the
 task's TaskSpec, which each task module computes from the config alone (`task_spec(cfg)`, harness/task.py): a
@@ -18,7 +19,6 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -26,7 +26,7 @@ from harness import runner
 from harness.config import run_config
 from harness.errors import ConfigError, UserError
 from harness.identity import run_id
-from harness.optim import lr_factor, make_optimizer
+from harness.optim import lr_factor, optimizer_class, param_groups
 from harness.registry import MODELS, TASKS
 from harness.task import TaskSpec
 from harness.train import autocast_for
@@ -34,15 +34,14 @@ from harness.train import autocast_for
 
 def check(cfg: DictConfig) -> None:
     """Fail before any work on a config that cannot run: a task and a model chosen, no unknown key, every value in
-    range (the config dataclasses' __post_init__), and the names their owners know (schedule, precision, optimizer:
-    made for a one-parameter module)."""
+    range (the config dataclasses' __post_init__), and the names their owners know (schedule, precision, optimizer)."""
     runner.check(cfg)
     run_config(runner.plain_config(cfg))
     TASKS.from_node(cfg.task)
     MODELS.from_node(cfg.model)
     lr_factor(0, 1, 0, cfg.train.schedule)
     autocast_for(torch.device("cpu"), cfg.train.precision)
-    make_optimizer(torch.nn.Linear(1, 1), cfg.optim)
+    optimizer_class(cfg.optim)
 
 
 def task_spec(cfg: DictConfig) -> TaskSpec:
@@ -86,47 +85,71 @@ def activation_bytes(model: torch.nn.Module, spec: TaskSpec, batch_size: int) ->
     return counter.bytes
 
 
-def inspect_model(cfg: DictConfig, spec: TaskSpec) -> tuple[int, dict[str, Any]]:
-    """Parameter count and a training-memory estimate, from the model built on fake tensors (shapes without
-    storage: no memory, no time); on the CPU for real when a layer's initialisation needs real numbers."""
-    state = 8 if cfg.optim.optimizer in ("adam", "adamw") else 0  # Adam's two moments, fp32
-    try:
-        with FakeTensorMode(allow_non_fake_inputs=True):
-            model = MODELS.build(cfg.model, spec)
-            make_optimizer(model, cfg.optim)  # the optimizer's name and parameter groups
-            params = runner.count_params(model)
-            try:
-                activations, note = activation_bytes(model, spec, cfg.train.batch_size), None
-            except Exception as exc:  # a data-dependent step (e.g. .item()) cannot run on fake tensors
-                activations, note = None, f"no estimate: {type(exc).__name__}: {str(exc)[:200]}"
-        built_on = "fake"
-    except UserError:
-        raise
-    except Exception:
+def _build_fake(cfg: DictConfig, spec: TaskSpec) -> tuple[int, int | None, str | None]:
+    """Parameters and activation bytes from the model built and run on fake tensors (shapes without storage)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode  # imports torch._dynamo: 1.5 s, so only when asked
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
         model = MODELS.build(cfg.model, spec)
-        make_optimizer(model, cfg.optim)
-        params, activations, note, built_on = runner.count_params(model), None, "model built on the CPU", "cpu"
+        param_groups(model, cfg.optim)
+        params = runner.count_params(model)
+        try:
+            return params, activation_bytes(model, spec, cfg.train.batch_size), None
+        except Exception as exc:  # a data-dependent step (e.g. .item()) cannot run on fake tensors
+            return params, None, f"no estimate: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _build_cpu(cfg: DictConfig, spec: TaskSpec) -> int:
+    model = MODELS.build(cfg.model, spec)
+    param_groups(model, cfg.optim)
+    return runner.count_params(model)
+
+
+def inspect_model(cfg: DictConfig, spec: TaskSpec, activations: bool = True) -> tuple[int, dict[str, Any]]:
+    """Parameter count and a training-memory estimate.
+
+    With `activations`, the model is built and run on fake tensors (no memory, little time, but torch's fake
+    tensors import its compiler stack, 1.5 s); on the CPU for real when a layer's initialisation needs real
+    numbers. Without, it is built on the CPU for real: the parameters, gradients and optimizer state are exact,
+    the activations are not estimated (meta tensors would not spare the import either: their ops are torch's
+    Python references, which import it too).
+    """
+    state = 8 if cfg.optim.optimizer in ("adam", "adamw") else 0  # Adam's two moments, fp32
+    acts, note, built_on = None, "activations not estimated: dry_run=memory estimates them", "cpu"
+    if activations:
+        try:
+            (params, acts, note), built_on = _build_fake(cfg, spec), "fake"
+        except UserError:
+            raise
+        except Exception:
+            params, note = _build_cpu(cfg, spec), "no estimate: the model's initialisation needs real numbers"
+    else:
+        params = _build_cpu(cfg, spec)
     memory: dict[str, Any] = {"params_bytes": 4 * params, "grads_bytes": 4 * params, "optimizer_bytes": state * params,
-                              "activations_bytes": activations}
-    memory["total_bytes"] = sum(v for v in memory.values() if v is not None)
+                              "activations_bytes": acts}
+    memory["total_bytes"] = None if acts is None else sum(memory.values())  # a sum without activations misleads
     memory.update(batch_size=cfg.train.batch_size, seq_len=spec.seq_len, built_on=built_on)
     if note:
         memory["note"] = note
     return params, memory
 
 
-def describe(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Check one run config as far as possible without training or data; raises on a config that cannot run."""
+def describe(cfg: DictConfig, overrides: Sequence[str] = (), activations: bool = True) -> dict[str, Any]:
+    """Check one run config as far as possible without training or data; raises on a config that cannot run.
+    `activations`: estimate the activation memory too (see inspect_model)."""
     check(cfg)
     rid = run_id(runner.plain_config(cfg))
     spec = task_spec(cfg)
-    params, memory = inspect_model(cfg, spec)
+    params, memory = inspect_model(cfg, spec, activations)
     existing = runner.store_for(cfg).get(rid)
     return {"run_id": rid, "task": cfg.task.name, "model": cfg.model.name, "seed": cfg.seed, "params": params,
             "memory": memory, "status": existing["status"] if existing else None, "overrides": list(overrides)}
 
 
 def dry_run(cfg: DictConfig) -> None:
-    """`python run.py ... dry_run=true` (one run): print the point's JSON line; nothing is trained."""
+    """`python run.py ... dry_run=true` (one run): print the point's JSON line; nothing is trained. The activation
+    estimate, and the second and a half its fake tensors take to import, only with `dry_run=memory`; a sweep's
+    check has it always (the import is paid once for all points, and each point is then built faster than on
+    the CPU)."""
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    print(json.dumps(describe(cfg, overrides)), flush=True)
+    print(json.dumps(describe(cfg, overrides, activations=cfg.dry_run == "memory")), flush=True)

@@ -84,6 +84,7 @@ def test_hydra_errors_are_one_line_and_exit_status_2_unless_debugging(tmp_path: 
     (["task=listops"], "no model chosen"),
     (["task=listops", "model=transformer", "task.root=/nonexistent/listops"], "/nonexistent/listops"),
     (["task=scifar", "model=transformer", "task.download=false"], "cifar-10"),
+    (["task=listops", "model=transformer", "dry_run=maybe"], "dry_run='maybe' must be true, false or memory"),
 ])
 def test_a_config_that_cannot_run_is_a_user_error(tmp_path: Path, args: list[str], expected: str) -> None:
     with pytest.raises(UserError, match=re.escape(expected)):

@@ -114,6 +114,22 @@ def test_dry_run_of_one_run(tmp_path: Path) -> None:
     assert not (tmp_path / "results" / "store").exists()
 
 
+def test_a_dry_run_estimates_activations_only_when_asked(tmp_path: Path) -> None:
+    """`dry_run=true` builds the model on the CPU (no activation estimate, so no total); `dry_run=memory` on fake
+    tensors, with the estimate. Both count the same parameters."""
+    lines = {}
+    for value in ("true", "memory"):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            dispatch(compose_run(tmp_path, *TINY_LISTOPS, "model.d_model=16", f"dry_run={value}"))
+        [lines[value]] = json_lines(printed.getvalue())
+    quick, full = lines["true"]["memory"], lines["memory"]["memory"]
+    assert lines["true"]["params"] == lines["memory"]["params"] > 0
+    assert quick["built_on"] == "cpu" and quick["activations_bytes"] is None and quick["total_bytes"] is None
+    assert "dry_run=memory" in quick["note"]
+    assert full["built_on"] == "fake" and full["total_bytes"] > full["activations_bytes"] > 0
+
+
 def test_a_sweep_with_a_bad_point_is_refused_whole(tmp_path: Path) -> None:
     out = run_py(tmp_path, "-m", "hydra/sweeper=seqbench", *TINY_LISTOPS, "model.n_heads=2",
                  "model.d_model=choice(16,15)", "optim.optimizer=adamw,sgd")
