@@ -235,6 +235,9 @@ def format_table(frame: pd.DataFrame, refs: list[Reference], disp: Display, high
     for _, r in frame.iterrows():
         ref = r["ref"] if isinstance(r["ref"], Reference) else None  # pandas turns a missing one into NaN
         published = NO_PUBLISHED if ref is None else f"{fmt(ref.value, d)} [{number[ref.label]}]"
+        # A difference from a number nobody could read at its source is labelled as such, like the number.
+        delta = "—" if not math.isfinite(r["delta"]) else f"{r['delta']:+.{d}f}" + (
+            "" if ref is None or ref.verified else " (unverified)")
         out.append({
             "model": r["label"], "settings": r["settings"].label, "status": r["status"], "n": str(r["n"]),
             metric_col: fmt_mean_std(r["mean"], r["std"], r["n"], d),
@@ -242,7 +245,7 @@ def format_table(frame: pd.DataFrame, refs: list[Reference], disp: Display, high
                                                              f"{fmt(r['mean'] + r['ci95'], d)}]",
             f"val {disp.name}": fmt_mean_std(r["val_mean"], r["val_std"], r["val_n"], d),
             "params": fmt_count(r["params"]), "train tokens/s": fmt_count(r["train_tokens_per_s"]),
-            "published": published, "Δ vs published": "—" if not math.isfinite(r["delta"]) else f"{r['delta']:+.{d}f}",
+            "published": published, "Δ vs published": delta,
         })
     for ref in refs:
         value = fmt(ref.value, d) + ("" if ref.split == "test" else f" ({ref.split})")

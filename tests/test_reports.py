@@ -232,6 +232,20 @@ def test_published_number_is_the_one_of_the_runs_own_setting():
     assert number("speech_commands", "s4d", "task.eval_rate=8000") is None
 
 
+def test_a_difference_from_an_unverified_number_says_so(tmp_path: Path):
+    """S4D-Lin's ListOps 60.52 is in references.yaml with `verified: false`: a run at paper settings gets a Δ to it,
+    labelled like the number itself."""
+    s = Store(tmp_path / "store")
+    s.write(record("s4d-0", composed("+experiment=s4d_listops"), 0, 0.5, sizes=LISTOPS_SIZES))
+    b = board_of(tmp_path / "store", "listops")
+    [ref] = [r for r in b.references if r.label == "S4D-Lin"]
+    assert not ref.verified, "S4D-Lin 60.52 is now verified: pick another unverified number for this test"
+    table = b.table.set_index("model")
+    assert table.loc["s4d", "settings"] == "paper"
+    assert table.loc["s4d", "Δ vs published"] == "-10.52 (unverified)"
+    assert table.loc["published: S4D-Lin", "status"] == "published, unverified"
+
+
 def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
     s = Store(tmp_path / "store")
     for seed in (0, 1):
