@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from harness import manifest, sweep
@@ -277,3 +278,26 @@ def test_a_garbage_job_list_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
         sweep.main(["status", str(tmp_path)])
     assert exited.value.code == 2
     assert f"{tmp_path / manifest.JOBS} is not a readable list of the sweep's SLURM jobs" in capsys.readouterr().err
+
+
+def test_the_memory_estimate_counts_tensors_alive_at_once_not_every_allocation() -> None:
+    """By hand: a, then b while a lives (2 tensors); a freed, then c while b lives (2): the peak is 2 tensors, where
+    the sum of every allocation would be 3. With gradients, sin saves a for its backward, so a stays alive: 3."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from harness.preflight import _LiveBytes
+
+    def chain(x: torch.Tensor) -> torch.Tensor:
+        a = x + 1
+        b = a.sin()
+        del a
+        return b + 1
+
+    for needs_grad, tensors in ((False, 2), (True, 3)):
+        with FakeTensorMode():
+            x = torch.zeros(1000, requires_grad=needs_grad)
+            counter = _LiveBytes()
+            with counter:
+                y = chain(x)
+            assert y.shape == (1000,)
+        assert counter.peak == tensors * 1000 * 4, (needs_grad, counter.peak)
