@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -57,8 +59,9 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 
 
 class _LiveBytes(TorchDispatchMode):
-    """The most bytes of tensors alive at once: each new tensor an operation returns (views and in-place results
-    are not new memory) counts until it is freed, i.e. until autograd and the code let go of it."""
+    """The most bytes of tensors alive at once: each new tensor an operation returns counts until it is freed, i.e.
+    until autograd and the code let go of it. The outputs of views, in-place and other aliasing operations (a
+    return with alias information in the operator's schema) share memory they were given: not counted."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,9 +72,10 @@ class _LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        inputs = {id(t) for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        if any(ret.alias_info is not None for ret in func._schema.returns):
+            return out
         for t in pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor) and id(t) not in inputs and not t._is_view():
+            if isinstance(t, torch.Tensor):
                 n = t.numel() * t.element_size()
                 self.live += n
                 self.peak = max(self.peak, self.live)
@@ -79,28 +83,37 @@ class _LiveBytes(TorchDispatchMode):
         return out
 
 
+class _FusedAttention(TorchFunctionMode):
+    """Attention as a GPU's fused kernels run it: without dropout, whose L x L mask they never store (they draw it
+    again in the backward pass) but the CPU's kernel, which the fake tensors run, would."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func is F.scaled_dot_product_attention:
+            kwargs = {**(kwargs or {}), "dropout_p": 0.0}
+        return func(*args, **(kwargs or {}))
+
+
 def activation_bytes(model: torch.nn.Module, spec: TaskSpec, batch_size: int) -> int:
     """Peak bytes of the tensors alive at once in one fp32 training forward pass of a full-length batch, on fake
-    tensors: what autograd keeps for the backward pass plus the forward's transients. Call it inside the
-    FakeTensorMode the model was built in.
+    tensors: what autograd keeps for the backward pass plus the forward's transients, attention counted as a
+    GPU's fused kernels hold it. Call it inside the FakeTensorMode the model was built in.
 
-    It runs the CPU's kernels. With parameters, gradients and AdamW's state added, it was 1.25 to 1.55 times the
-    peak of one fp32 training step measured on an H200 for the convolution presets, but 5 to 12 times for the
-    attention ones, whose CPU kernel stores the L x L scores that the GPU's fused kernels never hold
-    (reports/measured/h200-2026-12-02). On fake tensors the backward pass raised the peak by under 2%, so it is
-    not run."""
+    With parameters, gradients and AdamW's state added, it was 0.89 to 1.28 times the peak of one fp32 training
+    step measured on an H200, in every preset (reports/measured/h200-2026-12-02). Running the backward pass too
+    moved it by under 4%, for up to twice the time, so it is not run."""
     shape = (batch_size, spec.seq_len) if spec.input == "tokens" else (batch_size, spec.seq_len, spec.d_input)
     x = torch.zeros(shape, dtype=torch.long if spec.input == "tokens" else torch.float32)
     lengths = torch.full((batch_size,), spec.seq_len, dtype=torch.long)
     model.train()
     counter = _LiveBytes()
-    with counter:
+    with _FusedAttention(), counter:
         model(x, lengths=lengths)
     return counter.peak
 
 
-UPPER_BOUND = ("activations: the peak of live tensors in an fp32 forward pass with the CPU's kernels, an upper bound "
-               "(about 1.5x a GPU's peak for convolutions, 5-12x for attention)")
+ESTIMATED = ("activations: the peak of live tensors in an fp32 training forward pass, attention as fused GPU kernels "
+             "hold it; with parameters, gradients and AdamW's state, 0.89-1.28x the measured peak of a training "
+             "step on an H200")
 
 
 def _build_fake(cfg: DictConfig, spec: TaskSpec) -> tuple[int, int | None, str | None]:
@@ -112,7 +125,7 @@ def _build_fake(cfg: DictConfig, spec: TaskSpec) -> tuple[int, int | None, str |
         param_groups(model, cfg.optim)
         params = runner.count_params(model)
         try:
-            return params, activation_bytes(model, spec, cfg.train.batch_size), UPPER_BOUND
+            return params, activation_bytes(model, spec, cfg.train.batch_size), ESTIMATED
         except Exception as exc:  # a data-dependent step (e.g. .item()) cannot run on fake tensors
             return params, None, f"no estimate: {type(exc).__name__}: {str(exc)[:200]}"
 

@@ -282,14 +282,15 @@ def test_a_garbage_job_list_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_the_memory_estimate_counts_tensors_alive_at_once_not_every_allocation() -> None:
     """By hand: a, then b while a lives (2 tensors); a freed, then c while b lives (2): the peak is 2 tensors, where
-    the sum of every allocation would be 3. With gradients, sin saves a for its backward, so a stays alive: 3."""
+    the sum of every allocation would be 3 (5 with b's two views). With gradients, sin saves a for its backward,
+    so a stays alive: 3."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from harness.preflight import _LiveBytes
 
     def chain(x: torch.Tensor) -> torch.Tensor:
         a = x + 1
-        b = a.sin()
+        b = a.sin().view(10, 100).t()  # views share b's memory: not counted again
         del a
         return b + 1
 
@@ -299,5 +300,24 @@ def test_the_memory_estimate_counts_tensors_alive_at_once_not_every_allocation()
             counter = _LiveBytes()
             with counter:
                 y = chain(x)
-            assert y.shape == (1000,)
+            assert y.shape == (100, 10)
         assert counter.peak == tensors * 1000 * 4, (needs_grad, counter.peak)
+
+
+def test_the_memory_estimate_counts_attention_as_fused_kernels_hold_it() -> None:
+    """Training-mode attention with dropout: the CPU kernel would keep the B x H x L x L dropout mask; the estimate
+    counts no more than the same attention without dropout."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from harness.preflight import _FusedAttention, _LiveBytes
+
+    peaks = {}
+    for fused in (False, True):
+        with FakeTensorMode():
+            q = torch.zeros(2, 4, 512, 16, requires_grad=True)
+            counter = _LiveBytes()
+            with (_FusedAttention() if fused else contextlib.nullcontext()), counter:
+                torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.1)
+        peaks[fused] = counter.peak
+    scores = 2 * 4 * 512 * 512 * 4
+    assert peaks[True] < scores <= peaks[False]
