@@ -105,7 +105,7 @@ def test_a_tsv_with_the_wrong_columns_is_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
     """The user's view of resume: stop a run with SIGTERM after its first epoch, rerun the same command."""
-    args = ["task=listops", "task.n_train=600", "task.n_val=50", "task.n_test=50", "task.min_length=20",
+    args = ["task=listops", "task.n_train=320", "task.n_val=50", "task.n_test=50", "task.min_length=20",
             "task.max_length=80", "task.max_depth=4", "task.l_max=80", "model=s4d", "model.d_model=32",
             "model.n_layers=2", "train.epochs=4", "train.batch_size=8", "seed=3"]
     reference = run_py(tmp_path / "reference", *args, env=clean_env(tmp_path / "reference"))

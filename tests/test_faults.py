@@ -78,7 +78,7 @@ def _assert_clean(root: Path) -> None:
     assert not list(root.rglob(".*.tmp")) and not list(root.rglob("run.lock*"))
 
 
-@pytest.mark.slow  # a dozen processes of a few seconds each
+@pytest.mark.slow  # ten processes of a few seconds each
 def test_killed_at_random_the_rerun_run_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
     code, log = _attempt(tmp_path / "reference")
     assert code == 0, log[-3000:]
@@ -88,7 +88,7 @@ def test_killed_at_random_the_rerun_run_ends_as_an_uninterrupted_one(tmp_path: P
     root = tmp_path / "killed"
     attempts = []
     # Alternately a kill at a random moment and a kill inside one of the next writes; then reruns until complete.
-    for kind in ["moment", "write"] * 3 + ["none"] * 3:
+    for kind in ["moment", "write"] * 2 + ["none"] * 3:
         if _complete(root):
             break
         if kind == "moment":
@@ -100,7 +100,7 @@ def test_killed_at_random_the_rerun_run_ends_as_an_uninterrupted_one(tmp_path: P
             code, log = _attempt(root)
         assert code in (0, -signal.SIGKILL), log[-3000:]
         attempts.append((kind, code))
-    assert sum(code == -signal.SIGKILL for _, code in attempts) >= 4, f"too few attempts were killed: {attempts}"
+    assert sum(code == -signal.SIGKILL for _, code in attempts) >= 3, f"too few attempts were killed: {attempts}"
     assert _outcome(root) == reference
     _assert_clean(root)
 

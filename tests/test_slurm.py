@@ -188,7 +188,7 @@ def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path)
 
 
 @cluster_test
-@pytest.mark.slow  # sbatch retries for 9 s before it gives up
+@pytest.mark.slow  # a sweep's submission: a few seconds
 def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None:
     """The cluster's configuration with the controller on a closed port, for this one submission only."""
     conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text().splitlines()
@@ -196,8 +196,9 @@ def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     closed = cluster / "slurm.conf"
-    closed.write_text("\n".join([f"SlurmctldPort={port}", *(line for line in conf
-                                                             if not line.startswith("SlurmctldPort="))]) + "\n")
+    # MessageTimeout=1: sbatch would otherwise retry for 9 s before it gives up.
+    closed.write_text("\n".join([f"SlurmctldPort={port}", "MessageTimeout=1", *(
+        line for line in conf if not line.startswith(("SlurmctldPort=", "MessageTimeout=")))]) + "\n")
     out = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=120,
                  env={**os.environ, "OMP_NUM_THREADS": "1", "SLURM_CONF": str(closed)})
     assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
