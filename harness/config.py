@@ -298,7 +298,7 @@ class RunConfig:
     sweep: str = "default"
     force: bool = False  # rerun even when a complete record exists
     # true: check the config and count the parameters, train nothing; memory: that and the activation memory
-    # estimated on fake tensors (1.5 s more: they import torch's compiler stack). Any: OmegaConf has no bool | str.
+    # estimated on fake tensors (about 2 s more: they import torch's compiler stack). Any: OmegaConf has no bool | str.
     dry_run: Any = False
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
