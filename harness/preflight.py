@@ -116,24 +116,23 @@ ESTIMATED = ("activations: the peak of live tensors in an fp32 training forward 
              "step on an H200")
 
 
+def _build(cfg: DictConfig, spec: TaskSpec) -> tuple[torch.nn.Module, int]:
+    """The model and its parameter count, its optimizer parameter groups made as training makes them."""
+    model = MODELS.build(cfg.model, spec)
+    param_groups(model, cfg.optim)
+    return model, runner.count_params(model)
+
+
 def _build_fake(cfg: DictConfig, spec: TaskSpec) -> tuple[int, int | None, str | None]:
     """Parameters and activation bytes from the model built and run on fake tensors (shapes without storage)."""
     from torch._subclasses.fake_tensor import FakeTensorMode  # imports torch._dynamo: 1.5 s, so only when asked
 
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model = MODELS.build(cfg.model, spec)
-        param_groups(model, cfg.optim)
-        params = runner.count_params(model)
+        model, params = _build(cfg, spec)
         try:
             return params, activation_bytes(model, spec, cfg.train.batch_size), ESTIMATED
         except Exception as exc:  # a data-dependent step (e.g. .item()) cannot run on fake tensors
             return params, None, f"no estimate: {type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _build_cpu(cfg: DictConfig, spec: TaskSpec) -> int:
-    model = MODELS.build(cfg.model, spec)
-    param_groups(model, cfg.optim)
-    return runner.count_params(model)
 
 
 def inspect_model(cfg: DictConfig, spec: TaskSpec, activations: bool = True) -> tuple[int, dict[str, Any]]:
@@ -153,9 +152,9 @@ def inspect_model(cfg: DictConfig, spec: TaskSpec, activations: bool = True) -> 
         except UserError:
             raise
         except Exception:
-            params, note = _build_cpu(cfg, spec), "no estimate: the model's initialisation needs real numbers"
+            params, note = _build(cfg, spec)[1], "no estimate: the model's initialisation needs real numbers"
     else:
-        params = _build_cpu(cfg, spec)
+        params = _build(cfg, spec)[1]
     memory: dict[str, Any] = {"params_bytes": 4 * params, "grads_bytes": 4 * params, "optimizer_bytes": state * params,
                               "activations_bytes": acts}
     memory["total_bytes"] = None if acts is None else sum(memory.values())  # a sum without activations misleads

@@ -23,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -129,3 +130,14 @@ class Registry:
 
 TASKS = Registry("task", "tasks")
 MODELS = Registry("model", "models")
+SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"  # the config tree run.py composes from
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `run.py` composes for these overrides, for code outside a Hydra app (tests, studies, reports)."""
+    from hydra import compose, initialize_config_dir
+
+    TASKS.discover()
+    MODELS.discover()
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        return compose("config", overrides=list(overrides))

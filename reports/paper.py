@@ -14,7 +14,6 @@ import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -98,21 +97,16 @@ def preset_config(preset: Preset) -> dict[str, Any]:
 def _compose(preset: Preset) -> dict[str, Any]:
     """`+experiment=<name> <overrides>` composed from sweeps/ as run.py composes it, also from inside a running
     Hydra app (the quickstart builds its report there): its global state is set aside and put back."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from harness import config as _config  # noqa: F401  (registers the run schema)
     from harness import hydra_plugins as _hydra_plugins  # noqa: F401  (our sweeper, named in the defaults)
-    from harness.registry import MODELS, TASKS
+    from harness.registry import compose_config
 
-    TASKS.discover()
-    MODELS.discover()
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(Path(EXPERIMENTS).parent), version_base="1.3"):
-            cfg = compose("config", overrides=[f"+experiment={preset.experiment}", *preset.overrides])
+        cfg = compose_config([f"+experiment={preset.experiment}", *preset.overrides])
     finally:
         GlobalHydra.instance().clear()
         if outer is not None:

@@ -55,19 +55,34 @@ SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 1  # part of the cache key: bump when generated data would change
 
 
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """The LRA generator's settings; their defaults are the LRA release's."""
+
+    n_train: int = 96_000
+    n_val: int = 2_000
+    n_test: int = 2_000
+    # Exclusive bounds on the tokens as the reference counts them: digits, operators and ']', no parentheses.
+    min_length: int = 500
+    max_length: int = 2_000
+    max_depth: int = 10
+    max_args: int = 10
+    seed: int = 0
+
+
 @dataclass
 class ListOpsConfig(TaskConfig):
     """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""
 
     name: str = "listops"
-    n_train: int = 96_000
-    n_val: int = 2_000
-    n_test: int = 2_000
-    min_length: int = 500
-    max_length: int = 2_000
-    max_depth: int = 10
-    max_args: int = 10
-    seed: int = 0  # the generator's seed (the run's seed is separate)
+    n_train: int = GeneratorSettings.n_train
+    n_val: int = GeneratorSettings.n_val
+    n_test: int = GeneratorSettings.n_test
+    min_length: int = GeneratorSettings.min_length
+    max_length: int = GeneratorSettings.max_length
+    max_depth: int = GeneratorSettings.max_depth
+    max_args: int = GeneratorSettings.max_args
+    seed: int = GeneratorSettings.seed  # the generator's seed (the run's seed is separate)
     l_max: int = 2048  # tokens the model sees at most, <eos> included
     append_eos: bool = True  # the S4 pipeline appends <eos>; LRA's own does not
     pad_to_max: bool = False  # pad every batch to l_max (MultiresNet's BatchNorm statistics see that padding)
@@ -92,19 +107,6 @@ def settings_of(cfg: ListOpsConfig) -> GeneratorSettings:
 
 # The reference's tree: a digit, or nested pairs ((((op, a1), a2), ...), "]"), built left to right.
 Tree = int | str | tuple[Any, Any]
-
-
-@dataclass(frozen=True)
-class GeneratorSettings:
-    n_train: int = 96_000
-    n_val: int = 2_000
-    n_test: int = 2_000
-    # Exclusive bounds on the tokens as the reference counts them: digits, operators and ']', no parentheses.
-    min_length: int = 500
-    max_length: int = 2_000
-    max_depth: int = 10
-    max_args: int = 10
-    seed: int = 0
 
 
 def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int) -> tuple[Tree, int]:

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from harness.registry import MODELS, TASKS
+from harness.registry import compose_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,11 +21,7 @@ TINY_LISTOPS = ["task=listops", "task.n_train=64", "task.n_val=16", "task.n_test
 
 def compose_run(root: Path, *overrides: str) -> DictConfig:
     """The config `run.py` would compose, with every output under `root`."""
-    MODELS.discover()
-    TASKS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        return compose("config", overrides=[f"paths.root={root}", f"paths.data={root / 'data'}",
-                                             "train.progress=false", *overrides])
+    return compose_config([f"paths.root={root}", f"paths.data={root / 'data'}", "train.progress=false", *overrides])
 
 
 def run_py(tmp_path: Path, *args: str, timeout: int = 300, cwd: Path | None = None,

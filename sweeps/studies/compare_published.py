@@ -41,22 +41,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from harness import bench
 from harness.config import BenchConfig, OptimConfig
 from harness.errors import ConfigError, UserError, exit_with
 from harness.optim import make_optimizer
-from harness.registry import MODELS, TASKS
+from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
 from harness.timing import PeakMemory, time_after_warmup
 from harness.train import autocast_for
 from reports.bench import frame, speedup_table, summary
 from reports.render import markdown
 
-ROOT = Path(__file__).resolve().parents[2]
 SWEEP = "compare_published"
 SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)  # as tasks/scifar.py states it (RGB)
 
@@ -172,13 +170,6 @@ LAYERS = {
 # The two comparisons
 
 
-def compose_run(overrides: list[str]) -> DictConfig:
-    MODELS.discover()
-    TASKS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def published_subject(model: str, module: types.ModuleType, d_model: int) -> bench.Subject:
     p = LAYERS[model]
     config = {"name": model, "source": p.source, "d_model": d_model, **p.settings}
@@ -188,7 +179,7 @@ def published_subject(model: str, module: types.ModuleType, d_model: int) -> ben
 
 def compare_layers(checkouts: dict[str, Path], overrides: list[str]) -> bench.BenchResult:
     names = [m for m, p in LAYERS.items() if p.repo in checkouts]
-    cfg = compose_run(["job=bench", f"sweep={SWEEP}", "bench.scope=[layer]", "bench.passes=[fwd_bwd]",
+    cfg = compose_config(["job=bench", f"sweep={SWEEP}", "bench.scope=[layer]", "bench.passes=[fwd_bwd]",
                        "bench.dtypes=[fp32]", f"bench.models=[{','.join(names)}]", *overrides])
     opts = bench.options(cfg)
     if opts.scope != ["layer"]:
@@ -241,7 +232,7 @@ def time_train_step(model: nn.Module, optim: OptimConfig, precision: str, compil
 
 
 def compare_train_step(checkout: Path, overrides: list[str]) -> bench.BenchResult:
-    cfg = compose_run(["+experiment=multires_scifar", "job=bench", f"sweep={SWEEP}", *overrides])
+    cfg = compose_config(["+experiment=multires_scifar", "job=bench", f"sweep={SWEEP}", *overrides])
     m, train = cfg.model, cfg.train
     classification = load_classification(checkout)
     opts = bench.options(cfg)

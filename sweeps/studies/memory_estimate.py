@@ -20,25 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from harness import preflight
 from harness.errors import is_oom
 from harness.optim import make_optimizer
-from harness.registry import MODELS, TASKS
+from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
 from harness.train import autocast_for
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def preset(name: str) -> DictConfig:
-    MODELS.discover()
-    TASKS.discover()
-    with initialize_config_dir(config_dir=str(ROOT / "sweeps"), version_base="1.3"):
-        return compose("config", overrides=[f"+experiment={name}", "paths.root=/nonexistent/results",
-                                            "paths.data=/nonexistent/data"])
+    return compose_config([f"+experiment={name}", "paths.root=/nonexistent/results", "paths.data=/nonexistent/data"])
 
 
 def random_batch(spec: TaskSpec, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
