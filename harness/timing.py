@@ -17,6 +17,7 @@
   dense matmul rate (2 n^3 over time, fp32 with TF32 allowed as the fp32 points run, and bf16), median of
   repeats on random data.
 - `fit_exponent`: least-squares slope of log(value) against log(length).
+- `dispatched_ops`: the operators a step dispatches, counted on the CPU (a proxy for GPU kernel launches).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import ctypes.util
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -266,3 +268,38 @@ def fit_exponent(lengths: Sequence[float], values: Sequence[float | None]) -> fl
     sxx = sum((x - mx) ** 2 for x, _ in pts)
     sxy = sum((x - mx) * (y - my) for x, y in pts)
     return sxy / sxx
+
+
+# Operators that allocate without computing, and views (that alias an input without writing it): on a GPU neither
+# launches a kernel, so `dispatched_ops` leaves them out. `_unsafe_view` is a view whose schema says nothing.
+_NOT_WORK = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "resize_",
+                       "_unsafe_view"})
+
+
+def _is_view(name: str) -> bool:
+    packet = getattr(torch.ops.aten, name, None)
+    if packet is None:
+        return False
+    overloads = packet.overloads()
+    op = getattr(packet, "default" if "default" in overloads else overloads[0])
+    return any(ret.alias_info is not None and not ret.alias_info.is_write for ret in op._schema.returns)
+
+
+def dispatched_ops(step: Callable[[], None]) -> Counter[str]:
+    """The operators one call of `step` dispatches, by name: the leaf `aten::` events of torch.profiler on the CPU
+    (an operator that calls none other), views and bare allocations left out.
+
+    A proxy for a GPU step's kernel launches that needs no GPU: a step launch-bound on the GPU (a Python loop of
+    small operators) shows as thousands here, and a change that batches them shows without a device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], acc_events=True) as prof:
+        step()
+    counts: Counter[str] = Counter()
+    for event in prof.events():
+        if not event.name.startswith("aten::") or any(c.name.startswith("aten::") for c in event.cpu_children):
+            continue
+        name = event.name.removeprefix("aten::")
+        if name not in _NOT_WORK and not _is_view(name):
+            counts[name] += 1
+    return counts
