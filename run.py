@@ -58,7 +58,7 @@ def main(cfg: DictConfig) -> None:
             raise  # a sweep's job: the launcher records the failure (exiting would leave a SLURM job without result)
         exit_with(exc if isinstance(exc, UserError) else ConfigError(composition_error(exc)))
     except Preempted as exc:
-        from harness.slurm import after_preemption
+        from sweeps.slurm import after_preemption
 
         after_preemption(exc.signum)  # in a submitit job on SLURM: hand over to submitit's requeue; elsewhere returns
         if os.environ.get("SUBMITIT_EXECUTOR"):
@@ -77,8 +77,8 @@ def cli() -> None:
         print("presets: sweeps/experiment/*.yaml; every option: python -m harness list; Hydra's help: --hydra-help")
         return
     if {"-m", "--multirun"} & set(sys.argv[1:]):
-        from harness import hydra_plugins  # noqa: F401  (our sweeper and SLURM launcher, for Hydra: sweeps only)
-        from harness.sweeper import open_group_keys
+        from sweeps import hydra_plugins  # noqa: F401  (our sweeper and SLURM launcher, for Hydra: sweeps only)
+        from sweeps.sweeper import open_group_keys
 
         sys.argv = open_group_keys(sys.argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises what it would print, and it is printed here as one line

@@ -85,12 +85,12 @@ from torch.utils import flop_counter
 
 from harness import env as env_capture
 from harness.config import BenchConfig
+from harness.device import resolve_device
 from harness.errors import ConfigError, UserError, is_oom
 from harness.registry import MODELS
 from harness.results import SCHEMA, Store
 from harness.task import TaskSpec
 from harness.timing import PeakMemory, measure_ceilings, time_after_warmup
-from harness.train import resolve_device
 
 OURS, PUBLISHED = "ours", "published"  # metrics.impl: whose code a point ran
 

@@ -38,7 +38,7 @@ class CheckpointError(UserError):
 class Preempted(Exception):
     """Training stopped on request after writing its checkpoint; rerun the same config to resume.
 
-    `signum` is the signal that asked, which the entry point hands on to the scheduler (harness.slurm).
+    `signum` is the signal that asked, which the entry point hands on to the scheduler (sweeps.slurm).
     """
 
     def __init__(self, message: str, signum: int | None = None):

@@ -89,6 +89,8 @@ def check_keys(values: Mapping[str, Any], cls: type, prefix: str) -> None:
 
 def composition_error(exc: Exception) -> str:
     """A Hydra or OmegaConf error met while composing the config, as one line that names the key and the fix."""
+    if isinstance(exc.__cause__, ConfigError):  # raised by our sweeper or launcher while Hydra instantiated it
+        return str(exc.__cause__)
     if isinstance(exc, OverrideParseException):
         return (f"cannot parse {exc.override!r}: {exc.message.splitlines()[0]} (the grammar: "
                 f"https://hydra.cc/docs/advanced/override_grammar/basic)")
@@ -113,7 +115,7 @@ def composition_error(exc: Exception) -> str:
 
 
 # Names the owners check (harness.preflight.check calls them): optim.optimizer (harness.optim.OPTIMIZERS),
-# train.schedule (harness.optim.SCHEDULES), train.precision (harness.train.autocast_for), job (harness.jobs.JOBS).
+# train.schedule (harness.optim.SCHEDULES), train.precision (harness.device.autocast_for), job (harness.jobs.JOBS).
 
 
 @dataclass
@@ -349,22 +351,3 @@ NON_SEMANTIC_KEYS = (
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
-
-@dataclass
-class SweeperConfig:
-    """`hydra/sweeper=seqbench` (harness.sweeper.Sweeper): Hydra's basic sweeper that first composes and checks
-    every point (a sweep with a bad point is refused whole), skips points already complete, and can vary
-    keys together (`zip`) or submit without waiting (`wait: false`)."""
-
-    _target_: str = "hydra_plugins.harness.sweeper.Sweeper"  # the name harness/hydra_plugins.py gives it in Hydra
-    max_batch_size: int | None = None
-    params: dict[str, str] | None = None
-    # Groups of keys varied together instead of crossed, e.g. [[model, optim.lr]]: their i-th values form one point.
-    zip: list[list[str]] = field(default_factory=list)
-    wait: bool = True  # false: return once submitted (hydra/launcher=slurm); `python -m harness.sweep status` later
-    # A `model.x=v` (or `task.x=v`) in a sweep over several models is set in every point whose model has option x;
-    # one that only some of them have is refused unless this is `skip` (set it where it exists, leave it elsewhere).
-    partial_keys: str = "refuse"  # refuse | skip
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="seqbench", node=SweeperConfig)

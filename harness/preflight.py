@@ -4,7 +4,7 @@ estimated.
     python run.py task=listops model=s4 dry_run=true          one JSON line: run_id, params, memory, status
     python run.py task=listops model=s4 dry_run=memory        the same, with the activation memory estimated
 
-The sweeper checks every point of a sweep this way before launching any (harness.sweeper). The model needs the
+The sweeper checks every point of a sweep this way before launching any (sweeps.sweeper). The model needs the
 task's TaskSpec, which each task module computes from the config alone (`task_spec(cfg)`, harness/task.py): a
 check never reads, downloads or generates data.
 """
@@ -27,12 +27,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness import runner
 from harness.config import run_config
+from harness.device import autocast_for
 from harness.errors import ConfigError, UserError
 from harness.identity import run_id
 from harness.optim import lr_factor, optimizer_class, param_groups
 from harness.registry import MODELS, TASKS
 from harness.task import TaskSpec
-from harness.train import autocast_for
 
 
 def check(cfg: DictConfig) -> None:

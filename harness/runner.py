@@ -14,12 +14,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import checkpoint, distributed, env
+from harness.device import resolve_device
 from harness.errors import UserError, is_oom
 from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
-from harness.train import Diverged, FitResult, fit, resolve_device
+from harness.train import Diverged, FitResult, fit
 
 LOCK = "run.lock"  # in the run directory: held by the process running it
 FINAL = ("complete", "diverged")  # rerunning either would compute the same again
@@ -66,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     runs a run id: while another holds the run directory's lock this one says so and returns the store's record, if
     any, without changing it. A failure writes a `failed` (or `oom`) record before the exception propagates, a
     non-finite loss or metric a `diverged` one; a stop request writes `preempted` after checkpointing and raises
-    checkpoint.Preempted (the entry point hands it to SLURM for a requeue, harness.slurm), and rerunning the config
+    checkpoint.Preempted (the entry point hands it to SLURM for a requeue, sweeps.slurm), and rerunning the config
     resumes.
     """
     check(cfg)

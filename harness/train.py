@@ -12,49 +12,24 @@ from __future__ import annotations
 
 import copy
 import math
-import resource
-import signal
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from harness import checkpoint
+from harness.batches import EpochBatches, batch_tokens, loader, to_device
 from harness.config import OptimConfig, TrainConfig
+from harness.device import autocast_for, peak_bytes
 from harness.distributed import Dist
-from harness.errors import ConfigError
 from harness.files import RunLock, atomic_write
 from harness.optim import lr_factor, make_optimizer
+from harness.progress import ProgressLog
 from harness.results import strict_json
 from harness.task import Batch, Task
-
-
-class EpochBatches(Sampler[list[int]]):
-    """Batches of indices in an order fixed by (seed, epoch), starting at batch `start`."""
-
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, epoch: int = 0, start: int = 0):
-        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
-        self.seed, self.epoch, self.start = seed, epoch, start
-
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        for b in range(self.start, len(self)):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
 
 
 @dataclass
@@ -76,50 +51,6 @@ class FitResult:
     memory_kind: str
 
 
-def resolve_device(name: str, key: str = "train.device") -> torch.device:
-    """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`; `key` names the option in errors."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cuda", "cpu"):
-        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}={name} but no CUDA device is available; use {key}=cpu")
-    return device
-
-
-def autocast_for(device: torch.device, precision: str) -> Any:
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
-    if device.type == "cuda" and precision in ("auto", "bf16"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _loader(task: Task, split: str, cfg: TrainConfig, sampler: EpochBatches) -> DataLoader:
-    # A loader of its own generator: creating an iterator would otherwise draw from the global RNG
-    # (for worker seeds) and shift the dropout masks of a resumed run.
-    generator = torch.Generator().manual_seed(sampler.seed * 100_003 + sampler.epoch)
-    return DataLoader(task.splits[split], batch_sampler=sampler, collate_fn=task.collate,
-                      num_workers=cfg.num_workers, generator=generator, worker_init_fn=_ignore_stop_signals)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """In a loader's worker process. Ctrl-C (and a scheduler's signal) reaches every process of the group; the
-    training process alone answers it, by checkpointing, while a worker ended by it would fail the run."""
-    for sig in checkpoint.STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def evaluate(model: nn.Module, task: Task, split: str, cfg: TrainConfig, device: torch.device) -> float:
     return score(model, task, split, cfg, device)[0]
 
@@ -133,29 +64,12 @@ def score(model: nn.Module, task: Task, split: str, cfg: TrainConfig,
     batch_size = cfg.eval_batch_size or cfg.batch_size
     sampler = EpochBatches(len(task.splits[split]), batch_size, shuffle=False)
     with autocast_for(device, cfg.precision):
-        for i, batch in enumerate(_loader(task, split, cfg, sampler)):
+        for i, batch in enumerate(loader(task, split, cfg, sampler)):
             if cfg.limit_eval_batches is not None and i >= cfg.limit_eval_batches:
                 break
             batch = to_device(batch, device)
             metric.update(model(batch["x"], lengths=batch.get("lengths")).float(), batch)
     return metric.compute(), metric.details()
-
-
-def _tokens(batch: Batch) -> int:
-    x = batch["x"]
-    return int(x.shape[0] * x.shape[1])
-
-
-def _peak_bytes(device: torch.device) -> tuple[int, str]:
-    """Absolute peak: on CUDA the most tensor memory allocated since fit() reset the counter, on CPU the
-    process's resident-set high-water mark.
-
-    Not harness.timing.PeakMemory, which measures the rise above a baseline (so without the weights) and resets
-    the CPU high-water mark: right for the benchmark, but records of runs hold absolute peaks.
-    """
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
 
 
 class Diverged(Exception):
@@ -196,83 +110,64 @@ class LossMeter:
         return total, None if math.isfinite(total) else int(self.finite) + 1
 
 
-class ProgressLog:
-    """Progress on stderr. On a terminal, a tqdm bar per epoch; otherwise (a file, a SLURM job) plain lines: one
-    per epoch and, inside epochs, at most a few, spread so that a whole run writes about LINES_PER_RUN at most.
+@dataclass
+class Plan:
+    """How long a run trains, in optimizer steps and epochs, and where its learning-rate schedule warms up."""
 
-    Lines give epoch and step, the epoch's mean loss so far, the last validation metric, the training throughput and
-    the run's ETA. With `show` false (train.progress=false) only the per-epoch lines are written.
-    """
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    warmup_steps: int
+    # Batches of an epoch after which the summed loss is read (a wait for the device): every tenth of an epoch.
+    checks: frozenset[int]
 
-    LINES_PER_RUN = 300
-    MIN_INTERVAL_S = 10.0  # between two lines inside an epoch
 
-    def __init__(self, show: bool, epochs: int, steps_per_epoch: int, total: int, metric: str, step: int,
-                 val: float | None = None, active: bool = True, stream: TextIO | None = None):
-        self.stream = stream or sys.stderr
-        self.active = active
-        self.bars = active and show and getattr(self.stream, "isatty", lambda: False)()
-        self.inner = min(9, max(0, self.LINES_PER_RUN // epochs - 1)) if active and show and not self.bars else 0
-        self.epochs, self.steps_per_epoch, self.total, self.metric = epochs, steps_per_epoch, total, metric
-        self.t0, self.step0, self.val = time.perf_counter(), step, val
-        self.bar: tqdm | None = None
+def plan(train: TrainConfig, n_train: int) -> Plan:
+    steps_per_epoch = len(EpochBatches(n_train, train.batch_size, shuffle=True))
+    if train.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, train.limit_train_batches)
+    total = train.max_steps if train.max_steps is not None else train.epochs * steps_per_epoch
+    warmup = train.warmup_steps if train.warmup_steps is not None else round(train.warmup_epochs * steps_per_epoch)
+    return Plan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup,
+                frozenset(math.ceil(steps_per_epoch * i / 10) for i in range(1, 10)))
 
-    def start_epoch(self, epoch: int, batch: int) -> None:
-        self.epoch, self.tokens, self.epoch_t0 = epoch, 0, time.perf_counter()
-        self.train_s: float | None = None
-        self.slot = batch * (self.inner + 1) // self.steps_per_epoch
-        self.last_line = -math.inf
-        if self.bars:
-            self.bar = tqdm(total=self.steps_per_epoch, initial=batch, desc=f"epoch {epoch + 1}/{self.epochs}",
-                            leave=False, file=self.stream)
 
-    def step(self, tokens: int) -> None:
-        self.tokens += tokens
-        if self.bar is not None:
-            self.bar.update(1)
+@dataclass
+class Fit:
+    """One fit in progress: what set_up built and the progress the steps below advance (all of it checkpointed)."""
 
-    def check(self, step: int, batch: int, loss: float) -> None:
-        """At each of the loop's loss readings (about every tenth of an epoch)."""
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}")
+    model: nn.Module
+    net: nn.Module  # the model as trained: wrapped for several processes, compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    task: Task
+    train: TrainConfig
+    optim: OptimConfig
+    seed: int
+    run_dir: Path
+    device: torch.device
+    dist: Dist
+    lock: RunLock | None
+    plan: Plan
+    progress: dict[str, Any]
+    log: ProgressLog
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.progress["history"]
+
+    @property
+    def finished(self) -> bool:
+        return self.progress["epoch"] >= self.plan.epochs or self.progress["step"] >= self.plan.total_steps
+
+    def save(self) -> None:
+        if not self.dist.is_main:
             return
-        slot = batch * (self.inner + 1) // self.steps_per_epoch
-        now = time.perf_counter()
-        if self.slot < slot <= self.inner and now - self.last_line >= self.MIN_INTERVAL_S:
-            self.slot, self.last_line = slot, now
-            self._line(step, loss, now - self.epoch_t0)
-
-    def end_training(self) -> None:
-        self.train_s = time.perf_counter() - self.epoch_t0
-        self.close()
-
-    def end_epoch(self, step: int, loss: float, val: float) -> None:
-        self.val = val
-        self._line(step, loss, self.train_s or time.perf_counter() - self.epoch_t0, done=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def _line(self, step: int, loss: float, train_s: float, done: bool = False) -> None:
-        if not self.active:
-            return
-        val = f" val {self.metric} {self.val:.4f}" if self.val is not None else ""
-        per_step = (time.perf_counter() - self.t0) / max(1, step - self.step0)
-        eta = _duration(per_step * (self.total - step))
-        print(f"seqbench: epoch {self.epoch + 1}/{self.epochs}{' done' if done else ''} step {step}/{self.total} "
-              f"loss {loss:.4f}{val} | {_count(self.tokens / max(train_s, 1e-9))} tokens/s | ETA {eta}",
-              file=self.stream, flush=True)
-
-
-def _count(x: float) -> str:
-    return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}k" if x >= 1e3 else f"{x:.0f}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+        checkpoint.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(),
+                         "progress": self.progress}, self.run_dir / "last.pt")
+        if self.lock is not None:
+            self.lock.refresh()
 
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
@@ -283,7 +178,26 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
     rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. Raises Diverged on a
     non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop signal.
     """
-    dist = dist or Dist()
+    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock)
+    stop = checkpoint.StopFlag()
+    try:
+        with stop.installed():
+            while not state.finished:
+                train_epoch(state, stop)
+                end_epoch(state)
+                # A stop asked for during the evaluation: this epoch's checkpoint is written, so stop here.
+                _, asked = state.dist.reduce_step(0.0, bool(stop))
+                if asked and not state.finished:
+                    stop_here(state, stop, f"after epoch {state.progress['epoch']}")
+    finally:
+        state.log.close()
+    return final_test(state)
+
+
+def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
+           device: torch.device, dist: Dist, lock: RunLock | None) -> Fit:
+    """The model on its device, the optimizer and schedule, and the progress: from run_dir/last.pt if there is one
+    (then every RNG is where the checkpoint left it), else from the start, seeded."""
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
     if train.compile:
@@ -294,21 +208,11 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = make_optimizer(model, optim)
-    n_train = len(task.splits["train"])
-    steps_per_epoch = len(EpochBatches(n_train, train.batch_size, shuffle=True))
-    if train.limit_train_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, train.limit_train_batches)
-    total = train.max_steps if train.max_steps is not None else train.epochs * steps_per_epoch
-    epochs = math.ceil(total / steps_per_epoch)
-    warmup = train.warmup_steps if train.warmup_steps is not None else round(train.warmup_epochs * steps_per_epoch)
+    the_plan = plan(train, len(task.splits["train"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, warmup, train.schedule))
-    metric = task.objective.metric()
-    # Where the loop reads the summed loss (a wait for the device): every tenth of an epoch.
-    checks = {math.ceil(steps_per_epoch * i / 10) for i in range(1, 10)}
+        optimizer, lambda s: lr_factor(s, the_plan.total_steps, the_plan.warmup_steps, train.schedule))
 
-    ckpt_path = run_dir / "last.pt"
-    state = checkpoint.load(ckpt_path)
+    state = checkpoint.load(run_dir / "last.pt")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -322,113 +226,124 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
         progress = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best": None, "best_state": None,
                     "train_time": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0}
     history = progress["history"]
-    log = ProgressLog(train.progress, epochs, steps_per_epoch, total, metric.name, progress["step"],
-                      val=history[-1]["val"] if history else None, active=dist.is_main)
+    log = ProgressLog(train.progress, the_plan.epochs, the_plan.steps_per_epoch, the_plan.total_steps,
+                      task.objective.metric().name, progress["step"], val=history[-1]["val"] if history else None,
+                      active=dist.is_main)
+    return Fit(model, net, optimizer, scheduler, task, train, optim, seed, run_dir, device, dist, lock, the_plan,
+               progress, log)
 
-    def save() -> None:
-        if not dist.is_main:
-            return
-        checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": checkpoint.rng_state(),
-                         "progress": progress}, ckpt_path)
-        if lock is not None:
-            lock.refresh()
 
-    def read_loss(meter: LossMeter) -> tuple[float, int]:
-        loss_sum, bad = meter.read()
-        if bad is not None:
-            raise Diverged(f"the training loss is {loss_sum}", progress["epoch"] + 1,
-                           progress["step"] - meter.n + bad, history, optim.lr)
-        return loss_sum, meter.n
+def train_step(state: Fit, batch: Batch, global_size: int) -> torch.Tensor:
+    """One optimizer step on one batch; returns the loss (on the device, not waited for)."""
+    with autocast_for(state.device, state.train.precision):
+        output = state.net(batch["x"], lengths=batch.get("lengths"))
+    loss = state.task.objective.loss(output, batch) * state.dist.loss_scale(global_size)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.train.grad_clip > 0:
+        nn.utils.clip_grad_norm_(state.model.parameters(), state.train.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    return loss.detach()
 
-    stop = checkpoint.StopFlag()
-    try:
-        with stop.installed():
-            while progress["epoch"] < epochs and progress["step"] < total:
-                epoch = progress["epoch"]
-                model.train()
-                sampler = EpochBatches(n_train, train.batch_size, True, seed, epoch, start=progress["batch"])
-                meter = LossMeter(device, progress["loss_sum"], progress["loss_n"])
-                log.start_epoch(epoch, progress["batch"])
-                started = time.perf_counter()
-                for batch in _loader(task, "train", train, dist.shard(sampler)):
-                    if progress["batch"] >= steps_per_epoch or progress["step"] >= total:
-                        break
-                    global_size = min(train.batch_size, n_train - progress["batch"] * train.batch_size)
-                    batch = to_device(batch, device)
-                    with autocast_for(device, train.precision):
-                        output = net(batch["x"], lengths=batch.get("lengths"))
-                    loss = task.objective.loss(output, batch) * dist.loss_scale(global_size)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if train.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    if dist.enabled:  # the ranks agree at every step on the loss and on stopping
-                        mean_loss, stopping = dist.reduce_step(float(loss.detach()), bool(stop))
-                        meter.add(mean_loss)
-                    else:
-                        meter.add(loss.detach())
-                        stopping = bool(stop)
-                    tokens = _tokens(batch) * dist.world
-                    progress["batch"] += 1
-                    progress["step"] += 1
-                    progress["samples"] += global_size if dist.enabled else int(batch["x"].shape[0])
-                    progress["tokens"] += tokens
-                    log.step(tokens)
-                    if stopping or progress["batch"] in checks:
-                        progress["loss_sum"], progress["loss_n"] = read_loss(meter)
-                        log.check(progress["step"], progress["batch"], progress["loss_sum"] / progress["loss_n"])
-                        if lock is not None:
-                            lock.refresh()
-                    if stopping:
-                        progress["train_time"] += time.perf_counter() - started
-                        save()
-                        raise checkpoint.Preempted(f"stopped by signal {stop.requested} at step {progress['step']}",
-                                                   stop.requested)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                progress["train_time"] += time.perf_counter() - started
-                progress["loss_sum"], progress["loss_n"] = read_loss(meter)
-                log.end_training()
 
-                val = evaluate(model, task, "val", train, device)
-                if not math.isfinite(val):
-                    raise Diverged(f"validation {metric.name} is {val}", epoch + 1, progress["step"], history,
-                                   optim.lr)
-                row = {"epoch": epoch + 1, "step": progress["step"],
-                       "train_loss": progress["loss_sum"] / max(1, progress["loss_n"]),
-                       "val": val, "lr": optimizer.param_groups[0]["lr"]}
-                history.append(row)
-                best = None if progress["best"] is None else progress["best"]["val"]
-                if improves(val, best, metric.higher_is_better):
-                    progress["best"] = {"val": val, "epoch": epoch + 1}
-                    progress["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
-                save()
-                if dist.is_main:
-                    write_history(run_dir, history)
-                log.end_epoch(progress["step"], row["train_loss"], val)
-                # A stop asked for during the evaluation: this epoch's checkpoint is written, so stop here.
-                _, stopping = dist.reduce_step(0.0, bool(stop))
-                if stopping and progress["epoch"] < epochs and progress["step"] < total:
-                    raise checkpoint.Preempted(f"stopped by signal {stop.requested} after epoch {epoch + 1}",
-                                               stop.requested)
-    finally:
-        log.close()
+def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
+    """The rest of the current epoch's training steps (from the batch a resumed run stopped at)."""
+    progress, train, plan_, dist = state.progress, state.train, state.plan, state.dist
+    n_train = len(state.task.splits["train"])
+    state.model.train()
+    sampler = EpochBatches(n_train, train.batch_size, True, state.seed, progress["epoch"], start=progress["batch"])
+    meter = LossMeter(state.device, progress["loss_sum"], progress["loss_n"])
+    state.log.start_epoch(progress["epoch"], progress["batch"])
+    started = time.perf_counter()
+    for batch in loader(state.task, "train", train, dist.shard(sampler)):
+        if progress["batch"] >= plan_.steps_per_epoch or progress["step"] >= plan_.total_steps:
+            break
+        global_size = min(train.batch_size, n_train - progress["batch"] * train.batch_size)
+        batch = to_device(batch, state.device)
+        loss = train_step(state, batch, global_size)
+        if dist.enabled:  # the ranks agree at every step on the loss and on stopping
+            mean_loss, asked = dist.reduce_step(float(loss), bool(stop))
+            meter.add(mean_loss)
+        else:
+            meter.add(loss)
+            asked = bool(stop)
+        tokens = batch_tokens(batch) * dist.world
+        progress["batch"] += 1
+        progress["step"] += 1
+        progress["samples"] += global_size if dist.enabled else int(batch["x"].shape[0])
+        progress["tokens"] += tokens
+        state.log.step(tokens)
+        if asked or progress["batch"] in plan_.checks:
+            progress["loss_sum"], progress["loss_n"] = read_loss(state, meter)
+            state.log.check(progress["step"], progress["batch"], progress["loss_sum"] / progress["loss_n"])
+            if state.lock is not None:
+                state.lock.refresh()
+        if asked:
+            progress["train_time"] += time.perf_counter() - started
+            stop_here(state, stop, f"at step {progress['step']}")
+    if state.device.type == "cuda":
+        torch.cuda.synchronize(state.device)
+    progress["train_time"] += time.perf_counter() - started
+    progress["loss_sum"], progress["loss_n"] = read_loss(state, meter)
+    state.log.end_training()
 
-    best_model = copy.deepcopy(model)
+
+def end_epoch(state: Fit) -> None:
+    """Evaluate on the validation split, keep the state if it is the best so far, checkpoint, log."""
+    progress, epoch = state.progress, state.progress["epoch"]
+    metric = state.task.objective.metric()
+    val = evaluate(state.model, state.task, "val", state.train, state.device)
+    check_finite(state, f"validation {metric.name}", val, progress["step"])
+    row = {"epoch": epoch + 1, "step": progress["step"],
+           "train_loss": progress["loss_sum"] / max(1, progress["loss_n"]),
+           "val": val, "lr": state.optimizer.param_groups[0]["lr"]}
+    state.history.append(row)
+    best = None if progress["best"] is None else progress["best"]["val"]
+    if improves(val, best, metric.higher_is_better):
+        progress["best"] = {"val": val, "epoch": epoch + 1}
+        progress["best_state"] = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
+    progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
+    state.save()
+    if state.dist.is_main:
+        write_history(state.run_dir, state.history)
+    state.log.end_epoch(progress["step"], row["train_loss"], val)
+
+
+def final_test(state: Fit) -> FitResult:
+    """The best-validation state scored on the test split, with the run's speed and memory."""
+    progress, metric = state.progress, state.task.objective.metric()
+    best_model = copy.deepcopy(state.model)
     best_model.load_state_dict(progress["best_state"])
-    test, test_details = score(best_model, task, "test", train, device)
-    peak, kind = _peak_bytes(device)
+    test, test_details = score(best_model, state.task, "test", state.train, state.device)
+    peak, kind = peak_bytes(state.device)
     elapsed = max(progress["train_time"], 1e-9)
     return FitResult(metric=metric.name, higher_is_better=metric.higher_is_better,
                      val=progress["best"]["val"], test=test, test_details=test_details,
                      best_epoch=progress["best"]["epoch"],
-                     history=history, steps=progress["step"], epochs=progress["epoch"],
+                     history=state.history, steps=progress["step"], epochs=progress["epoch"],
                      train_samples_per_s=progress["samples"] / elapsed,
                      train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
+
+
+def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:
+    """The stop rule: on a stop signal, checkpoint where training is and end the run; rerunning it resumes there."""
+    state.save()
+    raise checkpoint.Preempted(f"stopped by signal {stop.requested} {where}", stop.requested)
+
+
+def check_finite(state: Fit, what: str, value: float, step: int) -> None:
+    """The divergence rule: a non-finite training loss or validation metric ends the run as `diverged`."""
+    if not math.isfinite(value):
+        raise Diverged(f"{what} is {value}", state.progress["epoch"] + 1, step, state.history, state.optim.lr)
+
+
+def read_loss(state: Fit, meter: LossMeter) -> tuple[float, int]:
+    """The epoch's summed training loss and its step count (a wait for the device), checked for divergence."""
+    loss_sum, bad = meter.read()
+    if bad is not None:
+        check_finite(state, "the training loss", loss_sum, state.progress["step"] - meter.n + bad)
+    return loss_sum, meter.n
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:

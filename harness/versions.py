@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 LOCK_FILE = "harness/versions.lock.json"
 LOCK = REPO / LOCK_FILE
 # The training loop, the optimizer and its schedule, the task contract (metrics, objectives), seeding and resume.
-HARNESS_FILES = ("harness/checkpoint.py", "harness/optim.py", "harness/task.py", "harness/train.py")
+HARNESS_FILES = ("harness/batches.py", "harness/checkpoint.py", "harness/device.py", "harness/optim.py",
+                 "harness/task.py", "harness/train.py")
 HARNESS = "harness"
 UPDATE = "python -m harness.versions update"
 Key = tuple[str, str]  # (lock section, name): ("models", "s4"), ("tasks", "listops"), ("harness", "harness")

@@ -100,7 +100,6 @@ def _compose(preset: Preset) -> dict[str, Any]:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from harness import hydra_plugins as _hydra_plugins  # noqa: F401  (our sweeper, named in the defaults)
     from harness.registry import compose_config
 
     outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None

@@ -15,4 +15,4 @@ if ! command -v pdflatex >/dev/null 2>&1; then  # the report's LaTeX is compiled
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         texlive-latex-recommended texlive-latex-extra >/dev/null
 fi
-bash harness/cluster/slurm_local.sh start
+bash sweeps/cluster/slurm_local.sh start

@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 import tests.toy  # noqa: F401  (registers the toy task)
 from harness import distributed
+from harness.batches import EpochBatches
 from harness.distributed import Dist, ShardedBatches, shard_size
-from harness.train import EpochBatches
 from tests.helpers import compose_run
 
 

@@ -1,5 +1,5 @@
-"""Sweeps on a real SLURM cluster (harness/cluster/slurm_local.sh start): submit, wait or collect later, requeue,
-cancel, an unreachable controller, torch's threads in a job; and, without a cluster, how `python -m harness.sweep`
+"""Sweeps on a real SLURM cluster (sweeps/cluster/slurm_local.sh start): submit, wait or collect later, requeue,
+cancel, an unreachable controller, torch's threads in a job; and, without a cluster, how `python -m sweeps.status`
 reads SLURM's accounting and scopes a sweep's report.
 
 The cluster tests are skipped when `sinfo` does not answer. Each uses its own results root (fresh submitit folders)
@@ -22,9 +22,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import manifest, runner, slurm, sweep
-from harness.manifest import JOBS, MANIFEST, find_sweep
+from harness import runner
 from harness.results import Store
+from sweeps import manifest, slurm, status
+from sweeps.manifest import JOBS, MANIFEST, find_sweep
 from tests.helpers import ROOT, TINY_LISTOPS, compose_run, run_py
 
 cluster_test = pytest.mark.slurm
@@ -41,7 +42,7 @@ def _sinfo_answers() -> bool:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Path]:
     if not _sinfo_answers():
-        pytest.skip("no SLURM cluster answers `sinfo`: start one with `bash harness/cluster/slurm_local.sh start` "
+        pytest.skip("no SLURM cluster answers `sinfo`: start one with `bash sweeps/cluster/slurm_local.sh start` "
                     "(root, Debian)")
     yield tmp_path
     for jobs in tmp_path.glob(f"results/hydra/multirun/*/{JOBS}"):  # leave nothing running
@@ -89,7 +90,7 @@ def test_a_sweep_runs_through_slurm_and_every_record_lands(cluster: Path) -> Non
         assert record["status"] == "complete" and f"seed={record['seed']}" in point["overrides"]
         slurm = record["env"]["slurm"]  # the record was written inside the SLURM job the launcher submitted
         assert f"{slurm['array_job_id']}_{slurm['array_task_id']}" == jobs[str(point["job_num"])]
-    assert {r["state"] for r in sweep.sweep_status(sweep_dir)} == {"done"}
+    assert {r["state"] for r in status.sweep_status(sweep_dir)} == {"done"}
 
     again = submit(cluster, *tiny(64, 1), "seed=0,1", timeout=60)  # idempotent: nothing left to submit
     assert again.returncode == 0, again.stderr[-3000:]
@@ -113,7 +114,7 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
     out = submit(cluster, *args, "hydra.sweeper.wait=false", timeout=90)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sweep_dir = find_sweep(cluster / "results")
-    assert {r["state"] for r in sweep.sweep_status(sweep_dir)} <= {"queued", "running"}  # submitted, not waited for
+    assert {r["state"] for r in status.sweep_status(sweep_dir)} <= {"queued", "running"}  # submitted, not waited for
     jobs = json.loads((sweep_dir / JOBS).read_text())
     points = json.loads((sweep_dir / MANIFEST).read_text())["points"]
     for point, how in zip(points, (["scancel", "--signal=USR2"], ["scontrol", "requeue"])):
@@ -126,7 +127,7 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
                                          f"paths.data={cluster / 'data'}")) for s in (0, 1)]
 
     def all_done() -> bool:
-        return {r["state"] for r in sweep.sweep_status(sweep_dir)} == {"done"}
+        return {r["state"] for r in status.sweep_status(sweep_dir)} == {"done"}
 
     _wait_for(all_done, 150, "both requeued jobs to finish")
     store = Store(cluster / "results" / "store")
@@ -139,7 +140,7 @@ def test_stopped_jobs_are_requeued_and_finish_as_if_never_stopped(cluster: Path)
         assert record["metrics"]["history"] == reference["metrics"]["history"]  # losses and metrics, exactly
         assert (record["metrics"]["val"], record["metrics"]["test"]) == (reference["metrics"]["val"],
                                                                          reference["metrics"]["test"])
-    collected = subprocess.run([sys.executable, "-m", "harness.sweep", "collect", str(sweep_dir)], cwd=ROOT,
+    collected = subprocess.run([sys.executable, "-m", "sweeps", "collect", str(sweep_dir)], cwd=ROOT,
                                capture_output=True, text=True, timeout=60)
     assert collected.returncode == 0, collected.stderr
     assert sorted(json.loads(line)["run_id"] for line in collected.stdout.splitlines()) == sorted(
@@ -163,7 +164,7 @@ def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path)
         running, _, pending = (jobs[str(n)] for n in range(3))
 
         def started() -> bool:
-            queue = sweep.squeue() or {}
+            queue = status.squeue() or {}
             return queue.get(running) == "RUNNING" and queue.get(pending) == "PENDING"
 
         _wait_for(started, 60, "two jobs running and the third pending")
@@ -179,12 +180,12 @@ def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path)
     assert "2 of 3 runs failed" in err and "sacct error" not in err
     for job in (running, pending):
         assert f"JobEndedWithoutResult: SLURM job {job} ended CANCELLED without a result" in err
-    rows = sweep.sweep_status(sweep_dir)
+    rows = status.sweep_status(sweep_dir)
     assert {r["job_id"]: r["state"] for r in rows} == {running: "cancelled", jobs["1"]: "done", pending: "cancelled"}
     assert {r["job_id"]: r["record"] for r in rows}[running] == "preempted"  # it checkpointed on SIGTERM
-    status = subprocess.run([sys.executable, "-m", "harness.sweep", "status", str(sweep_dir)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert status.returncode == 0 and "3 points: 1 done, 2 cancelled" in status.stdout, status.stdout + status.stderr
+    shown = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "3 points: 1 done, 2 cancelled" in shown.stdout, shown.stdout + shown.stderr
 
 
 @cluster_test
@@ -209,7 +210,7 @@ def test_an_unreachable_controller_is_one_line_and_exit_2(cluster: Path) -> None
 @cluster_test
 @pytest.mark.slow  # three jobs through the cluster: about 15 s
 def test_a_sweep_over_models_with_model_options_runs_through_slurm(cluster: Path) -> None:
-    """`model=a,b model.d_model=16`: each job composes its own model with the option (harness.sweeper)."""
+    """`model=a,b model.d_model=16`: each job composes its own model with the option (sweeps.sweeper)."""
     args = [*(a for a in tiny(64, 1) if not a.startswith("model")), "model=transformer,s4d,multires",
             "model.d_model=16"]
     out = submit(cluster, *args, timeout=240)
@@ -224,9 +225,9 @@ def test_status_reads_how_a_job_ended_from_slurm_accounting(monkeypatch: pytest.
     """sacct's lines, a pending array's tasks folded into one (`7_[2-3%8]`), and what they make of each point."""
     lines = [["7_0", "CANCELLED by 0"], ["7_1", "OUT_OF_MEMORY"], ["7_[2-3%8]", "CANCELLED by 0"], ["7_4", "FAILED"],
              ["7_5", "COMPLETED"]]
-    monkeypatch.setattr(sweep, "_query", lambda command: lines if command[0] == "sacct" else [])
-    assert sweep.expand_array("7_[0-2,5%4]") == ["7_0", "7_1", "7_2", "7_5"]
-    assert sweep.sacct(["7_0", "7_3"]) == {"7_0": "CANCELLED", "7_1": "OUT_OF_MEMORY", "7_2": "CANCELLED",
+    monkeypatch.setattr(status, "_query", lambda command: lines if command[0] == "sacct" else [])
+    assert status.expand_array("7_[0-2,5%4]") == ["7_0", "7_1", "7_2", "7_5"]
+    assert status.sacct(["7_0", "7_3"]) == {"7_0": "CANCELLED", "7_1": "OUT_OF_MEMORY", "7_2": "CANCELLED",
                                           "7_3": "CANCELLED", "7_4": "FAILED", "7_5": "COMPLETED"}
     store = Store(tmp_path / "store")
     base = {"kind": "train", "task": "toy", "model": "m", "seed": 0, "config": {}}
@@ -237,11 +238,11 @@ def test_status_reads_how_a_job_ended_from_slurm_accounting(monkeypatch: pytest.
         {"run_id": n, "overrides": [f"seed={i}"], "store": str(store.root), "job_num": i, "sweep": "s"}
         for i, n in enumerate(names)]}))
     (tmp_path / JOBS).write_text(json.dumps({str(i): f"7_{i}" for i in range(6)}))
-    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
     assert states == {"a": "cancelled", "b": "oom", "c": "cancelled", "d": "cancelled", "e": "failed",
                       "f": "preempted"}
-    monkeypatch.setattr(sweep, "_query", lambda command: None)  # no squeue, no sacct: the store alone
-    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    monkeypatch.setattr(status, "_query", lambda command: None)  # no squeue, no sacct: the store alone
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
     assert states == {"a": "preempted", "b": "missing", "c": "missing", "d": "missing", "e": "missing",
                       "f": "preempted"}
 
@@ -255,11 +256,11 @@ def test_a_sweep_report_holds_its_own_points_unless_pooled(tmp_path: Path) -> No
     manifest.write_points(sweep_dir, [{"run_id": rid, "overrides": [f"seed={s}"], "store": str(tmp_path / "store"),
                                        "job_num": None, "sweep": records[0]["sweep"]}
                                       for s, rid in ((1, records[1]["run_id"]), (2, "not-run-yet"))])
-    assert sweep.main(["collect", str(sweep_dir), "--report", str(tmp_path / "own")]) == 1  # seed 2 is missing
-    assert sorted(p.name for p in (sweep_dir / sweep.RECORDS).iterdir()) == [f"{records[1]['run_id']}.json"]
+    assert status.main(["collect", str(sweep_dir), "--report", str(tmp_path / "own")]) == 1  # seed 2 is missing
+    assert sorted(p.name for p in (sweep_dir / status.RECORDS).iterdir()) == [f"{records[1]['run_id']}.json"]
     row = r"\| transformer \|.*\| {n} complete \| {n} \|"  # n: the complete runs the row pools
     assert re.search(row.format(n=1), (tmp_path / "own" / "leaderboard.md").read_text())
-    assert sweep.main(["collect", str(sweep_dir), "--report", str(tmp_path / "pooled"), "--pool"]) == 1
+    assert status.main(["collect", str(sweep_dir), "--report", str(tmp_path / "pooled"), "--pool"]) == 1
     assert re.search(row.format(n=2), (tmp_path / "pooled" / "leaderboard.md").read_text())
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from harness import manifest, sweep
 from harness.errors import ConfigError
 from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
 from harness.results import Store
-from harness.sweeper import check_open_keys, expand, open_group_keys, settle
+from sweeps import manifest, status
+from sweeps.sweeper import check_open_keys, expand, open_group_keys, settle
 from tasks.listops import task_spec as listops_spec
 from tests.helpers import ROOT, TINY_LISTOPS, compose_run, run_py
 
@@ -219,10 +219,10 @@ def test_rerunning_a_sweep_runs_only_what_is_missing_or_failed(tmp_path: Path) -
     assert store.get(records[1]["run_id"])["status"] == "complete"
     # The manifest of the second sweep names both points; status reads the store.
     sweep_dir = manifest.find_sweep(tmp_path / "results")
-    rows = sweep.sweep_status(sweep_dir)
+    rows = status.sweep_status(sweep_dir)
     assert sorted(r["run_id"] for r in rows) == sorted(r["run_id"] for r in records.values())
     assert {r["state"] for r in rows} == {"done"}
-    assert sweep.main(["collect", str(sweep_dir), "--report", str(tmp_path / "report")]) == 0
+    assert status.main(["collect", str(sweep_dir), "--report", str(tmp_path / "report")]) == 0
     assert "| transformer |" in (tmp_path / "report" / "leaderboard.md").read_text()
 
 
@@ -239,18 +239,18 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": entries}))
     (tmp_path / manifest.JOBS).write_text(json.dumps({str(i): f"7_{i}" for i in range(6)}))
     queue = {"7_0": "RUNNING", "7_1": "PENDING", "7_3": "RUNNING", "7_4": "REQUEUED"}
-    monkeypatch.setattr(sweep, "sacct", lambda jobs: None)  # no accounting here (with it: tests/test_slurm.py)
-    monkeypatch.setattr(sweep, "squeue", lambda: queue)
-    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    monkeypatch.setattr(status, "sacct", lambda jobs: None)  # no accounting here (with it: tests/test_slurm.py)
+    monkeypatch.setattr(status, "squeue", lambda: queue)
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
     assert states == {"a": "done", "b": "queued", "c": "oom", "d": "running", "e": "queued", "f": "missing"}
-    monkeypatch.setattr(sweep, "squeue", lambda: None)  # no squeue here: the store alone
-    states = {r["run_id"]: r["state"] for r in sweep.sweep_status(tmp_path)}
+    monkeypatch.setattr(status, "squeue", lambda: None)  # no squeue here: the store alone
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
     assert states == {"a": "done", "b": "preempted", "c": "oom", "d": "missing", "e": "missing", "f": "missing"}
-    assert sweep.main(["status", str(tmp_path)]) == 0
-    assert sweep.main(["collect", str(tmp_path)]) == 1  # not everything is done
+    assert status.main(["status", str(tmp_path)]) == 0
+    assert status.main(["collect", str(tmp_path)]) == 1  # not everything is done
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
-        sweep.main(["status", str(tmp_path / "nowhere")])
+        status.main(["status", str(tmp_path / "nowhere")])
     assert exited.value.code == 2
     assert capsys.readouterr().err == (f"seqbench: error: {tmp_path / 'nowhere'} is not a seqbench sweep directory "
                                        f"(no {manifest.MANIFEST}); sweeps run with hydra/sweeper=seqbench write one\n")
@@ -263,7 +263,7 @@ def test_a_truncated_or_garbage_manifest_is_named(tmp_path: Path, capsys: pytest
                                                  command: str) -> None:
     (tmp_path / manifest.MANIFEST).write_text(text)
     with pytest.raises(SystemExit) as exited:
-        sweep.main([command, str(tmp_path)])
+        status.main([command, str(tmp_path)])
     assert exited.value.code == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"seqbench: error: {tmp_path / manifest.MANIFEST} is not a readable sweep manifest (")
@@ -275,7 +275,7 @@ def test_a_garbage_job_list_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": [entry]}))
     (tmp_path / manifest.JOBS).write_text('{"0": "7_')
     with pytest.raises(SystemExit) as exited:
-        sweep.main(["status", str(tmp_path)])
+        status.main(["status", str(tmp_path)])
     assert exited.value.code == 2
     assert f"{tmp_path / manifest.JOBS} is not a readable list of the sweep's SLURM jobs" in capsys.readouterr().err
 

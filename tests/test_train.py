@@ -21,14 +21,16 @@ from omegaconf import DictConfig, OmegaConf
 import tests.toy as toy
 from harness import checkpoint, runner
 from harness import train as train_module
+from harness.batches import EpochBatches
 from harness.config import OptimConfig, TrainConfig
 from harness.errors import UserError
 from harness.files import DiskFull
 from harness.identity import run_id
 from harness.optim import lr_factor, param_groups
+from harness.progress import ProgressLog
 from harness.registry import MODELS, TASKS
 from harness.task import Batch, Task, TaskSpec
-from harness.train import Diverged, EpochBatches, FitResult, ProgressLog, fit, improves
+from harness.train import Diverged, FitResult, fit, improves
 from tests.helpers import compose_run
 
 TOY = ("task=toy", "model=transformer", "model.d_model=16", "model.n_layers=1", "train.batch_size=16")

@@ -46,12 +46,12 @@ from torch import nn
 
 from harness import bench
 from harness.config import BenchConfig, OptimConfig
+from harness.device import autocast_for
 from harness.errors import ConfigError, UserError, exit_with
 from harness.optim import make_optimizer
 from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
 from harness.timing import PeakMemory, time_after_warmup
-from harness.train import autocast_for
 from reports.bench import frame, speedup_table, summary
 from reports.render import markdown
 

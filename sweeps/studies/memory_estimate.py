@@ -23,11 +23,11 @@ import torch
 from omegaconf import DictConfig
 
 from harness import preflight
+from harness.device import autocast_for
 from harness.errors import is_oom
 from harness.optim import make_optimizer
 from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
-from harness.train import autocast_for
 
 
 def preset(name: str) -> DictConfig:

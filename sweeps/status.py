@@ -1,9 +1,9 @@
-"""State and results of a sweep, later (the sweep itself: harness.sweeper).
+"""State and results of a sweep, later (the sweep itself: sweeps.sweeper).
 
-    python -m harness.sweep status [SWEEP_DIR]          done / running / queued / failed / oom / preempted / cancelled
-    python -m harness.sweep collect [SWEEP_DIR] [--report OUT] [--pool]     one JSON line per finished point
+    python -m sweeps status [SWEEP_DIR]          done / running / queued / failed / oom / preempted / cancelled
+    python -m sweeps collect [SWEEP_DIR] [--report OUT] [--pool]     one JSON line per finished point
 
-The sweep's manifest (harness.manifest) names every point's run id; the store is the source of truth, then the
+The sweep's manifest (sweeps.manifest) names every point's run id; the store is the source of truth, then the
 queue (`squeue`) for jobs not yet done, then SLURM's accounting (`sacct`, where the cluster keeps it) for jobs that
 have left the queue without a complete record: cancelled, out of memory, failed.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, exit_with
-from harness.manifest import find_sweep, read_jobs, read_points
 from harness.results import Store
+from sweeps.manifest import find_sweep, read_jobs, read_points
 
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "PREEMPTED"}
@@ -185,7 +185,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("status", "state of every point: done, running, queued, failed, oom, preempted, "
                                        "cancelled, missing"),

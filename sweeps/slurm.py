@@ -24,9 +24,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from harness.errors import UserError
-from harness.manifest import record_jobs
+from sweeps.manifest import record_jobs
 
-Plugins.instance()  # before importing the plugin's classes: harness/hydra_plugins.py says why
+Plugins.instance()  # before importing the plugin's classes: sweeps/hydra_plugins.py says why
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher  # noqa: E402
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf  # noqa: E402
 
@@ -82,7 +82,7 @@ def submit(executor: submitit.AutoExecutor, function: Any, calls: Sequence[tuple
         said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         if "Unable to contact slurm controller" in said:
             raise UserError(f"SLURM controller not reachable ({said}); is slurmctld running? `scontrol ping` (the "
-                            f"local test cluster: `bash harness/cluster/slurm_local.sh status`)") from None
+                            f"local test cluster: `bash sweeps/cluster/slurm_local.sh status`)") from None
         raise UserError(f"sbatch refused the sweep's jobs ({said}); check hydra.launcher (partition, account, qos, "
                         f"resources)") from None
     except FileNotFoundError as exc:

@@ -11,7 +11,7 @@ It is Hydra's basic sweeper with a check in front: it composes every point and c
 (harness.preflight: every key and value, the model built on fake tensors, parameters counted, training memory
 estimated). One bad point refuses the whole sweep before a single job is submitted. Points whose record in the store
 is already complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or
-interrupted. The manifest it writes in the sweep directory (harness.manifest) is what `python -m harness.sweep
+interrupted. The manifest it writes in the sweep directory (sweeps.manifest) is what `python -m sweeps.status
 status` reads.
 
 Options of a swept group (`model=s4,multires model.d_model=64`): Hydra composes a sweep's primary config once, before
@@ -21,7 +21,7 @@ refused; one that only some have is refused unless `hydra.sweeper.partial_keys=s
 
 A stop signal during a sweep on this machine (the basic launcher) ends the sweep: the running point checkpoints
 (harness.checkpoint) and run.py exits with 128 + the signal, as a process ended by it reports; rerunning the sweep
-resumes it. On SLURM each job is requeued instead (harness.slurm).
+resumes it. On SLURM each job is requeued instead (sweeps.slurm).
 """
 
 from __future__ import annotations
@@ -47,14 +47,15 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from harness import manifest, runner
+from harness import runner
 from harness.checkpoint import STOP_SIGNALS
 from harness.config import closest, composition_error, one_of
 from harness.errors import ConfigError, UserError, exit_with
 from harness.preflight import describe
 from harness.registry import MODELS, TASKS, Registry
+from sweeps import manifest
 
-Plugins.instance()  # before importing the plugin's classes: harness/hydra_plugins.py says why
+Plugins.instance()  # before importing the plugin's classes: sweeps/hydra_plugins.py says why
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
 
 
@@ -206,6 +207,14 @@ class Sweeper(BasicSweeper):
                  zip: Sequence[Sequence[str]] | None = None, wait: bool = True,  # noqa: A002 (Hydra's key)
                  partial_keys: str = "refuse") -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
+        # Its config is YAML (sweeps/hydra/sweeper/seqbench.yaml, found by path so that composing a config needs no
+        # import of the sweep runner), so the types are checked here.
+        if not isinstance(wait, bool):
+            raise ConfigError(f"hydra.sweeper.wait={wait!r} must be true or false")
+        if not all(isinstance(g, Sequence) and not isinstance(g, str) and all(isinstance(k, str) for k in g)
+                   for g in (zip or [])):
+            raise ConfigError(f"hydra.sweeper.zip={zip!r} must be a list of lists of keys, e.g. [[model,optim.lr]]")
+        one_of("hydra.sweeper.partial_keys", partial_keys, PARTIAL_KEYS)
         self.zip = [list(group) for group in (zip or [])]
         self.wait = wait
         self.partial_keys = partial_keys
@@ -217,7 +226,6 @@ class Sweeper(BasicSweeper):
     def plan(self, arguments: list[str]) -> list[Point]:
         """Every point, composed and checked; raises ConfigError naming every bad point."""
         assert self.hydra_context is not None
-        one_of("hydra.sweeper.partial_keys", self.partial_keys, PARTIAL_KEYS)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(self._parse_config() + list(arguments))
         points = [Point(i, o) for i, o in enumerate(expand(overrides, self.zip))]
@@ -261,7 +269,7 @@ class Sweeper(BasicSweeper):
             for p in points:
                 print(json.dumps(p.info), flush=True)
             return []
-        from harness.slurm import SlurmLauncher  # submitit: only for a sweep that launches
+        from sweeps.slurm import SlurmLauncher  # submitit: only for a sweep that launches
 
         if not self.wait and not isinstance(self.launcher, SlurmLauncher):
             raise ConfigError("hydra.sweeper.wait=false needs a launcher that can return before its jobs end: "
@@ -273,7 +281,7 @@ class Sweeper(BasicSweeper):
         job_nums = {p.num: i for i, p in enumerate(todo)}  # the launcher numbers the launched points 0, 1, ...
         manifest.write_points(sweep_dir, [p.manifest_entry(job_nums.get(p.num)) for p in points])
         print(f"seqbench: sweep of {len(points)} points: {len(points) - len(todo)} already complete (skipped), "
-              f"{len(todo)} to run; `python -m harness.sweep status {sweep_dir}`", flush=True)
+              f"{len(todo)} to run; `python -m sweeps status {sweep_dir}`", flush=True)
         if isinstance(self.launcher, SlurmLauncher):
             self.launcher.wait = self.wait
         returns: list[Sequence[JobReturn]] = []

@@ -2,9 +2,9 @@
 # A real, single-node SLURM cluster on localhost, with accounting, for the sweep integration tests and for trying
 # the SLURM launcher presets on one machine.
 #
-#   bash harness/cluster/slurm_local.sh start    install (Debian/Ubuntu, root) if needed, configure, start
-#   bash harness/cluster/slurm_local.sh status   each daemon, `sinfo` and `sacct`; exit 1 when one is not answering
-#   bash harness/cluster/slurm_local.sh stop     stop the daemons this script started, and only those
+#   bash sweeps/cluster/slurm_local.sh start    install (Debian/Ubuntu, root) if needed, configure, start
+#   bash sweeps/cluster/slurm_local.sh status   each daemon, `sinfo` and `sacct`; exit 1 when one is not answering
+#   bash sweeps/cluster/slurm_local.sh stop     stop the daemons this script started, and only those
 #
 # Idempotent: `start` on a running cluster only checks it (and restarts the SLURM daemons if their configuration
 # changed). It needs root (apt-get, daemons running as root). One node named by `hostname -s`, addressed as
@@ -28,7 +28,7 @@ DB_PASS=$STATE/db_password
 LOGS=/var/log/seqbench-slurm
 CONF=/etc/slurm/slurm.conf
 DBD_CONF=/etc/slurm/slurmdbd.conf
-MARK="# written by seqbench harness/cluster/slurm_local.sh"
+MARK="# written by seqbench sweeps/cluster/slurm_local.sh"
 CLUSTER=seqbench
 PARTITION=local
 DAEMONS="munged mariadbd slurmdbd slurmctld slurmd"  # start order; stop runs it backwards

@@ -1,4 +1,4 @@
-"""What a sweep leaves in its directory for `python -m harness.sweep status|collect` to read later.
+"""What a sweep leaves in its directory for `python -m sweeps status|collect` to read later.
 
 `seqbench_sweep.json` (written by the sweeper) names every point: its run id, overrides, store and job number.
 `seqbench_jobs.json` (written by the SLURM launcher) maps job numbers to SLURM job ids.

@@ -2,9 +2,9 @@
 
 Why this is needed: Hydra 1.3 instantiates sweepers and launchers only through its plugin table, and only for class
 names under `hydra_plugins.` (the namespace that plugin packages install themselves into); a `_target_` such as
-`harness.sweeper.Sweeper` is refused. Ours live in the repo, so they are entered in the table under that prefix
-followed by their real path: `_target_: hydra_plugins.harness.sweeper.Sweeper` (harness.config.SweeperConfig) and
-`hydra_plugins.harness.slurm.SlurmLauncher` (sweeps/hydra/launcher/slurm.yaml). Pickles (submitit's) name the
+`sweeps.sweeper.Sweeper` is refused. Ours live in the repo, so they are entered in the table under that prefix
+followed by their real path: `_target_: hydra_plugins.sweeps.sweeper.Sweeper` (sweeps/hydra/sweeper/seqbench.yaml) and
+`hydra_plugins.sweeps.slurm.SlurmLauncher` (sweeps/hydra/launcher/slurm.yaml). Pickles (submitit's) name the
 classes by their real module.
 
 Hydra's table is filled by a scan (once per process) that executes every module under `hydra_plugins` again,
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from hydra.core.plugins import Plugins
 
-from harness.slurm import SlurmLauncher
-from harness.sweeper import Sweeper
+from sweeps.slurm import SlurmLauncher
+from sweeps.sweeper import Sweeper
 
 PREFIX = "hydra_plugins"
 
