@@ -229,6 +229,7 @@ class Outcome:
     flops_assumed: int | None = None
     warmup: int = 0
     error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # a study's own figures, added to the record's metrics
 
     @property
     def time_ms(self) -> float | None:
@@ -409,7 +410,7 @@ def make_record(point: Point, outcome: Outcome, base: dict[str, Any], run_id: st
         "tokens_per_s": point.tokens / (t * 1e-3) if t else None, "peak_bytes": outcome.peak_bytes,
         "memory_kind": memory_kind, "bytes_assumed": outcome.bytes_assumed, "flops_assumed": outcome.flops_assumed,
         "frac_bandwidth": None, "frac_matmul": None, "ceilings": ceilings, "warmup": outcome.warmup,
-        "repeats": len(outcome.times_ms),
+        "repeats": len(outcome.times_ms), **outcome.extra,
     }
     if t and outcome.bytes_assumed is not None:
         metrics["frac_bandwidth"] = outcome.bytes_assumed / (t * 1e-3) / (ceilings["copy_gbps"] * 1e9)

@@ -1,0 +1,68 @@
+"""The train-step study's tables (sweeps/studies/train_step.py says what each figure means): one row per preset,
+implementation and mode, with the speed-up over the published step of the same preset, and the projected cost of
+each published run. One device per table: steps timed on different machines do not share a row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from reports import render
+from reports.leaderboard import fmt_bytes
+
+PASS = "train_step"
+
+
+def is_train_step(record: dict[str, Any]) -> bool:
+    return record.get("kind") == "bench" and (record.get("metrics") or {}).get("pass") == PASS
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per train-step record, in the order preset, published first, then eager, compiled, graphs."""
+    steps = [r for r in records if is_train_step(r)]
+    published = {(r["env"].get("device"), r["config"].get("preset")): r["metrics"]["time_ms"]
+                 for r in steps if r["metrics"]["impl"] == "published" and r["status"] == "complete"}
+    order = {"eager": 0, "compiled": 1, "graphs": 2}
+    out = []
+    for r in sorted(steps, key=lambda r: (r["env"].get("device") or "", r["config"].get("preset") or "",
+                                          r["metrics"]["impl"] != "published", order.get(r["config"].get("mode"), 9))):
+        m, device, preset = r["metrics"], r["env"].get("device"), r["config"].get("preset")
+        base = published.get((device, preset))
+        done = r["status"] == "complete"
+        proj = m.get("projection") or {}
+        out.append({
+            "device": device, "preset": preset, "impl": m["impl"], "mode": r["config"].get("mode"),
+            "precision": m["dtype"], "batch x L": f"{m['batch_size']} x {m['length']}",
+            "ms/step": _num(m["time_ms"], ".1f") if done else r["status"],
+            "samples/s": _num(m.get("samples_per_s"), ",.0f"),
+            "GPU busy": _num(m.get("gpu_busy"), ".0%"),
+            "speed-up vs published": f"{base / m['time_ms']:.2f}x" if done and base and m["impl"] == "ours" else "",
+            "compile s": _num(m.get("compile_s"), ".0f"),
+            "ops/step": _num(m.get("dispatched_ops"), ","),
+            "peak": fmt_bytes(m.get("peak_bytes")) if done else "",
+            "run steps": _num(proj.get("steps"), ","),
+            "run GPU-h": _num(proj.get("hours"), ".2f"),
+        })
+    return out
+
+
+def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows(records))
+
+
+def table(records: Iterable[dict[str, Any]]) -> str:
+    """The Markdown table of every train-step record with its legend, or a line saying there is none."""
+    df = frame(records)
+    return "No train-step records." if df.empty else render.markdown(df) + "\n\n" + LEGEND
+
+
+LEGEND = ("ms/step: median of whole optimizer steps (forward, loss, backward, AdamW, schedule) on a random full-length "
+          "batch already on the device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
+          "count). compile s: the first compiled step's extra time. ops/step: operators dispatched by an eager step "
+          "(a proxy for kernel launches). run GPU-h: the published run's steps at this rate plus its evaluations.")
