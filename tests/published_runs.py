@@ -85,7 +85,7 @@ def _s4_codebase(code: str, repo: str) -> dict[str, Fact]:
         "train.eval_every_steps": Fact(None, "PyTorch-Lightning 1.5.10 default: validation at the end of every epoch"),
         "eval": Fact("val and test every epoch (train.py _eval_dataloaders: val + test loaders), drop_last too; "
                      "train.test=false: no separate test run; the number is read from the logged test metric",
-                     f"{repo} train.py:562-583, configs/config.yaml train.test"),
+                     f"{repo} train.py:562-585, configs/config.yaml train.test"),
         "train.early_stop_patience_steps": Fact(None, f"{repo} configs/callbacks/checkpoint.yaml:15-20 "
                                                       "(commented out)"),
         "train.early_stop_start_step": Fact(None, "no early stopping"),
@@ -205,7 +205,7 @@ def _multires(script: str, file: str, data: Fact, batch: int, drop_last: bool, e
         "train.epochs": Fact(epochs, f"{MR} scripts/{script} --epochs"),
         "train.max_steps": Fact(None, "the loop runs the epochs"),
         "steps_run": Fact(total, "epochs x steps_per_epoch"),
-        "train.schedule": Fact("cosine", f"{loop} setup_optimizer: HF's warm-up + cosine (a copy in utils.py:286-320, "
+        "train.schedule": Fact("cosine", f"{loop} setup_optimizer: HF's warm-up + cosine (a copy in utils.py:287-320, "
                                          "which crashes after the warm-up: math is not imported) if --warmup > 0, "
                                          "else CosineAnnealingLR(T_max = the run's steps): the same curve"),
         "train.schedule_steps": Fact(total, f"{loop} setup_optimizer: epochs * len(trainloader)"),
