@@ -118,6 +118,9 @@ def composition_error(exc: Exception) -> str:
 # train.schedule (harness.optim.SCHEDULES), train.precision (harness.device.autocast_for), job (harness.jobs.JOBS).
 
 
+DECAY_EXEMPT = ("norms_and_biases", "backbone_norms_and_biases", "none")  # the rules of harness.optim.exempt_from_decay
+
+
 @dataclass
 class OptimConfig:
     optimizer: str = "adamw"  # adamw | adam
@@ -125,13 +128,16 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    # Most recipes exempt norms and biases from weight decay; MultiresNet's published code does not.
-    decay_norm_and_bias: bool = False
+    # Which parameters AdamW exempts from weight decay (a parameter's own `_optim` hint wins over the rule):
+    # norms_and_biases: every bias and norm weight (the common recipe); backbone_norms_and_biases: those of the blocks,
+    # not of the encoder or decoder (state-spaces/s4 from v4.1); none: no parameter (every paper preset's code).
+    decay_exempt: str = "norms_and_biases"
 
     def __post_init__(self) -> None:
         positive("optim.lr", self.lr)
         non_negative("optim.weight_decay", self.weight_decay)
         positive("optim.eps", self.eps)
+        one_of("optim.decay_exempt", self.decay_exempt, DECAY_EXEMPT)
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)!r} must be two numbers in [0, 1), e.g. [0.9,0.999]")
 

@@ -14,13 +14,31 @@ from harness.errors import ConfigError
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
+def exempt_from_decay(model: nn.Module, rule: str) -> set[str]:
+    """Names of the parameters `optim.decay_exempt` exempts from weight decay (see OptimConfig).
+
+    The backbone is the model without its `encoder` and `decoder`: state-spaces/s4 (v4.1 on) hooks only the
+    `SequenceModel` between them, so the embedding and the decoder's bias stay decayed.
+    """
+    if rule == "none":
+        return set()
+    outside: set[int] = set()
+    if rule == "backbone_norms_and_biases":
+        for end in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
+            if isinstance(end, nn.Module):
+                outside |= {id(p) for p in end.parameters()}
+    in_norm = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    return {name for name, p in model.named_parameters()
+            if (name.endswith("bias") or id(p) in in_norm) and id(p) not in outside}
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """AdamW groups: decay, no decay (norms and biases), and one group per distinct `p._optim`.
+    """AdamW groups: decay, no decay (`optim.decay_exempt`), and one group per distinct `p._optim`.
 
     A model declares per-parameter settings by setting `param._optim = {"lr": ..., "weight_decay": ...}`
-    (S4's SSM parameters, SGConv's kernel); those override the global values for that parameter.
+    (S4's SSM parameters, SGConv's kernel); those override the global values for that parameter, whatever the rule.
     """
-    in_norm = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    exempt = exempt_from_decay(model, cfg.decay_exempt)
     decay, no_decay, special = [], [], {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -28,7 +46,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
         hint = getattr(p, "_optim", None)
         if hint:
             special.setdefault(tuple(sorted(hint.items())), []).append(p)
-        elif not cfg.decay_norm_and_bias and (name.endswith("bias") or id(p) in in_norm):
+        elif name in exempt:
             no_decay.append(p)
         else:
             decay.append(p)

@@ -33,6 +33,9 @@ class S4DConfig(S4Config):
     mode: str = "diag"  # diag (the only S4D kernel)
     init: str = "diag-lin"  # diag-lin | diag-inv | legs
     disc: str = "zoh"  # zoh | bilinear
+    # dt = exp(log dt) as in v3 (src/models/sequence/ss/kernel.py, SSKernelDiag), the code of the S4D paper's
+    # results; softplus came with v4 (its configs/model/layer/s4.yaml: "use 'exp' for backwards-compatible ...").
+    dt_transform: str = "exp"  # exp | softplus
 
     def __post_init__(self) -> None:
         check_ssm_config(self, modes=("diag",), inits=tuple(DIAG_INITS), discs=("zoh", "bilinear"))

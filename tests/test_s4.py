@@ -5,7 +5,10 @@ keeps (shapes, causality, stepping, padding) is in test_models.py."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -313,3 +316,40 @@ def test_parameter_counts_equal_published(key):
     model = MODELS.build(MODELS.config(key[0], d_state=64, **overrides), spec)
     assert sum(p.numel() for p in model.parameters()) == expected
     assert isinstance(model.blocks[0].mixer, S4Layer if key[0] == "s4" else S4DLayer)
+
+
+# state-spaces/s4 v3.0.0's S4D kernel (SSKernelDiag, dt = exp(log_dt)), float64, made outside the repo
+# (tests/golden/README.md): its parameters, kernel and the gradients of sum(kernel * cotangent).
+V3_NAMES = {"log_dt": "inv_dt", "inv_A_real": "A_real", "A_imag": "A_imag", "B": "B", "C": "C"}
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_s4d_exp_dt_equals_published_v3(disc):
+    with np.load(Path(__file__).parent / "golden" / f"s4d_v3_{disc}.npz") as z:
+        golden = {k: torch.from_numpy(z[k]) for k in z.files if k != "meta"}
+        kw = json.loads(str(z["meta"]))["kwargs"]
+    assert S4DConfig().dt_transform == "exp"  # the default: v3, as the cited S4D results
+    cfg = S4DConfig(d_model=kw["H"], d_state=kw["N"], n_ssm=kw["n_ssm"], init=kw["measure"], disc=disc,
+                    bidirectional=kw["channels"] == 2)
+    layer = S4DLayer(cfg, l_max=kw["L"]).double()
+    # v3 writes A = -exp(inv_A_real) + i A_imag, we write A = -exp(A_real) - i A_imag: the same A.
+    sign = {"A_imag": -1.0}
+    with torch.no_grad():
+        for theirs, ours in V3_NAMES.items():
+            getattr(layer, ours).copy_(sign.get(ours, 1.0) * golden[f"param/{theirs}"].view_as(getattr(layer, ours)))
+    k = layer.ssm_kernel(kw["L"])
+    torch.testing.assert_close(k, golden["kernel"], rtol=1e-9, atol=1e-12)
+    (k * golden["cotangent"]).sum().backward()
+    for theirs, ours in V3_NAMES.items():  # d/d log_dt included: the exp parameterisation's chain rule
+        grad = sign.get(ours, 1.0) * golden[f"grad/{theirs}"].view_as(getattr(layer, ours))
+        torch.testing.assert_close(getattr(layer, ours).grad, grad, rtol=1e-9, atol=1e-12, msg=ours)
+
+
+def test_s4d_exp_dt_is_log_uniform_between_dt_min_and_dt_max():
+    torch.manual_seed(0)
+    layer = S4DLayer(S4DConfig(d_model=4096, d_state=4, dt_min=0.001, dt_max=0.1), l_max=8)
+    log_dt = layer.inv_dt.detach().double()  # exp: the parameter is log dt itself
+    torch.testing.assert_close(layer.params()["dt"].double(), torch.exp(log_dt))
+    u = (log_dt - np.log(0.001)) / (np.log(0.1) - np.log(0.001))  # U[0, 1) if log dt ~ U[log dt_min, log dt_max)
+    assert float(u.min()) >= 0 and float(u.max()) < 1
+    assert abs(float(u.mean()) - 0.5) < 0.02 and abs(float(u.var()) - 1 / 12) < 0.01

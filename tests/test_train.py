@@ -51,7 +51,7 @@ def test_param_groups_exempt_norms_and_biases_and_honour_hints() -> None:
     assert by_id[id(model[2].weight)] == {"params": [model[2].weight], "lr": 1e-4, "weight_decay": 0.0}
     model[2].weight._optim = {"lr": 1e-4}  # names no weight decay: the global one applies
     assert param_groups(model, OptimConfig(weight_decay=0.1))[-1]["weight_decay"] == 0.1
-    everything = param_groups(model, OptimConfig(weight_decay=0.1, decay_norm_and_bias=True))
+    everything = param_groups(model, OptimConfig(weight_decay=0.1, decay_exempt="none"))
     assert everything[0]["weight_decay"] == 0.1 and len(everything[0]["params"]) == 4
 
 
