@@ -128,7 +128,8 @@ def _clear(rdir: Path) -> None:
 def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir: Path, device: torch.device,
            dist: distributed.Dist, lock: RunLock | None) -> dict[str, Any]:
     base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "task": cfg.task.name, "model": cfg.model.name,
-            "seed": cfg.seed, "config": config, "versions": env.code_versions(config), "env": env.capture(device)}
+            "seed": cfg.seed, "config": config, "versions": env.code_versions(config),
+            "env": env.capture(device, cfg.train.precision)}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
 
