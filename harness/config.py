@@ -144,16 +144,36 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (the schedule spans them)
+    # When the run stops: after `epochs` epochs or after `max_steps` optimizer steps; set one, the other null.
+    epochs: int | None = 10
+    max_steps: int | None = None
     batch_size: int = 32
     eval_batch_size: int | None = None  # None: same as batch_size
+    # Leave out each epoch's last, smaller batch (a DataLoader's drop_last=True, as the S4 codebase's loaders set).
+    drop_last: bool = False
     schedule: str = "cosine"  # cosine | constant | rsqrt
+    # The cosine's length in steps when it differs from the run's (null: it spans the run). Past its end the
+    # learning rate rises again, as in HF's get_cosine_schedule_with_warmup.
+    schedule_steps: int | None = None
     warmup_epochs: float = 0.0
     warmup_steps: int | None = None  # overrides warmup_epochs when set
+    # Validation every this many steps (null: at the end of every epoch). Steps are counted as the LRA loops count
+    # them: after the steps of 0-based index N, 2N, ... (the N+1st, 2N+1st step).
+    eval_every_steps: int | None = None
+    # Stop once this many steps have passed since the last new best validation (null: no early stopping), but
+    # only after the step of 0-based index early_stop_start_step.
+    early_stop_patience_steps: int | None = None
+    early_stop_start_step: int = 0
+    # A validation score equal to the best so far: `later` makes it the best (>=), `earlier` keeps the old one (>).
+    best_tie: str = "later"
+    # The state the test split scores: the best validation state (`best`), or the last one (`last`, as the LRA
+    # Transformer's --test_only run on its final checkpoint).
+    test_on: str = "best"
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     compile: bool = False  # torch.compile the model for training (about a minute of compiling first)
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 (fp32 matmuls and convolutions) | tf32 (fp32 with
+    # TF32 matmuls and convolutions on CUDA, as the published S4, SGConv and MultiresNet trainers set)
+    precision: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
     progress: bool = True  # tqdm bar
@@ -162,16 +182,36 @@ class TrainConfig:
     limit_train_batches: int | None = None
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            positive(f"train.{key}", getattr(self, key), integer=True)
-        for key in ("max_steps", "eval_batch_size", "limit_eval_batches", "limit_train_batches"):
+        positive("train.batch_size", self.batch_size, integer=True)
+        for key in ("epochs", "max_steps", "eval_batch_size", "schedule_steps", "eval_every_steps",
+                    "early_stop_patience_steps", "limit_eval_batches", "limit_train_batches"):
             positive(f"train.{key}", getattr(self, key), integer=True, optional=True)
         non_negative("train.warmup_epochs", self.warmup_epochs)
         non_negative("train.warmup_steps", self.warmup_steps, integer=True, optional=True)
+        non_negative("train.early_stop_start_step", self.early_stop_start_step, integer=True)
         non_negative("train.grad_clip", self.grad_clip)
         non_negative("train.num_workers", self.num_workers, integer=True)
+        one_of("train.best_tie", self.best_tie, ("later", "earlier"))
+        one_of("train.test_on", self.test_on, ("best", "last"))
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N")
+        self._check_stop()
+
+    def _check_stop(self) -> None:
+        """One option says when the run stops, and none is set that nothing would read."""
+        if self.epochs is not None and self.max_steps is not None:
+            raise ConfigError(f"train.epochs={self.epochs} and train.max_steps={self.max_steps} both say when the run "
+                              f"stops: set one of them to null (train.max_steps=null stops after {self.epochs} "
+                              f"epochs, train.epochs=null after {self.max_steps} steps)")
+        if self.epochs is None and self.max_steps is None:
+            raise ConfigError("train.epochs and train.max_steps are both null: set one to say when the run stops, "
+                              "e.g. train.epochs=10")
+        if self.schedule_steps is not None and self.schedule != "cosine":
+            raise ConfigError(f"train.schedule_steps={self.schedule_steps} sizes the cosine schedule only, not "
+                              f"train.schedule={self.schedule}; set train.schedule_steps=null")
+        if self.early_stop_start_step and self.early_stop_patience_steps is None:
+            raise ConfigError(f"train.early_stop_start_step={self.early_stop_start_step} has no effect without "
+                              f"train.early_stop_patience_steps; set both or neither")
 
 
 @dataclass

@@ -26,14 +26,42 @@ def resolve_device(name: str, key: str = "train.device") -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp32", "tf32")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+                          f"got {precision!r}")
+
+
 def autocast_for(device: torch.device, precision: str) -> Any:
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"train.precision must be auto, bf16 or fp32, got {precision!r}")
+    check_precision(precision)
     if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     if device.type == "cpu" and precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def tf32_allowed(device: torch.device, precision: str) -> bool | None:
+    """Whether fp32 matmuls and convolutions may run in TF32 on this device (None: not a CUDA device).
+
+    Only `fp32` forbids it: torch's own default for matmuls since 1.12. `tf32` is what the published S4, SGConv
+    (train.py) and MultiresNet (classification.py) trainers turn on; under bf16 autocast it touches only the
+    operations autocast leaves in fp32, as before `tf32` existed.
+    """
+    check_precision(precision)
+    return None if device.type != "cuda" else precision != "fp32"
+
+
+def set_precision(device: torch.device, precision: str) -> None:
+    """Set torch's process-wide TF32 flags for a run on `device` (the legacy flags, as harness.timing.tf32 uses:
+    torch refuses a mix of them and the newer `fp32_precision` API in one process)."""
+    allowed = tf32_allowed(device, precision)
+    if allowed is not None:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+        torch.backends.cudnn.allow_tf32 = allowed
 
 
 def peak_bytes(device: torch.device) -> tuple[int, str]:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from harness import versions
+from harness.device import tf32_allowed
 
 REPO = Path(__file__).resolve().parent.parent
 # The distributions a run imports (requirements.txt without reports, tests and lint), by their registry names.
@@ -45,7 +46,9 @@ def code_versions(config: dict[str, Any]) -> dict[str, int | None]:
     return versions.of_config(config)
 
 
-def capture(device: torch.device | None = None) -> dict[str, Any]:
+def capture(device: torch.device | None = None, precision: str | None = None) -> dict[str, Any]:
+    """The environment of a run on `device`. With the run's `train.precision`, `tf32` says whether its fp32 matmuls
+    and convolutions ran in TF32 (harness.device.set_precision sets it so; None off CUDA)."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     env: dict[str, Any] = {
         "git_commit": _git("rev-parse", "HEAD"),
@@ -64,6 +67,7 @@ def capture(device: torch.device | None = None) -> dict[str, Any]:
         env["device"] = torch.cuda.get_device_name(device)
     else:
         env["device"] = platform.processor() or platform.machine()
+    env["tf32"] = tf32_allowed(device, precision) if device is not None and precision is not None else None
     slurm = {k: os.environ[v] for k, v in (("job_id", "SLURM_JOB_ID"), ("array_job_id", "SLURM_ARRAY_JOB_ID"),
                                             ("array_task_id", "SLURM_ARRAY_TASK_ID"),
                                             ("restart_count", "SLURM_RESTART_COUNT"),

@@ -79,11 +79,13 @@ def _linear_warmup(step: int, warmup: int) -> float:
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
-    """HF's get_cosine_schedule_with_warmup, which the published scripts use."""
+    """HF's get_cosine_schedule_with_warmup, which the published scripts use. Unclamped as HF's: past `total` the
+    cosine goes on, so a run longer than its schedule (S4's Speech Commands: 212,080 steps of a 200,000-step
+    schedule) sees its learning rate rise again."""
     if step < warmup:
         return _linear_warmup(step, warmup)
     progress = (step - warmup) / max(1, total - warmup)
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _constant(step: int, total: int, warmup: int) -> float:
@@ -102,8 +104,8 @@ SCHEDULES = {"cosine": _cosine, "constant": _constant, "rsqrt": _rsqrt}
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of every group's base lr at optimizer step `step` (0-based), stepped per iteration.
 
-    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total`, a constant, or an inverse
-    square root decay.
+    Linear warm-up from 0 over `warmup` steps, then a half cosine to 0 at `total` (the schedule's length, which
+    may differ from the run's: train.schedule_steps), a constant, or an inverse square root decay.
     """
     if schedule not in SCHEDULES:
         raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")

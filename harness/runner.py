@@ -128,7 +128,8 @@ def _clear(rdir: Path) -> None:
 def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir: Path, device: torch.device,
            dist: distributed.Dist, lock: RunLock | None) -> dict[str, Any]:
     base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "task": cfg.task.name, "model": cfg.model.name,
-            "seed": cfg.seed, "config": config, "versions": env.code_versions(config), "env": env.capture(device)}
+            "seed": cfg.seed, "config": config, "versions": env.code_versions(config),
+            "env": env.capture(device, cfg.train.precision)}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
 
@@ -165,7 +166,8 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         metrics={"metric": result.metric, "higher_is_better": result.higher_is_better, "val": result.val,
                  "test": result.test, "test_details": result.test_details, "best_epoch": result.best_epoch,
                  "epochs": result.epochs,
-                 "steps": result.steps, "history": result.history},
+                 "steps": result.steps, "tested": result.tested, "stopped_early": result.stopped_early,
+                 "history": result.history},
         throughput={"train_samples_per_s": result.train_samples_per_s,
                     "train_tokens_per_s": result.train_tokens_per_s},
         memory={"peak_bytes": result.peak_bytes, "kind": result.memory_kind},

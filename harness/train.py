@@ -1,4 +1,10 @@
-"""The training loop: fit a model to a task, evaluating each epoch and testing the best state.
+"""The training loop: fit a model to a task, validating each epoch (or every N steps) and testing the best state.
+
+How long a run trains is counted as the published trainers count it (`plan`): it stops after `train.epochs` epochs
+or `train.max_steps` steps, or earlier by early stopping; the learning-rate schedule may be sized apart from the
+run (`train.schedule_steps`). With `train.eval_every_steps` validation follows the step count instead of the
+epochs, and each line of the history (metrics.jsonl) is one validation: `epoch` is then the epochs trained by then
+(a fraction inside an epoch), `step` the steps, `train_loss` the mean since the previous validation.
 
 Resuming is exact: the data order of every epoch is a function of (seed, epoch), and the
 checkpoint holds the RNG states and the position inside the epoch, so an interrupted run that is
@@ -23,8 +29,9 @@ from torch import nn
 from harness import checkpoint
 from harness.batches import EpochBatches, batch_tokens, loader, to_device
 from harness.config import OptimConfig, TrainConfig
-from harness.device import autocast_for, peak_bytes
+from harness.device import autocast_for, peak_bytes, set_precision
 from harness.distributed import Dist
+from harness.errors import ConfigError
 from harness.files import RunLock, atomic_write
 from harness.optim import lr_factor, make_optimizer
 from harness.progress import ProgressLog
@@ -41,10 +48,12 @@ class FitResult:
     val: float
     test: float
     test_details: dict[str, Any]  # the metric's extra output on the test split (per-label AUROC, skipped labels)
-    best_epoch: int
+    best_epoch: int | float  # of the tested state; a fraction when validation follows the steps (eval_every_steps)
     history: list[dict[str, Any]]
     steps: int
     epochs: int
+    tested: str  # the state the test split scored: best (validation) or last (train.test_on)
+    stopped_early: bool  # by train.early_stop_patience_steps, before the run's planned end
     train_samples_per_s: float
     train_tokens_per_s: float
     peak_bytes: int
@@ -81,11 +90,16 @@ class Diverged(Exception):
         self.epoch, self.step, self.history = epoch, step, history
 
 
-def improves(val: float, best: float | None, higher_is_better: bool) -> bool:
-    """Is `val` a new best (ties go to the later epoch)? A non-finite value never is, also not the first one."""
+def improves(val: float, best: float | None, higher_is_better: bool, ties_later: bool = True) -> bool:
+    """Is `val` a new best? A tie is one when `ties_later` (MultiresNet's >=), not otherwise (the > of Lightning's
+    ModelCheckpoint and of WavSpA's train_best.py). A non-finite value never is, also not the first one."""
     if not math.isfinite(val):
         return False
-    return best is None or (val >= best if higher_is_better else val <= best)
+    if best is None:
+        return True
+    if val == best:
+        return ties_later
+    return val > best if higher_is_better else val < best
 
 
 class LossMeter:
@@ -112,24 +126,50 @@ class LossMeter:
 
 @dataclass
 class Plan:
-    """How long a run trains, in optimizer steps and epochs, and where its learning-rate schedule warms up."""
+    """How long a run trains, in optimizer steps and epochs, and how its learning-rate schedule is sized."""
 
     steps_per_epoch: int
-    total_steps: int
-    epochs: int
+    total_steps: int  # where the run stops, unless early stopping stops it sooner
+    epochs: int  # the epochs begun by then
+    schedule_steps: int  # the schedule's length: total_steps unless train.schedule_steps sizes it
     warmup_steps: int
     # Batches of an epoch after which the summed loss is read (a wait for the device): every tenth of an epoch.
     checks: frozenset[int]
 
 
 def plan(train: TrainConfig, n_train: int) -> Plan:
+    """The run's length for `n_train` training examples. An epoch is ceil(n_train / batch) steps, or
+    n_train // batch with train.drop_last (as Lightning's loaders with drop_last=True); the run stops after
+    train.epochs epochs or train.max_steps steps, whatever the data's size, as the published trainers do."""
     steps_per_epoch = len(EpochBatches(n_train, train.batch_size, shuffle=True))
+    if train.drop_last:
+        steps_per_epoch = n_train // train.batch_size
     if train.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, train.limit_train_batches)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.drop_last=true leaves no step in an epoch of {n_train} training examples at "
+                          f"train.batch_size={train.batch_size}; lower the batch size or set train.drop_last=false")
     total = train.max_steps if train.max_steps is not None else train.epochs * steps_per_epoch
     warmup = train.warmup_steps if train.warmup_steps is not None else round(train.warmup_epochs * steps_per_epoch)
-    return Plan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), warmup,
+    return Plan(steps_per_epoch, total, math.ceil(total / steps_per_epoch), train.schedule_steps or total, warmup,
                 frozenset(math.ceil(steps_per_epoch * i / 10) for i in range(1, 10)))
+
+
+def validation_due(train: TrainConfig, step: int) -> bool:
+    """With train.eval_every_steps = N, is validation due after the run's `step`th step? As the LRA loops (WavSpA's
+    train_best.py among them) decide it: after the step of 0-based index i when i % N == 0 and i > 0."""
+    n = train.eval_every_steps
+    return n is not None and step > 1 and (step - 1) % n == 0
+
+
+def patience_over(train: TrainConfig, progress: dict[str, Any]) -> bool:
+    """Early stopping as WavSpA's train_best.py: more than train.early_stop_patience_steps steps since the step of
+    the last new best (since the start before there is one), once past the step of 0-based index
+    train.early_stop_start_step."""
+    if train.early_stop_patience_steps is None:
+        return False
+    since = progress["step"] - (progress["best"]["step"] if progress["best"] else 0)
+    return since > train.early_stop_patience_steps and progress["step"] - 1 > train.early_stop_start_step
 
 
 @dataclass
@@ -158,7 +198,8 @@ class Fit:
 
     @property
     def finished(self) -> bool:
-        return self.progress["epoch"] >= self.plan.epochs or self.progress["step"] >= self.plan.total_steps
+        return (self.progress["epoch"] >= self.plan.epochs or self.progress["step"] >= self.plan.total_steps
+                or patience_over(self.train, self.progress))
 
     def save(self) -> None:
         if not self.dist.is_main:
@@ -172,7 +213,8 @@ class Fit:
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
         device: torch.device, dist: Dist | None = None, lock: RunLock | None = None) -> FitResult:
-    """Train, evaluate each epoch, keep the best-validation state, test it. Resumes from run_dir/last.pt.
+    """Train, validate each epoch (or every train.eval_every_steps steps), keep the best-validation state, test it.
+    Resumes from run_dir/last.pt.
 
     With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
     rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. Raises Diverged on a
@@ -203,14 +245,13 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
     if train.compile:
         # Fuses the many small element-wise kernels (launch-bound at short lengths); the first steps compile.
         net = torch.compile(net)
+    set_precision(device, train.precision)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = make_optimizer(model, optim)
     the_plan = plan(train, len(task.splits["train"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, the_plan.total_steps, the_plan.warmup_steps, train.schedule))
+        optimizer, lambda s: lr_factor(s, the_plan.schedule_steps, the_plan.warmup_steps, train.schedule))
 
     state = checkpoint.load(run_dir / "last.pt")
     if state is not None:
@@ -248,7 +289,8 @@ def train_step(state: Fit, batch: Batch, global_size: int) -> torch.Tensor:
 
 
 def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
-    """The rest of the current epoch's training steps (from the batch a resumed run stopped at)."""
+    """The rest of the current epoch's training steps (from the batch a resumed run stopped at), validating where
+    train.eval_every_steps says, until the epoch or the run ends (also by early stopping)."""
     progress, train, plan_, dist = state.progress, state.train, state.plan, state.dist
     n_train = len(state.task.splits["train"])
     state.model.train()
@@ -279,9 +321,19 @@ def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
             state.log.check(progress["step"], progress["batch"], progress["loss_sum"] / progress["loss_n"])
             if state.lock is not None:
                 state.lock.refresh()
+        if validation_due(train, progress["step"]):  # before a stop: a resumed run would not validate here
+            progress["loss_sum"], progress["loss_n"] = read_loss(state, meter)  # also waits for the device
+            progress["train_time"] += time.perf_counter() - started  # training time only, checkpointed
+            validate(state, round(progress["epoch"] + progress["batch"] / plan_.steps_per_epoch, 4))
+            save_and_log(state)
+            started = time.perf_counter()
+            meter = LossMeter(state.device, 0.0, 0)
+            state.model.train()
         if asked:
             progress["train_time"] += time.perf_counter() - started
             stop_here(state, stop, f"at step {progress['step']}")
+        if patience_over(train, progress):
+            break
     if state.device.type == "cuda":
         torch.cuda.synchronize(state.device)
     progress["train_time"] += time.perf_counter() - started
@@ -290,38 +342,64 @@ def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
 
 
 def end_epoch(state: Fit) -> None:
-    """Evaluate on the validation split, keep the state if it is the best so far, checkpoint, log."""
+    """The end of an epoch (or of the run inside one): validate, checkpoint, log. When validation follows the steps
+    (train.eval_every_steps) it is left out here, unless the run ends without one (there must be a state to test)."""
     progress, epoch = state.progress, state.progress["epoch"]
+    ends_run = state.finished or epoch + 1 >= state.plan.epochs
+    # The state to test must have been validated: the best one, or the last one with train.test_on=last.
+    last_unscored = state.train.test_on == "last" and (
+        not state.history or state.history[-1]["step"] != progress["step"])
+    if state.train.eval_every_steps is None or (ends_run and (progress["best"] is None or last_unscored)):
+        validate(state, epoch + 1)
+    progress.update(epoch=epoch + 1, batch=0)
+    save_and_log(state)
+    last = state.history[-1] if state.history else {"train_loss": math.nan, "val": None}
+    # By steps, the loss since the last validation; else (or right after one) the validation line's.
+    loss = progress["loss_sum"] / progress["loss_n"] if progress["loss_n"] else last["train_loss"]
+    state.log.end_epoch(progress["step"], loss, last["val"])
+
+
+def validate(state: Fit, epochs_done: float) -> None:
+    """Score the validation split, add its line to the history (the training loss: the mean since the previous
+    validation), keep the state if it is a new best (train.best_tie says what a tie is)."""
+    progress = state.progress
     metric = state.task.objective.metric()
     val = evaluate(state.model, state.task, "val", state.train, state.device)
     check_finite(state, f"validation {metric.name}", val, progress["step"])
-    row = {"epoch": epoch + 1, "step": progress["step"],
+    row = {"epoch": epochs_done, "step": progress["step"],
            "train_loss": progress["loss_sum"] / max(1, progress["loss_n"]),
            "val": val, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(row)
     best = None if progress["best"] is None else progress["best"]["val"]
-    if improves(val, best, metric.higher_is_better):
-        progress["best"] = {"val": val, "epoch": epoch + 1}
+    if improves(val, best, metric.higher_is_better, ties_later=state.train.best_tie == "later"):
+        progress["best"] = {"val": val, "epoch": epochs_done, "step": progress["step"]}
         progress["best_state"] = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
-    progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
+    progress.update(loss_sum=0.0, loss_n=0)
+
+
+def save_and_log(state: Fit) -> None:
+    """The checkpoint, then the metrics log from its history (rank 0 writes both)."""
     state.save()
     if state.dist.is_main:
         write_history(state.run_dir, state.history)
-    state.log.end_epoch(progress["step"], row["train_loss"], val)
 
 
 def final_test(state: Fit) -> FitResult:
-    """The best-validation state scored on the test split, with the run's speed and memory."""
+    """The best-validation state (or the last, train.test_on=last) scored on the test split, with the run's speed
+    and memory."""
     progress, metric = state.progress, state.task.objective.metric()
-    best_model = copy.deepcopy(state.model)
-    best_model.load_state_dict(progress["best_state"])
-    test, test_details = score(best_model, state.task, "test", state.train, state.device)
+    tested, chosen = state.model, state.history[-1]
+    if state.train.test_on == "best":
+        tested, chosen = copy.deepcopy(state.model), progress["best"]
+        tested.load_state_dict(progress["best_state"])
+    test, test_details = score(tested, state.task, "test", state.train, state.device)
     peak, kind = peak_bytes(state.device)
     elapsed = max(progress["train_time"], 1e-9)
+    early = progress["step"] < state.plan.total_steps and progress["epoch"] < state.plan.epochs
     return FitResult(metric=metric.name, higher_is_better=metric.higher_is_better,
-                     val=progress["best"]["val"], test=test, test_details=test_details,
-                     best_epoch=progress["best"]["epoch"],
+                     val=chosen["val"], test=test, test_details=test_details, best_epoch=chosen["epoch"],
                      history=state.history, steps=progress["step"], epochs=progress["epoch"],
+                     tested=state.train.test_on, stopped_early=early,
                      train_samples_per_s=progress["samples"] / elapsed,
                      train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
 

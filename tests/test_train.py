@@ -19,10 +19,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import tests.toy as toy
-from harness import checkpoint, runner
+from harness import checkpoint, env, runner
 from harness import train as train_module
 from harness.batches import EpochBatches
 from harness.config import OptimConfig, TrainConfig
+from harness.device import set_precision
 from harness.errors import UserError
 from harness.files import DiskFull
 from harness.identity import run_id
@@ -70,6 +71,151 @@ def test_cosine_schedule_with_linear_warmup() -> None:
         lr_factor(0, 100, 10, "step")
 
 
+def test_cosine_goes_on_past_its_end_as_hf_s() -> None:
+    """HF's get_cosine_schedule_with_warmup is not clamped: past num_training_steps T the factor
+    0.5 (1 + cos(pi (s - W) / (T - W))) rises again, back to 1 after another T - W steps."""
+    t, w = 200_000, 1_000
+    assert lr_factor(t, t, w, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(t + (t - w) // 2, t, w, "cosine") == pytest.approx(0.5)
+    assert lr_factor(t + (t - w), t, w, "cosine") == pytest.approx(1.0)
+    # S4's Speech Commands run: its last step (0-based 212,079) is 12,079 steps past the end; cos(pi (1 + x)) is
+    # -cos(pi x).
+    assert lr_factor(212_079, t, w, "cosine") == pytest.approx(0.5 * (1 - math.cos(math.pi * 12_079 / 199_000)))
+
+
+@pytest.mark.parametrize(("train", "n_train", "expected"), [
+    # 84,843 // 16 = 5,302 steps an epoch: 40 epochs are 212,080 steps; the schedule keeps its 200,000.
+    (dict(epochs=40, batch_size=16, drop_last=True, schedule_steps=200_000, warmup_steps=1000), 84_843,
+     (5302, 212_080, 40, 200_000, 1000)),
+    (dict(epochs=40, batch_size=16, schedule_steps=200_000, warmup_steps=1000), 84_843,
+     (5303, 212_120, 40, 200_000, 1000)),
+    # 100 examples at batch 50: still 40 epochs (of 2 steps), as a Lightning run of max_epochs 40.
+    (dict(epochs=40, batch_size=50, drop_last=True, schedule_steps=80_000, warmup_steps=1000), 100,
+     (2, 80, 40, 80_000, 1000)),
+    # Steps, not epochs: 80,000 steps whatever the data's size; the schedule spans the run.
+    (dict(epochs=None, max_steps=80_000, batch_size=400, warmup_steps=1000), 96_000, (240, 80_000, 334, 80_000, 1000)),
+    (dict(epochs=None, max_steps=80_000, batch_size=400, warmup_steps=1000), 4_000, (10, 80_000, 8000, 80_000, 1000)),
+    (dict(epochs=100, batch_size=50, warmup_epochs=1), 96_000, (1920, 192_000, 100, 192_000, 1920)),
+])
+def test_plan_counts_epochs_steps_and_the_schedule_as_published(train: dict[str, Any], n_train: int,
+                                                                expected: tuple[int, ...]) -> None:
+    got = train_module.plan(TrainConfig(**train), n_train)
+    assert (got.steps_per_epoch, got.total_steps, got.epochs, got.schedule_steps, got.warmup_steps) == expected
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    (dict(epochs=6, max_steps=80_000), "train.epochs=6 and train.max_steps=80000 both say when the run stops: set one "
+     "of them to null (train.max_steps=null stops after 6 epochs, train.epochs=null after 80000 steps)"),
+    (dict(epochs=None), "train.epochs and train.max_steps are both null: set one to say when the run stops, e.g. "
+     "train.epochs=10"),
+    (dict(schedule="rsqrt", schedule_steps=1000), "train.schedule_steps=1000 sizes the cosine schedule only, not "
+     "train.schedule=rsqrt; set train.schedule_steps=null"),
+    (dict(early_stop_start_step=5000), "train.early_stop_start_step=5000 has no effect without "
+     "train.early_stop_patience_steps; set both or neither"),
+    (dict(best_tie="first"), "train.best_tie='first' is not one of 'later', 'earlier'"),
+    (dict(eval_every_steps=0), "train.eval_every_steps=0 must be an integer > 0 (or null)"),
+])
+def test_train_options_that_cannot_mean_one_thing_are_refused(train: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError) as error:
+        TrainConfig(**train)
+    assert str(error.value) == message
+
+
+def test_drop_last_with_fewer_examples_than_a_batch_is_refused() -> None:
+    with pytest.raises(UserError, match="train.drop_last=true leaves no step in an epoch of 40 training examples at "
+                                        "train.batch_size=50"):
+        train_module.plan(TrainConfig(batch_size=50, drop_last=True), 40)
+
+
+def _published_early_stopping(scores: list[float], steps: int, every: int, patience: int, start: int
+                              ) -> tuple[list[int], int, int]:
+    """What EvanZhuang/wavspa's lra_benchmarks/listops/train_best.py does (restated here, its model replaced by the
+    validation `scores` in order): (the steps after which it validated, the step of the best state it restores,
+    the steps it trained). Its loop runs over 0-based step indices: after index i it counts one more step of
+    patience, validates when i % every == 0 and i > 0 (a strictly higher accuracy resets the count and saves the
+    state), and stops when the count exceeds `patience` and i > `start`."""
+    validated, best_step, best, count, scores_left = [], 0, 0.0, 0, iter(scores)
+    for i in range(steps):
+        count += 1
+        if i > 0 and i % every == 0:
+            accuracy = next(scores_left)
+            validated.append(i + 1)
+            if accuracy > best:
+                best, best_step, count = accuracy, i + 1, 0
+        if count > patience and i > start:
+            return validated, best_step, i + 1
+    return validated, best_step, steps
+
+
+@pytest.mark.parametrize(("scores", "patience", "start"), [
+    ([0.5, 0.6, 0.6, 0.6, 0.55, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 5, 3),  # ties do not reset the patience
+    ([0.5, 0.6, 0.7, 0.8, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 1, 12),  # not before step index 12
+    ([0.5] * 20, 100, 0),  # never stops early: runs its max_steps
+])
+def test_step_validation_and_early_stopping_follow_wavspa_train_best(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     scores: list[float], patience: int,
+                                                                     start: int) -> None:
+    task = toy.build(toy.ToyConfig(), tmp_path)  # 6 steps an epoch
+    returned = iter(scores)
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(returned))
+    result = _fit(task, tmp_path / "run", epochs=None, max_steps=30, eval_every_steps=2,
+                  early_stop_patience_steps=patience, early_stop_start_step=start, best_tie="earlier")
+    validated, best_step, trained = _published_early_stopping(scores, 30, 2, patience, start)
+    assert [row["step"] for row in result.history] == validated
+    assert result.steps == trained
+    [best] = [row for row in result.history if row["step"] == best_step]
+    assert result.val == best["val"] and result.best_epoch == best["epoch"] == round(best_step / 6, 4)
+
+
+@pytest.mark.parametrize("test_on", ["best", "last"])
+def test_the_test_split_scores_the_best_or_the_last_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         test_on: str) -> None:
+    """Validation scores 0.9, 0.2, 0.1: best is epoch 1's state, last is epoch 3's (the LRA Transformer's test)."""
+    task = toy.build(toy.ToyConfig(), tmp_path)
+    scores = iter([0.9, 0.2, 0.1])
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kwargs: next(scores))
+    states: list[dict[str, torch.Tensor]] = []
+    real_score = train_module.score
+
+    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_score(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "score", spy)
+    result = _fit(task, tmp_path / test_on, epochs=3, test_on=test_on)
+    last = torch.load(tmp_path / test_on / "last.pt", weights_only=True)
+    tested, = states
+    same_as_last = all(torch.equal(tested[k], v) for k, v in last["model"].items())
+    assert (result.tested, result.val, result.best_epoch, same_as_last) == (
+        ("best", 0.9, 1, False) if test_on == "best" else ("last", 0.1, 3, True))
+    assert not result.stopped_early
+
+
+def test_a_tie_is_a_new_best_only_when_ties_go_to_the_later() -> None:
+    assert train_module.improves(0.5, 0.5, True) and train_module.improves(2.0, 2.0, False)
+    assert not train_module.improves(0.5, 0.5, True, ties_later=False)
+    assert not train_module.improves(2.0, 2.0, False, ties_later=False)
+    assert train_module.improves(1.5, 2.0, False, ties_later=False)
+
+
+@pytest.mark.parametrize(("precision", "tf32"), [("fp32", False), ("tf32", True), ("bf16", True), ("auto", True)])
+def test_fp32_means_fp32_matmuls_unless_tf32_is_asked_for(monkeypatch: pytest.MonkeyPatch, precision: str,
+                                                          tf32: bool) -> None:
+    """On CUDA `fp32` turns TF32 off for matmuls and cuDNN (torch's matmul default), `tf32` on (as the published
+    S4, SGConv and MultiresNet trainers do); the record's environment says which. Off CUDA nothing is set."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        set_precision(torch.device("cuda"), precision)  # the flags are process settings: no GPU needed
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        set_precision(torch.device("cpu"), "fp32" if tf32 else "tf32")
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    assert env.capture(torch.device("cuda"), precision)["tf32"] is tf32
+    assert env.capture(torch.device("cpu"), precision)["tf32"] is None
+
+
 def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
     a = list(EpochBatches(10, 3, True, seed=1, epoch=2))
     assert sorted(i for b in a for i in b) == list(range(10))
@@ -78,22 +224,34 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
     assert list(EpochBatches(10, 3, True, seed=1, epoch=2, start=2)) == a[2:]
 
 
-def _fit(task: Task, run_dir: Path, epochs: int = 3, progress: bool = False) -> FitResult:
+def _fit(task: Task, run_dir: Path, epochs: int = 3, progress: bool = False, **train: Any) -> FitResult:
     checkpoint.seed_everything(0)
     model = small_model(task.spec)
-    return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=progress, warmup_epochs=0.5),
+    return fit(model, task, TrainConfig(epochs=epochs, batch_size=16, progress=progress, warmup_epochs=0.5, **train),
                OptimConfig(lr=3e-3), 0, run_dir, torch.device("cpu"))
+
+
+# Validation after steps 3, 5, 7, ... (0-based indices 2, 4, 6, ...) and early stopping.
+BY_STEPS = {"eval_every_steps": 2, "early_stop_patience_steps": 4, "early_stop_start_step": 6, "best_tie": "earlier"}
 
 
 # Collate calls: 1-6 the first epoch's 6 training batches, 7-8 its validation, 9- the second epoch. At the first
 # epoch's last batch by a scheduler's SIGTERM; inside the second epoch by submitit's SIGUSR2; during the first
-# validation by Ctrl-C (the run stops once that epoch's checkpoint is written).
-@pytest.mark.parametrize(("stop_at_call", "signum"), [pytest.param(6, signal.SIGTERM, id="SIGTERM-after-epoch-1"),
-                                                     pytest.param(9, signal.SIGUSR2, id="SIGUSR2-in-epoch-2"),
-                                                     pytest.param(7, signal.SIGINT, id="Ctrl-C-in-validation")])
-def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int, signum: int) -> None:
+# validation by Ctrl-C (the run stops once that epoch's checkpoint is written). Validating by steps (BY_STEPS),
+# calls 1-3 train, 4-5 validate, 6-7 train, 8-9 validate, 10-11 train (the last step of epoch 1, the first of
+# epoch 2), ... until early stopping after step 8: stopped inside the second validation, and in epoch 2.
+@pytest.mark.parametrize(("stop_at_call", "signum", "train"), [
+    pytest.param(6, signal.SIGTERM, {}, id="SIGTERM-after-epoch-1"),
+    pytest.param(9, signal.SIGUSR2, {}, id="SIGUSR2-in-epoch-2"),
+    pytest.param(7, signal.SIGINT, {}, id="Ctrl-C-in-validation"),
+    pytest.param(8, signal.SIGTERM, BY_STEPS, id="by-steps-SIGTERM-in-validation"),
+    pytest.param(11, signal.SIGUSR2, BY_STEPS, id="by-steps-SIGUSR2-in-epoch-2")])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call: int, signum: int,
+                                                    train: dict[str, Any]) -> None:
     task = toy.build(toy.ToyConfig(), tmp_path)
-    reference = _fit(task, tmp_path / "uninterrupted")
+    reference = _fit(task, tmp_path / "uninterrupted", **train)
+    if train:  # validated by steps, several times an epoch, and stopped early
+        assert [row["step"] for row in reference.history][:3] == [3, 5, 7] and reference.steps < 3 * 6
 
     calls = {"n": 0}
     collate = task.collate
@@ -107,13 +265,13 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call
     task.collate = signalling_collate
     handlers = [signal.getsignal(s) for s in checkpoint.STOP_SIGNALS]
     with pytest.raises(checkpoint.Preempted) as stopped:
-        _fit(task, tmp_path / "interrupted")
+        _fit(task, tmp_path / "interrupted", **train)
     assert stopped.value.signum == signum  # what the entry point hands on to the scheduler
     assert [signal.getsignal(s) for s in checkpoint.STOP_SIGNALS] == handlers  # restored after the stop
     assert (tmp_path / "interrupted" / "last.pt").exists()
     torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)  # tensors and plain data only
     task.collate = collate
-    resumed = _fit(task, tmp_path / "interrupted")
+    resumed = _fit(task, tmp_path / "interrupted", **train)
     assert resumed.history == reference.history  # losses, val metrics and lrs, exactly
     assert (resumed.val, resumed.test, resumed.best_epoch, resumed.steps) == (
         reference.val, reference.test, reference.best_epoch, reference.steps)
@@ -144,7 +302,7 @@ def test_runner_writes_a_record_then_skips_the_completed_run(tmp_path: Path) -> 
     assert len(first["metrics"]["history"]) == 2
     assert first["params"] == sum(p.numel() for p in small_model_for(cfg).parameters())
     assert first["throughput"]["train_samples_per_s"] > 0 and first["memory"]["peak_bytes"] > 0
-    assert first["env"]["torch"] == torch.__version__
+    assert first["env"]["torch"] == torch.__version__ and first["env"]["tf32"] is None  # a CPU run: no TF32 to set
     record_path = tmp_path / "store" / f"{first['run_id']}.json"
     mtime = record_path.stat().st_mtime_ns
     lines = (tmp_path / "runs" / first["run_id"] / "metrics.jsonl").read_text().splitlines()

@@ -46,7 +46,7 @@ from torch import nn
 
 from harness import bench
 from harness.config import BenchConfig, OptimConfig
-from harness.device import autocast_for
+from harness.device import autocast_for, set_precision
 from harness.errors import ConfigError, UserError, exit_with
 from harness.optim import make_optimizer
 from harness.registry import MODELS, compose_config
@@ -218,6 +218,7 @@ def time_train_step(model: nn.Module, optim: OptimConfig, precision: str, compil
     optimizer = make_optimizer(model, optim)
     net = torch.compile(model) if compiled else model  # as train.compile does in harness/train.py
     x = torch.randn(batch_size, SCIFAR.d_input, SCIFAR.seq_len, device=device)
+    set_precision(device, precision)  # TF32 on or off, as a run's set_up sets it
     y = torch.randint(0, SCIFAR.n_outputs, (batch_size,), device=device)
 
     def step() -> None:
@@ -244,8 +245,10 @@ def compare_train_step(checkout: Path, overrides: list[str]) -> bench.BenchResul
                       "depth": m.depth, "tree_select": m.tree_select, "hinit": m.wavelet_init, "d_mem": m.memory_size,
                       "indep_res_init": m.indep_res_init, "batchnorm": m.norm == "batch"}
     precision = train.precision if train.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    runs = [  # (impl, build, precision, compile, the model's recorded config); the published code runs in fp32
-        (bench.PUBLISHED, lambda: classification.MultiresNet(**published_args), "fp32", False,
+    # (impl, build, precision, compile, the model's recorded config); the published code runs in fp32 with TF32
+    # matmuls (classification.py turns them on), as the preset's `tf32`
+    runs = [
+        (bench.PUBLISHED, lambda: classification.MultiresNet(**published_args), "tf32", False,
          {"name": "multires", "source": "thjashin/multires-conv classification.py", **published_args}),
         (bench.OURS, lambda: ChannelsLast(MODELS.build(cfg.model, SCIFAR)), precision, train.compile,
          OmegaConf.to_container(cfg.model)),
