@@ -77,18 +77,18 @@ def wall_call_s(step: Callable[[], None], device: torch.device) -> float:
 
 
 @contextlib.contextmanager
-def tf32(device: torch.device) -> Iterator[None]:
-    """Allow TF32 in fp32 matmuls and convolutions on CUDA (as the training loop does), restored after.
+def tf32(device: torch.device, allowed: bool = True) -> Iterator[None]:
+    """Allow (or forbid) TF32 in fp32 matmuls and convolutions on CUDA, restored after.
 
-    Uses the same (legacy) flags as harness/train.py: torch refuses a mix of the legacy and the new
+    Uses the same (legacy) flags as harness.device.set_precision: torch refuses a mix of the legacy and the new
     `fp32_precision` API in one process.
     """
     if device.type != "cuda":
         yield
         return
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
     try:
         yield
     finally:
@@ -108,15 +108,17 @@ class Timing:
 
 def time_after_warmup(step: Callable[[], None], device: torch.device, warmup: int, repeats: int,
                       memory: PeakMemory | None = None, budget_s: float | None = None,
-                      first: Callable[[], None] | None = None, between: Callable[[], None] | None = None) -> Timing:
-    """Warm up with max(1, warmup) calls, then time `repeats` calls, TF32 allowed throughout.
+                      first: Callable[[], None] | None = None, between: Callable[[], None] | None = None,
+                      allow_tf32: bool = True) -> Timing:
+    """Warm up with max(1, warmup) calls, then time `repeats` calls, TF32 allowed throughout unless `allow_tf32` is
+    false (a training step at train.precision=fp32).
 
     `first` stands in for `step` in the first warm-up call (e.g. to count its FLOPs); `between` runs after every
     warm-up call and before every timed call, untimed. With `budget_s`, warm-up stops once it has spent half of
     it, and the repeats shrink (to MIN_REPEATS at least) so that the timed calls cost about `budget_s`.
     """
     between = between or (lambda: None)
-    with tf32(device):
+    with tf32(device, allow_tf32):
         call_s = wall_call_s(first or step, device)
         between()
         calls, spent = 1, 0.0

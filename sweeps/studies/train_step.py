@@ -47,7 +47,7 @@ from torch import nn
 
 from harness import bench, preflight
 from harness.config import OptimConfig
-from harness.device import autocast_for
+from harness.device import autocast_for, set_precision, tf32_allowed
 from harness.errors import ConfigError, UserError, exit_with
 from harness.optim import lr_factor, make_optimizer
 from harness.registry import MODELS, TASKS, compose_config
@@ -224,7 +224,8 @@ def published_multires(cfg: DictConfig, spec: TaskSpec, preset: str, checkout: P
 
 def measure(session: bench.Session, cfg: DictConfig, spec: TaskSpec, subject: Subject, mode: str) -> None:
     precision = cfg.train.precision
-    dtype = "bf16" if precision == "bf16" or (precision == "auto" and session.device.type == "cuda") else "fp32"
+    dtype = "bf16" if precision == "bf16" or (precision == "auto" and session.device.type == "cuda") else (
+        "tf32" if precision == "tf32" and session.device.type == "cuda" else "fp32")
     point = bench.Point(cfg.model.name, "model", "train_step", dtype, spec.seq_len, cfg.train.batch_size,
                         subject.impl)
     config = {"model": subject.model_config, "preset": subject.preset, "mode": mode,
@@ -247,9 +248,12 @@ def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor]
     net = model if options is None else torch.compile(model, **options)
     batch = random_batch(spec, cfg.train.batch_size, device, cfg.seed)
     step = make_step(model, partial(read, net), cfg, spec, batch)
+    set_precision(device, cfg.train.precision)  # as the trainer sets it; the timing loop keeps it
     ops = dispatched_ops(step) if options is None else None  # compiled: the kernels Inductor calls are not aten's
     first_s = wall_call_s(step, device) if options is not None else None  # compiling happens here
-    timing = time_after_warmup(step, device, opts.warmup, opts.repeats, session.memory, opts.point_budget_s)
+    tf32 = tf32_allowed(device, cfg.train.precision) is not False
+    timing = time_after_warmup(step, device, opts.warmup, opts.repeats, session.memory, opts.point_budget_s,
+                               allow_tf32=tf32)
     median = timing.median_ms
     busy_ms = kernel_ms(step, device)
     step.evaluate()  # compiles the evaluation graph first, when compiled
