@@ -25,8 +25,10 @@ impulse response (length RF = (K-1)(2^J-1)+1). Two implementations:
   * impl="direct": the level-by-level cascade on the data (the published algorithm, 2J dilated convolutions over
     the batch, J full-length intermediates kept for the backward pass);
   * impl="fft" (default): build the impulse response, cropped to L, coarse to fine on decimated supports
-    (elementwise ops, cost independent of the batch), then one real FFT convolution in fp32 with a hand-written
-    backward (`models.longconv.fft_conv`).
+    (`tree_kernels`: elementwise ops, cost independent of the batch, a hand-written backward), then one real FFT
+    convolution in fp32 with a hand-written backward (`models.longconv.fft_conv`). MultiresNet builds the
+    kernels of all its layers in one pass down the tree before the first block runs, so a training step
+    dispatches a few operators per tree level, not per level and layer: a step was launch-bound on the GPU.
 For generation, `step` advances the cascade one position at a time with a ring buffer of (K-1)*2^(j-1) past
 inputs per level: O(J*K) work per step.
 
@@ -188,9 +190,9 @@ class TreeKernel(torch.autograd.Function):
     a_j is level j's partial response decimated by 2^(j-1), cropped to keeps[j-1] entries; f_j the flipped
     low-pass filter h0 (fr: [Jf, C, P, 2] polyphase, Jf = 1 when the levels share it); sel_j the level's selection
     filter, also decimated and polyphase (sel: [J, C, S, 2]); top [C, 1] the weight of lo_J; skip [C].
-    One level is P + 2 elementwise passes forward and six backward, whatever C: the layers of a network share
-    these launches (`tree_kernels`). Autograd through the same loop would add a zero-fill and a copy for every
-    crop and padding, about 40 operators a level.
+    A level is P + 3 operators forward and about six backward, whatever C, so the layers of a network share them
+    (`tree_kernels`). Autograd through the same loop dispatched about 50 a level and layer (a zero-fill and a
+    copy for every crop, pad and in-place add): most of a training step's operators.
 
     Backward of one level, with g = dLoss/da_j zero-extended to [C, M, 2] (M = N + P - 1, N = len(a_{j+1})) and
     windows[q] = g.flatten()[2q : 2q + 2P] (q < N):
@@ -434,8 +436,7 @@ def tree_kernels(layers: Sequence[MultiresConv], length: int, dtype: torch.dtype
     stacked, so a network's kernels take the launches of one layer's: a level's work is elementwise and tiny.
     """
     first = layers[0]
-    if any(layer.geometry != first.geometry for layer in layers):
-        raise ValueError("tree_kernels composes layers of one geometry (depth, kernel_size, filters, selection)")
+    assert all(layer.geometry == first.geometry for layer in layers), "one tree shape for all layers"
     join = lambda tensors: tensors[0] if len(tensors) == 1 else torch.cat(tensors)  # noqa: E731
     w = join([layer.w for layer in layers]).to(dtype) * scale  # the kernel is linear in w: scaling w scales it
     # [Jf, C, P, 2]: flipped (tap h[k] acts at lag K-1-k), level-major, polyphase.
