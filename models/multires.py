@@ -190,9 +190,9 @@ class TreeKernel(torch.autograd.Function):
     a_j is level j's partial response decimated by 2^(j-1), cropped to keeps[j-1] entries; f_j the flipped
     low-pass filter h0 (fr: [Jf, C, P, 2] polyphase, Jf = 1 when the levels share it); sel_j the level's selection
     filter, also decimated and polyphase (sel: [J, C, S, 2]); top [C, 1] the weight of lo_J; skip [C].
-    A level is P + 3 operators forward and about six backward, whatever C, so the layers of a network share them
-    (`tree_kernels`). Autograd through the same loop dispatched about 50 a level and layer (a zero-fill and a
-    copy for every crop, pad and in-place add): most of a training step's operators.
+    A level costs about a dozen operators, forward and backward together, whatever C, so the layers of a network
+    share them (`tree_kernels`). Autograd through the same loop dispatched about 50 a level and layer (a zero-fill
+    and a copy for every crop, pad and in-place add): most of a training step's operators.
 
     Backward of one level, with g = dLoss/da_j zero-extended to [C, M, 2] (M = N + P - 1, N = len(a_{j+1})) and
     windows[q] = g.flatten()[2q : 2q + 2P] (q < N):
@@ -371,7 +371,9 @@ class MultiresConv(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             if kernel is None:
                 kernel = self.impulse_response(length, dtype, scale=1.0 / n)  # 1/n of the inverse FFT folded in
-            y = fft_conv(x.to(kernel.dtype), kernel, n=n, scaled=True)
+            # x as it comes: fft_conv's first pass copies it into its fp32 buffer, and its backward writes the
+            # gradient in x's dtype, so a bf16 x costs no pass of casting either way.
+            y = fft_conv(x, kernel, n=n, scaled=True)
         return y.to(x.dtype)
 
     # ---- generation: one step at a time
