@@ -25,8 +25,10 @@ impulse response (length RF = (K-1)(2^J-1)+1). Two implementations:
   * impl="direct": the level-by-level cascade on the data (the published algorithm, 2J dilated convolutions over
     the batch, J full-length intermediates kept for the backward pass);
   * impl="fft" (default): build the impulse response, cropped to L, coarse to fine on decimated supports
-    (elementwise ops, cost independent of the batch), then one real FFT convolution in fp32 with a hand-written
-    backward (`models.longconv.fft_conv`).
+    (`tree_kernels`: elementwise ops, cost independent of the batch, a hand-written backward), then one real FFT
+    convolution in fp32 with a hand-written backward (`models.longconv.fft_conv`). MultiresNet builds the
+    kernels of all its layers in one pass down the tree before the first block runs, so a training step
+    dispatches a few operators per tree level, not per level and layer: a step was launch-bound on the GPU.
 For generation, `step` advances the cascade one position at a time with a ring buffer of (K-1)*2^(j-1) past
 inputs per level: O(J*K) work per step.
 
@@ -38,19 +40,21 @@ GLU's channel dropout, as the published AR model does, and decodes every positio
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import at_least, probability
-from models.backbone import Backbone, Encoder, ResidualBlock
+from models.backbone import Backbone, Encoder, ResidualBlock, masked_mean
 from models.longconv import ChannelDropout, fft_conv, next_fast_len
 
 
@@ -154,18 +158,20 @@ def causal_taps(s: torch.Tensor, taps: torch.Tensor, spacing: int) -> torch.Tens
     return F.conv1d(padded, taps.flip(-1)[:, None, :].to(s.dtype), dilation=spacing, groups=s.shape[1])
 
 
-def upsample_filter(a: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """(upsample-by-2(a) conv f) in polyphase form: a [..., N], f [..., K] -> [..., N + P - 1, 2], P = ceil(K/2).
-
-    Flattened, entry m = sum_i f[i] a[(m - i) / 2] over even m - i; entry [q, phase] = sum_r f[2r+phase] a[q-r].
-    K = 2 is one broadcast multiply; larger K adds P - 1 shifted products (out of place: no in-place views,
-    whose autograd copies the whole gradient).
-    """
-    k_taps = f.shape[-1]
-    p = (k_taps + 1) // 2
-    if k_taps % 2:
+def polyphase(f: torch.Tensor) -> torch.Tensor:
+    """f [..., K] -> [..., P, 2], entry [r, phase] = f[2r + phase], P = ceil(K/2) (odd K gets a zero tap)."""
+    if f.shape[-1] % 2:
         f = F.pad(f, (0, 1))
-    fr = f.unflatten(-1, (p, 2))  # [..., P, 2]: fr[r, phase] = f[2r + phase]
+    return f.unflatten(-1, (f.shape[-1] // 2, 2))
+
+
+def upsample_filter(a: torch.Tensor, fr: torch.Tensor) -> torch.Tensor:
+    """(upsample-by-2(a) conv f) in polyphase form: a [..., N], fr = polyphase(f) [..., P, 2] -> [..., N + P - 1, 2].
+
+    Flattened, entry m = sum_i f[i] a[(m - i) / 2] over even m - i; entry [q, phase] = sum_r fr[r, phase] a[q - r].
+    K = 2 is one broadcast multiply; larger K adds P - 1 shifted products.
+    """
+    p = fr.shape[-2]
     if p == 1:
         return a[..., None] * fr[..., 0, None, :]
     n = a.shape[-1]
@@ -174,6 +180,65 @@ def upsample_filter(a: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     for r in range(1, p):
         out = torch.addcmul(out, padded[..., p - 1 - r:2 * p - 2 - r + n, None], fr[..., r, None, :])
     return out
+
+
+class TreeKernel(torch.autograd.Function):
+    """The impulse responses of C channels, composed coarse to fine by Horner's rule on decimated supports.
+
+        a_{J+1} = top,   a_j = crop(upsample-by-2(a_{j+1}) conv f_j + sel_j),   kernel = a_1 (+ skip at lag 0)
+
+    a_j is level j's partial response decimated by 2^(j-1), cropped to keeps[j-1] entries; f_j the flipped
+    low-pass filter h0 (fr: [Jf, C, P, 2] polyphase, Jf = 1 when the levels share it); sel_j the level's selection
+    filter, also decimated and polyphase (sel: [J, C, S, 2]); top [C, 1] the weight of lo_J; skip [C].
+    A level costs about a dozen operators, forward and backward together, whatever C, so the layers of a network
+    share them (`tree_kernels`). Autograd through the same loop dispatched about 50 a level and layer (a zero-fill
+    and a copy for every crop, pad and in-place add): most of a training step's operators.
+
+    Backward of one level, with g = dLoss/da_j zero-extended to [C, M, 2] (M = N + P - 1, N = len(a_{j+1})) and
+    windows[q] = g.flatten()[2q : 2q + 2P] (q < N):
+        dLoss/da_{j+1}[q] = sum_k fr_flat[k] windows[q, k],   dLoss/dfr_flat[k] = sum_q a_{j+1}[q] windows[q, k],
+    two batched matrix products over the same windows; dLoss/dsel_j is the head of g.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, top: torch.Tensor, fr: torch.Tensor, sel: torch.Tensor,  # type: ignore[override]
+                skip: torch.Tensor, keeps: tuple[int, ...]) -> torch.Tensor:
+        a, inputs = top, []
+        for level in range(len(keeps), 0, -1):
+            inputs.append(a)
+            acc = upsample_filter(a, fr[min(level, len(fr)) - 1])  # [C, M, 2], a new tensor
+            head = min(sel.shape[2], acc.shape[1])
+            s = sel[level - 1, :, :head]
+            if level == 1:  # the skip weight rides on lag 0 of the finest level
+                s = s.clone()
+                s[:, 0, 0] += skip
+            acc[:, :head] += s
+            a = acc.flatten(1)[:, :keeps[level - 1]]
+        ctx.save_for_backward(fr, *inputs[::-1])  # inputs of levels 1..J
+        ctx.sel_shape = sel.shape
+        return a
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        fr, *inputs = ctx.saved_tensors
+        shared, p = len(fr) == 1, fr.shape[2]
+        grad_sel = g.new_zeros(ctx.sel_shape)
+        grad_fr = []
+        for level, a in enumerate(inputs, start=1):
+            n = a.shape[1]
+            m = n + p - 1
+            g = F.pad(g, (0, 2 * m - g.shape[1])) if g.shape[1] < 2 * m else g.contiguous()
+            head = min(grad_sel.shape[2], m)
+            grad_sel[level - 1, :, :head] = g.view(-1, m, 2)[:, :head]
+            windows = g.unfold(1, 2 * p, 2).contiguous()  # [C, N, 2P]
+            grad_fr.append(torch.bmm(a[:, None, :], windows))  # [C, 1, 2P]
+            f = fr[0 if shared else level - 1].flatten(1)  # [C, 2P]
+            g = torch.bmm(windows, f[:, :, None])[..., 0]  # [C, N]
+        grad_skip = grad_sel[0, :, 0, 0].clone()
+        stacked = torch.cat(grad_fr, dim=1).unflatten(-1, (p, 2))  # [C, J, P, 2], level 1 first
+        grad_fr_out = stacked.sum(1, keepdim=True) if shared else stacked
+        return g, grad_fr_out.transpose(0, 1), grad_sel, grad_skip, None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -229,17 +294,19 @@ class MultiresConv(nn.Module):
 
     # ---- parallel forward
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, L, D] -> [B, L, D]. `lengths` is not needed: the layer is causal, right padding never leaks."""
-        return self.dropout(F.gelu(self.linear(x)))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, D] -> [B, L, D]. `lengths` is not needed: the layer is causal, right padding never leaks.
+        `kernel`: this layer's impulse response as `tree_kernels` made it for x (impl=fft), else composed here."""
+        return self.dropout(F.gelu(self.linear(x, kernel)))
 
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
+    def linear(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         """The pre-activation y (the LTI part of the layer), [B, L, D] -> [B, L, D]."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"MultiresConv expects [batch, length, {self.d_model}], got {tuple(x.shape)}")
         if self.impl == "direct":
             return self._direct(x.transpose(1, 2)).transpose(1, 2)
-        return self._fft(x)
+        return self._fft(x, kernel)
 
     def cascade(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The cascade on data [B, D, L]: [lo_J, hi_J, ..., hi_1] (coarse to fine), each [B, D, L]."""
@@ -262,63 +329,34 @@ class MultiresConv(nn.Module):
                 y = y + causal_taps(coeffs[k], w[:, col:col + n], spacing)
         return y
 
-    def impulse_response(self, length: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
-        """The layer's pre-activation impulse response times `scale`, cropped to min(length, RF): [D, min(length, RF)].
+    @property
+    def geometry(self) -> tuple[Any, ...]:
+        """What the shape of the tree depends on: layers of one geometry compose their kernels together."""
+        return self.depth, self.kernel_size, self.share_filters, tuple(self.plan)
 
-        Composed coarse to fine (Horner's rule on the tree): T_{J+1} = w_0 delta and
-            T_j = T_{j+1} conv g(h0_j, 2^(j-1)) + sel_j conv g(h1_j, 2^(j-1)),   kernel = T_1 + w_skip delta,
-        where g(h, d) is the dilated filter (tap h[k] at lag (K-1-k) d) and sel_j the selection weights of hi_j
-        (fading: one tap; uniform: its taps at spacing 2^j). T_j is nonzero only at multiples of 2^(j-1), so it
-        is stored decimated: one level is "upsample by 2, filter with flip(h0)" (`upsample_filter`), i.e. for
-        K = 2 a single broadcast multiply writing the level's output once. Every level is cropped to the
-        positions < length. Elementwise ops only: no dilated convolution (whose weight gradient is slow on GPU).
-        """
-        d_model, depth = self.d_model, self.depth
+    def fft_size(self, length: int) -> int:
+        """FFT size of a linear (not circular) convolution of `length` inputs with the kernel cropped to them."""
+        return next_fast_len(length + min(length, self.receptive_field) - 1)
+
+    def level_lengths(self, length: int) -> tuple[int, ...]:
+        """Entries of each level's decimated partial response (level 1 first): its support (grown by K - 2 and
+        doubled a level), cropped to the positions j * 2^(level-1) < min(length, RF)."""
         size = min(length, self.receptive_field)
-        w = self.w.to(dtype) * scale  # the kernel is linear in w: scaling w scales it
-        sel = self._selection_filters(w, dtype)  # [J, D, m, 2], level j at index j - 1
-        a = w[:, :1]  # T_{J+1} decimated by 2^J
-        true_len = 1
-        for level in range(depth, 0, -1):
-            stride = 2 ** (level - 1)
-            true_len = 2 * true_len + self.kernel_size - 2  # support of T_level, decimated
-            keep = min(true_len, -(-size // stride))  # positions m * stride < size
-            h0 = self.filters(level)[0].to(dtype).flip(-1)
-            acc = upsample_filter(a, h0)  # [D, N + P - 1, 2], contiguous
-            head = min(sel.shape[2], acc.shape[1])
-            acc[:, :head] += sel[level - 1, :, :head]
-            a = acc.flatten(1)[:, :keep]
-        assert a.shape == (d_model, size)
-        return a
+        lengths, support = [], 1
+        for level in range(self.depth, 0, -1):
+            support = 2 * support + self.kernel_size - 2
+            lengths.append(min(support, -(-size // 2 ** (level - 1))))
+        return tuple(lengths[::-1])
 
-    def _selection_filters(self, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """sel_j conv g(h1_j) of every level, decimated by 2^(j-1), polyphase [J, D, m, 2] (small: m ~ taps).
+    def impulse_response(self, length: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -> torch.Tensor:
+        """The pre-activation impulse response times `scale`, cropped to min(length, RF): [D, min(length, RF)]."""
+        return tree_kernels([self], length, dtype, scale)
 
-        Level j's detail hi_j is column J + 1 - j of the coarse-to-fine order; the skip weight rides on level 1
-        (a unit impulse at position 0)."""
-        depth, d_model = self.depth, self.d_model
-        if self.tree_select == "fading":
-            taps = w[:, 1:depth + 1].flip(1).t()[:, :, None]  # [J, D, 1]: level j <- column J + 1 - j
-        else:
-            n_max = max(n for _, _, n, _ in self.plan)
-            columns = [w.new_zeros(d_model, n_max) for _ in range(depth)]
-            for k, col, n, _ in self.plan:
-                columns[depth - k] = F.pad(w[:, col:col + n], (0, n_max - n))
-            taps = torch.stack(columns)  # [J, D, n_max]
-        if self.share_filters:
-            h1 = self.h1[:, 0].to(dtype).flip(-1)[None]  # [1, D, K]
-        else:
-            h1 = self.h1.to(dtype).flip(-1).transpose(0, 1)  # [J, D, K]
-        sel = upsample_filter(taps, h1)  # [J, D, m, 2]
-        skip = torch.zeros_like(sel[:1])
-        skip[0, :, 0, 0] = w[:, -1]
-        return torch.cat([sel[:1] + skip, sel[1:]])
-
-    def _fft(self, x: torch.Tensor) -> torch.Tensor:
+    def _fft(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
         # Cost model (GPU, fp32; U = bytes of x = B*L*D*4; n = 2L at the auto depth, so a spectrum is ~2U):
-        #   kernel: coarse-to-fine recursion, ~3 bytes per kernel byte forward (each level written once,
-        #           read once), elementwise backward (no cuDNN dilated-conv weight gradients); ~2 launches a
-        #           level. Kernel size D * min(L, RF) = U / B: negligible for B >= 16, as large as x at B = 1.
+        #   kernel: `TreeKernel`, ~3 bytes per kernel byte forward (each level written once, read once), a few
+        #           launches a level for all layers of a network together. Kernel size D * min(L, RF) = U / B:
+        #           negligible for B >= 16, as large as x at B = 1.
         #   data:   forward  pad 3U, rfft 4U, X*K 4U, irfft 8U (torch clones its input), crop+transpose 2U;
         #           backward pad 3U, rfft 4U, cross-spectrum sum_b G conj(X) ~8U, G*conj(K) 4U, irfft 8U,
         #           crop+transpose 2U. ~50U in all, with GELU/dropout, against ~100U for autograd through
@@ -327,13 +365,15 @@ class MultiresConv(nn.Module):
         #           into w and the transforms run on [B, D, n] buffers, or cuFFT-strided when B = 1).
         #   Saved for backward: X (2U) and K (2U/B) spectra; peak well under half of the direct cascade's.
         length = x.shape[1]
+        n = self.fft_size(length)
         # fp32 even under bf16 autocast (bf16 FFTs are inexact and limited to powers of two); fp64 stays fp64.
         dtype = torch.float64 if torch.float64 in (x.dtype, self.w.dtype) else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            kernel_len = min(length, self.receptive_field)
-            n = next_fast_len(length + kernel_len - 1)  # linear, not circular, convolution
-            kernel = self.impulse_response(length, dtype, scale=1.0 / n)  # 1/n of the inverse FFT folded in
-            y = fft_conv(x.to(dtype), kernel, n=n, scaled=True)
+            if kernel is None:
+                kernel = self.impulse_response(length, dtype, scale=1.0 / n)  # 1/n of the inverse FFT folded in
+            # x as it comes: fft_conv's first pass copies it into its fp32 buffer, and its backward writes the
+            # gradient in x's dtype, so a bf16 x costs no pass of casting either way.
+            y = fft_conv(x, kernel, n=n, scaled=True)
         return y.to(x.dtype)
 
     # ---- generation: one step at a time
@@ -385,6 +425,44 @@ def write_ring(buf: torch.Tensor, t: int, value: torch.Tensor) -> None:
     buf[..., t % buf.shape[-1]] = value
 
 
+def tree_kernels(layers: Sequence[MultiresConv], length: int, dtype: torch.dtype = torch.float32,
+                 scale: float = 1.0) -> torch.Tensor:
+    """The pre-activation impulse responses of layers of one geometry, times `scale`, cropped to min(length, RF):
+    [len(layers) * D, min(length, RF)], layer i in rows i*D to (i+1)*D - 1.
+
+    Composed coarse to fine (Horner's rule on the tree): T_{J+1} = w_0 delta and
+        T_j = T_{j+1} conv g(h0_j, 2^(j-1)) + sel_j conv g(h1_j, 2^(j-1)),   kernel = T_1 + w_skip delta,
+    where g(h, d) is the dilated filter (tap h[k] at lag (K-1-k) d) and sel_j the selection weights of hi_j
+    (fading: one tap; uniform: its taps at spacing 2^j). T_j is nonzero only at multiples of 2^(j-1), so it is
+    stored decimated: a level is "upsample by 2, filter with flip(h0)" (`TreeKernel`). The layers' channels are
+    stacked, so a network's kernels take the launches of one layer's: a level's work is elementwise and tiny.
+    """
+    first = layers[0]
+    assert all(layer.geometry == first.geometry for layer in layers), "one tree shape for all layers"
+    join = lambda tensors: tensors[0] if len(tensors) == 1 else torch.cat(tensors)  # noqa: E731
+    w = join([layer.w for layer in layers]).to(dtype) * scale  # the kernel is linear in w: scaling w scales it
+    # [Jf, C, P, 2]: flipped (tap h[k] acts at lag K-1-k), level-major, polyphase.
+    h0, h1 = (polyphase(join([getattr(layer, name) for layer in layers]).to(dtype).flip(-1).transpose(0, 1))
+              for name in ("h0", "h1"))
+    sel = selection_filters(w, h1, first.plan, first.depth, fading=first.tree_select == "fading")
+    return TreeKernel.apply(w[:, :1], h0, sel, w[:, -1], first.level_lengths(length))
+
+
+def selection_filters(w: torch.Tensor, h1: torch.Tensor, plan: Sequence[tuple[int, int, int, int]], depth: int,
+                      fading: bool) -> torch.Tensor:
+    """sel_j conv g(h1_j) of every level, decimated by 2^(j-1), polyphase [J, C, S, 2] (small: S ~ taps).
+
+    w [C, m+1] (the skip weight, last, is left out here); h1 = polyphase(flipped h1) [Jf, C, P, 2]. Level j's
+    detail hi_j is column J + 1 - j of the coarse-to-fine order."""
+    if fading:  # one tap a level: sel_j = w_{J+1-j} flip(h1)
+        return w[:, 1:depth + 1].flip(1).t()[:, :, None, None] * h1
+    n_max = max(n for _, _, n, _ in plan)
+    columns = [w.new_zeros(w.shape[0], n_max) for _ in range(depth)]
+    for k, col, n, _ in plan:
+        columns[depth - k] = F.pad(w[:, col:col + n], (0, n_max - n))
+    return upsample_filter(torch.stack(columns), h1)  # taps [J, C, n_max], spaced 2^j: 2 apart decimated
+
+
 def wavelet_filters(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(h0, h1) from a PyWavelets wavelet: its decomposition filters reversed, so that conv1d's
     cross-correlation computes the true convolution with dec_lo / dec_hi."""
@@ -403,9 +481,41 @@ def wavelet_filters(name: str) -> tuple[torch.Tensor, torch.Tensor]:
 # The network
 
 
+class MultiresBlock(ResidualBlock):
+    """The post-norm residual block, norm(x + dropout(mixing(layer(x)))), handed its layer's kernel."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                kernel: torch.Tensor | None = None) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.channel_mixer(self.mixer(x, lengths, kernel=kernel))))
+
+
 class MultiresNet(Backbone):
-    """The backbone plus conversion to and from the state dicts of the published MultiresNet / MultiresAR
-    (Conv1d 1x1 layers, [B, D, L] layout)."""
+    """The backbone, its layers' kernels composed together (`layer_kernels`), plus conversion to and from the state
+    dicts of the published MultiresNet / MultiresAR (Conv1d 1x1 layers, [B, D, L] layout)."""
+
+    blocks: nn.ModuleList
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone.forward, with every block's kernel made before the first block runs."""
+        h = self.embed_dropout(self.encoder(x))
+        for block, kernel in zip(self.blocks, self.layer_kernels(x.shape[1]), strict=True):
+            h = block(h, lengths, kernel=kernel)
+        h = self.final_norm(h)
+        if self.spec.output == "sequence":
+            return self.decoder(h)
+        return self.decoder(masked_mean(h, lengths))
+
+    def layer_kernels(self, length: int) -> list[torch.Tensor | None]:
+        """Each block's kernel for inputs of `length` steps, composed in one pass down the tree for all layers
+        (one layer's launches, not n_layers times them); None for impl=direct, which needs none."""
+        layers = [block.mixer for block in self.blocks]
+        if any(layer.impl != "fft" for layer in layers):
+            return [None] * len(layers)
+        w = layers[0].w
+        dtype = torch.float64 if w.dtype == torch.float64 else torch.float32  # as MultiresConv._fft chooses
+        with torch.autocast(device_type=w.device.type, enabled=False):
+            bank = tree_kernels(layers, length, dtype, scale=1.0 / layers[0].fft_size(length))
+        return list(bank.unflatten(0, (len(layers), -1)).unbind(0))
 
     def _published_item(self, key: str, value: torch.Tensor) -> tuple[str, torch.Tensor]:
         """Our (name, tensor) -> the published one. 1x1 convolutions carry a trailing kernel axis."""
@@ -469,7 +579,7 @@ def build(cfg: MultiresConfig, spec: TaskSpec) -> nn.Module:
         else:
             channel_mixer = nn.Sequential(nn.Linear(d, 2 * d), nn.GLU(dim=-1))
             dropout = ChannelDropout(cfg.dropout)
-        blocks.append(ResidualBlock(mixer, d, norm=cfg.norm, prenorm=False, channel_mixer=channel_mixer,
+        blocks.append(MultiresBlock(mixer, d, norm=cfg.norm, prenorm=False, channel_mixer=channel_mixer,
                                     dropout_module=dropout))
     # Embedding without padding_idx, as published: the pad token's embedding is learned.
     return MultiresNet(spec, d, blocks, final_norm="none", encoder=Encoder(spec, d))
