@@ -7,9 +7,10 @@
     python run.py job=bench ...                     the throughput and memory benchmark
     python -m harness list                          registered tasks and models with their options
 
-A mistake in the command or config ends in one line and exit status 2 (a traceback with SEQBENCH_DEBUG=1 or
-HYDRA_FULL_ERROR=1). A stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2) checkpoints the running run and ends the
-process with 128 + the signal, a local sweep included; rerunning the same command resumes.
+A mistake in the command or config, or a folder that cannot be written, ends in one line and exit status 2 (a
+traceback with SEQBENCH_DEBUG=1 or HYDRA_FULL_ERROR=1). A stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP)
+checkpoints the running run and ends the process with 128 + the signal, a local sweep included; rerunning the same
+command resumes.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from omegaconf.errors import OmegaConfBaseException
 from harness.checkpoint import Preempted
 from harness.config import composition_error  # importing harness.config registers the run schema
 from harness.errors import ConfigError, UserError, exit_with
+from harness.files import write_error
 from harness.jobs import Report, dispatch
 from harness.registry import MODELS, TASKS
+from sweeps import manifest  # noqa: F401  (the resolver that names each sweep's folder: sweeps/config.yaml)
 
 # Registration must happen before Hydra composes the config, so that task=... and model=... resolve.
 TASKS.discover()
@@ -64,8 +67,17 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("SUBMITIT_EXECUTOR"):
             raise  # a submitit job's result, for the launcher
         # One run, the quickstart, or a sweep's point run in this process: the whole process ends here.
-        print(f"seqbench: {exc}; checkpoint written, rerun the same command to resume", file=sys.stderr, flush=True)
+        written = "checkpoint written, " if exc.checkpointed else ""
+        say(f"seqbench: {exc}; {written}rerun the same command to resume")
         sys.exit(128 + (exc.signum or signal.SIGTERM))  # as a process ended by that signal reports it
+
+
+def say(line: str) -> None:
+    """A last line on stderr, which may be a terminal that was closed (SIGHUP): then it is lost, not an error."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def cli() -> None:
@@ -88,6 +100,17 @@ def cli() -> None:
         if DEBUG:
             raise
         exit_with(ConfigError(composition_error(exc)))
+    except OSError as exc:  # e.g. Hydra creating its output folder under a paths.root that cannot be written
+        error = write_error(exc)
+        if error is None or DEBUG:
+            raise
+        exit_with(error)
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or one before any run started
+        if DEBUG:
+            raise
+        say("seqbench: interrupted at once (Ctrl-C): no checkpoint written for the step it was in; rerun the same "
+            "command to resume from the last one")
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,60 @@ def non_negative(key: str, value: Any, *, integer: bool = False, optional: bool 
     _number(key, value, integer=integer, optional=optional, zero=True)
 
 
+# Learning rates, weight decays and Adam's eps are at most this: far above any rate that trains (the tests make a run
+# diverge with 1e6), far below what overflows torch's float32 optimizer arithmetic (Adam's first step is
+# lr / (1 - beta1) <= 1e6 / 1.1e-16 ~ 1e22, against a float32 maximum of 3.4e38; lr 1e38 raised a RuntimeError).
+MAX_RATE = 1e6
+# A seed goes to torch, NumPy (modulo 2**32) and every epoch's batch order (seed * 100_003 + epoch, which torch takes
+# as a 64-bit integer): 32 bits of either sign fit them all.
+MAX_SEED = 2**32 - 1
+# A warm-up of more epochs than this is a typo; the bound keeps its step count finite (1e308 epochs overflowed).
+MAX_WARMUP_EPOCHS = 1e6
+LR_OPTION = re.compile(r"(.+_)?lr")  # optim.lr and a model's own rates: S4's ssm_lr, dt_lr, c_lr, SGConv's kernel_lr
+DECAY_OPTION = re.compile(r"(.+_)?weight_decay")  # optim.weight_decay, S4's ssm_weight_decay
+
+
+def rate(key: str, value: Any, *, zero: bool = False, optional: bool = False) -> None:
+    """ConfigError unless `value` is a finite number in (0, MAX_RATE] ([0, MAX_RATE] if `zero`; None if `optional`)."""
+    _number(key, value, integer=False, optional=optional, zero=zero)
+    if value is not None and value > MAX_RATE:
+        raise ConfigError(f"{key}={value!r} must be at most {MAX_RATE:g} (a larger rate overflows the optimizer's "
+                          f"float32 arithmetic)")
+
+
+def rate_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every learning rate and weight decay a run config (plain data) sets, by dotted key: optim.lr,
+    optim.weight_decay and each `model.*_lr` and `model.*_weight_decay`, whatever the model."""
+    return {f"{section}.{key}": value for section in ("optim", "model")
+            for key, value in (config.get(section) or {}).items()
+            if LR_OPTION.fullmatch(key) or DECAY_OPTION.fullmatch(key)}
+
+
+def check_rates(config: Mapping[str, Any]) -> None:
+    """ConfigError naming the first learning rate or weight decay of `config` (plain data) out of range. A model's
+    own may be None (the global one applies), where its type allows it (OmegaConf refuses it elsewhere)."""
+    for key, value in rate_options(config).items():
+        if value is not None or not key.startswith("model."):
+            rate(key, value, zero=bool(DECAY_OPTION.fullmatch(key.partition(".")[2])))
+
+
+def rate_keys(config: Mapping[str, Any], value: float, kind: str = "lr") -> list[str]:
+    """The options of `config` of this `kind` (lr | weight_decay) set to `value`: where an optimizer group's rate
+    came from."""
+    pattern = LR_OPTION if kind == "lr" else DECAY_OPTION
+    return [key for key, v in rate_options(config).items() if pattern.fullmatch(key.partition(".")[2]) and v == value]
+
+
+def check_param_groups(groups: Iterable[Mapping[str, Any]], config: Mapping[str, Any]) -> None:
+    """ConfigError unless every optimizer group's lr and weight decay is in range, named by the option that set it.
+    A model declares its own groups (`p._optim` hints, harness.optim) from options of any name: checked here too."""
+    for group in groups:
+        for kind, zero in (("lr", False), ("weight_decay", True)):
+            keys = rate_keys(config, group[kind], kind)
+            named = " or ".join(keys) or f"the {kind} of a parameter group the model declares (p._optim)"
+            rate(named, group[kind], zero=zero)
+
+
 def closest(key: str, options: Iterable[str]) -> str:
     """' (did you mean X?)' for the option (a dotted key) whose last part is most like `key`'s, or ''."""
     by_name = {option.rpartition(".")[2]: option for option in options}
@@ -134,9 +188,9 @@ class OptimConfig:
     decay_exempt: str = "norms_and_biases"
 
     def __post_init__(self) -> None:
-        positive("optim.lr", self.lr)
-        non_negative("optim.weight_decay", self.weight_decay)
-        positive("optim.eps", self.eps)
+        rate("optim.lr", self.lr)
+        rate("optim.weight_decay", self.weight_decay, zero=True)
+        rate("optim.eps", self.eps)
         one_of("optim.decay_exempt", self.decay_exempt, DECAY_EXEMPT)
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in self.betas):
             raise ConfigError(f"optim.betas={list(self.betas)!r} must be two numbers in [0, 1), e.g. [0.9,0.999]")
@@ -187,6 +241,9 @@ class TrainConfig:
                     "early_stop_patience_steps", "limit_eval_batches", "limit_train_batches"):
             positive(f"train.{key}", getattr(self, key), integer=True, optional=True)
         non_negative("train.warmup_epochs", self.warmup_epochs)
+        if self.warmup_epochs > MAX_WARMUP_EPOCHS:
+            raise ConfigError(f"train.warmup_epochs={self.warmup_epochs!r} must be at most {MAX_WARMUP_EPOCHS:g}; "
+                              f"for a warm-up counted in steps set train.warmup_steps")
         non_negative("train.warmup_steps", self.warmup_steps, integer=True, optional=True)
         non_negative("train.early_stop_start_step", self.early_stop_start_step, integer=True)
         non_negative("train.grad_clip", self.grad_clip)
@@ -247,7 +304,9 @@ class QuickstartConfig:
         for key in ("d_model", "n_layers", "n_train", "n_val", "n_test", "min_length", "max_length", "max_depth",
                     "epochs", "batch_size"):
             positive(f"quickstart.{key}", getattr(self, key), integer=True)
-        positive("quickstart.lr", self.lr)
+        rate("quickstart.lr", self.lr)
+        for seed in self.seeds:
+            check_seed("quickstart.seeds", seed)
         if self.min_length > self.max_length:
             raise ConfigError(f"quickstart.min_length={self.min_length} is above quickstart.max_length="
                               f"{self.max_length}")
@@ -355,6 +414,7 @@ class RunConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self) -> None:
+        check_seed("seed", self.seed)
         if self.dry_run not in (False, True, "memory"):
             raise ConfigError(f"dry_run={self.dry_run!r} must be true, false or memory (true and the activation "
                               f"memory estimated)")
@@ -362,6 +422,11 @@ class RunConfig:
         if not isinstance(self.sweep, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*", self.sweep):
             raise ConfigError(f"sweep={self.sweep!r} must be a plain name (letters, digits, _ . = , + -, no / and "
                               f"not starting with .), e.g. sweep=my_ablation")
+
+
+def check_seed(key: str, seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or abs(seed) > MAX_SEED:
+        raise ConfigError(f"{key}={seed!r} must be an integer from -{MAX_SEED} to {MAX_SEED} (32 bits, either sign)")
 
 
 def run_config(values: Mapping[str, Any]) -> RunConfig:

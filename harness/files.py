@@ -32,6 +32,8 @@ HOST = socket.gethostname()
 # In temporary files' names: a writer's pid means something only on its own host.
 HOST_TAG = hashlib.sha1(HOST.encode()).hexdigest()[:8]
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# A folder that cannot be written (permissions, a read-only filesystem), or a file where a folder should be.
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
 
 
 class DiskFull(UserError):
@@ -44,17 +46,53 @@ class DiskFull(UserError):
         self.path = path
 
 
+class WriteError(UserError, OSError):
+    """A write that failed for a reason the user can fix, with the message that says how. Also an OSError (with the
+    original errno), so that callers that go on without the file, such as a cache in a read-only folder, still do."""
+
+    def __init__(self, errno_: int | None, strerror: str | None, filename: str | None, message: str):
+        super().__init__(errno_, strerror, filename)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole (a submitit job hands its exception back)
+        return type(self), (self.errno, self.strerror, self.filename, self.message)
+
+
+def write_error(exc: OSError, path: Path | str | None = None) -> UserError | None:
+    """The user error an OSError met writing `path` (default: the file the error names) stands for, or None: a full
+    disk, the shell's file-size limit, or a folder that cannot be written."""
+    if isinstance(exc, UserError):
+        return exc
+    where = Path(path if path is not None else exc.filename or "?")
+    if exc.errno in DISK_FULL:
+        return DiskFull(where)
+    if exc.errno == errno.EFBIG:
+        return WriteError(exc.errno, exc.strerror, str(where), f"{where} would exceed this shell's file-size limit "
+                          f"(`ulimit -f`): it was not written and any previous version of it is intact; raise the "
+                          f"limit (`ulimit -f unlimited`) and rerun the same command to resume")
+    if exc.errno in NOT_WRITABLE:
+        named = exc.filename if exc.filename is not None else where
+        return WriteError(exc.errno, exc.strerror, str(named), f"cannot write {named} ({exc.strerror}): point "
+                          f"paths.root (results) or paths.data (data and caches) at a folder you can write, then "
+                          f"rerun the same command")
+    return None
+
+
 def atomic_write(path: Path, content: str | bytes | Callable[[Path], None]) -> None:
     """Put `content` at `path` atomically: text (UTF-8), bytes, or a function that writes the file it is given.
 
     The function form is for writers that want a path (`torch.save`, NumPy memory maps); everything it does
     happens before the file becomes visible. The temporary file is removed if anything fails; a full disk raises
-    DiskFull. The file's mode follows the umask, as any created file's does (mkstemp's are private).
+    DiskFull, the file-size limit or a folder that cannot be written a WriteError (write_error). The file's mode
+    follows the umask, as any created file's does (mkstemp's are private).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.{HOST_TAG}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
         with os.fdopen(fd, "wb") as f:
@@ -69,9 +107,10 @@ def atomic_write(path: Path, content: str | bytes | Callable[[Path], None]) -> N
         tmp = None
         _fsync_dir(path.parent)  # the rename itself survives a crash of the machine
     except OSError as exc:
-        if exc.errno in DISK_FULL:
-            raise DiskFull(path) from exc
-        raise
+        error = write_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
@@ -159,7 +198,10 @@ class RunLock:
 
     def acquire(self) -> bool:
         """Take the lock; False when a live process holds it (described by `self.holder`, `holder_text()`)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a results folder that cannot be written
+            raise write_error(exc) or exc from None
         for _ in range(5):  # a stale lock can be taken over by a competitor first; then that one holds it
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
@@ -172,6 +214,8 @@ class RunLock:
                 print(f"seqbench: taking over the lock {self.path}: {reason}", file=sys.stderr, flush=True)
                 self._break(holder)
                 continue
+            except OSError as exc:
+                raise write_error(exc) or exc from None
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": HOST, "pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
                            "token": self.token}, f)

@@ -26,7 +26,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness import runner
-from harness.config import run_config
+from harness.config import check_param_groups, run_config
 from harness.device import autocast_for
 from harness.errors import ConfigError, UserError
 from harness.identity import run_id
@@ -117,9 +117,10 @@ ESTIMATED = ("activations: the peak of live tensors in an fp32 training forward 
 
 
 def _build(cfg: DictConfig, spec: TaskSpec) -> tuple[torch.nn.Module, int]:
-    """The model and its parameter count, its optimizer parameter groups made as training makes them."""
+    """The model and its parameter count, its optimizer parameter groups made and checked as training makes them."""
     model = MODELS.build(cfg.model, spec)
-    param_groups(model, cfg.optim)
+    groups = param_groups(model, cfg.optim)
+    check_param_groups([{"lr": cfg.optim.lr, **group} for group in groups], runner.plain_config(cfg))
     return model, runner.count_params(model)
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import checkpoint, distributed, env
+from harness import checkpoint, distributed, env, versions
+from harness.config import check_rates
 from harness.device import resolve_device
 from harness.errors import UserError, is_oom
 from harness.files import RunLock, atomic_write, remove_stale_temps
-from harness.identity import run_id
+from harness.identity import run_id, semantic_config
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
 from harness.train import Diverged, FitResult, fit
@@ -54,6 +55,7 @@ def check(cfg: DictConfig) -> None:
             raise UserError(f"no {key} chosen: add {key}=<name> (see `python -m harness list`), "
                             f"or give neither task nor model to run the quickstart")
         registry.get(node.name)
+    check_rates(plain_config(cfg))  # the model's own rates too: S4's ssm_lr, SGConv's kernel_lr
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -66,9 +68,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     A complete (or diverged) record for the same run id is returned as is unless `force=true`. One process at a time
     runs a run id: while another holds the run directory's lock this one says so and returns the store's record, if
     any, without changing it. A failure writes a `failed` (or `oom`) record before the exception propagates, a
-    non-finite loss or metric a `diverged` one; a stop request writes `preempted` after checkpointing and raises
-    checkpoint.Preempted (the entry point hands it to SLURM for a requeue, sweeps.slurm), and rerunning the config
-    resumes.
+    non-finite loss or metric a `diverged` one; a stop request writes `preempted` after checkpointing (at once, with
+    nothing to checkpoint, outside training: while the data is prepared) and raises checkpoint.Preempted (the entry
+    point hands it to SLURM for a requeue, sweeps.slurm), and rerunning the config resumes. A checkpoint made for
+    another run or other data is refused (checkpoint.CheckpointError), never resumed.
     """
     check(cfg)
     config = plain_config(cfg)
@@ -90,21 +93,32 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                   f"its record will say how it ended")
         return store.get(rid)
     try:
-        finished = _finished(store, rid, cfg.force)  # the previous holder may have completed it meanwhile
-        if finished is not None:
-            return finished
-        if dist.is_main:
-            if cfg.force:
-                _clear(rdir)
-            # Left by writers killed halfway: here this process is the only writer, in the store one of many.
-            remove_stale_temps(rdir, older_than_s=0)
-            remove_stale_temps(store.root)
-            atomic_write(rdir / "config.yaml", OmegaConf.to_yaml(config))
-        dist.barrier()
-        return _train(cfg, config, rid, store, rdir, device, dist, lock)
+        # Until fit installs its own stop flag, which checkpoints: preparing the data can take minutes, with nothing
+        # to checkpoint, and a stop signal then ends the run at once, releasing its lock (checkpoint.Preempted).
+        with checkpoint.stopping_at_once():
+            finished = _finished(store, rid, cfg.force)  # the previous holder may have completed it meanwhile
+            if finished is not None:
+                return finished
+            if dist.is_main:
+                if cfg.force:
+                    _clear(rdir)
+                # Left by writers killed halfway: here this process is the only writer, in the store one of many.
+                remove_stale_temps(rdir, older_than_s=0)
+                remove_stale_temps(store.root)
+                atomic_write(rdir / "config.yaml", OmegaConf.to_yaml(config))
+            dist.barrier()
+            return _train(cfg, config, rid, store, rdir, device, dist, lock)
     finally:
         if lock is not None:
             lock.release()
+
+
+def identity_of(rid: str, config: dict[str, Any], data_info: dict[str, Any]) -> checkpoint.Identity:
+    """What this run's checkpoints are made for: its id, what the id hashes (the semantic config and the code
+    versions) and its data: the digest of the files read where the task gives one, else all it says of its data."""
+    fingerprint = data_info.get("fingerprint", data_info)
+    data = fingerprint.get("sha256", fingerprint) if isinstance(fingerprint, dict) else fingerprint
+    return checkpoint.Identity.of(rid, {**semantic_config(config), "versions": versions.of_config(config)}, data)
 
 
 def _finished(store: Store, rid: str, force: bool) -> dict[str, Any] | None:
@@ -142,11 +156,13 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         return rec
 
     checkpoint.seed_everything(cfg.seed)
-    task = TASKS.build(cfg.task, data_root_for(cfg))
-    model = MODELS.build(cfg.model, task.spec)
-    params = count_params(model)
+    params = None
     try:
-        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock)
+        task = TASKS.build(cfg.task, data_root_for(cfg))
+        model = MODELS.build(cfg.model, task.spec)
+        params = count_params(model)
+        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,
+                                identity=identity_of(rid, config, task.info))
     except checkpoint.Preempted as exc:
         record("preempted", params=params, error=str(exc))
         raise

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from harness import checkpoint
 from harness.batches import EpochBatches, batch_tokens, loader, to_device
-from harness.config import OptimConfig, TrainConfig
+from harness.config import OptimConfig, TrainConfig, check_param_groups, rate_keys
 from harness.device import autocast_for, peak_bytes, set_precision
 from harness.distributed import Dist
 from harness.errors import ConfigError
@@ -84,8 +84,9 @@ def score(model: nn.Module, task: Task, split: str, cfg: TrainConfig,
 class Diverged(Exception):
     """Training produced a non-finite loss or validation metric: the run stops, recorded as `diverged`."""
 
-    def __init__(self, what: str, epoch: int, step: int, history: list[dict[str, Any]], lr: float):
-        super().__init__(f"{what} at epoch {epoch}, step {step}: lower optim.lr (now {lr:g}), clip gradients "
+    def __init__(self, what: str, epoch: int, step: int, history: list[dict[str, Any]], lr: float,
+                 lr_key: str = "optim.lr"):
+        super().__init__(f"{what} at epoch {epoch}, step {step}: lower {lr_key} (now {lr:g}), clip gradients "
                          f"(train.grad_clip) or warm up longer (train.warmup_epochs)")
         self.epoch, self.step, self.history = epoch, step, history
 
@@ -191,6 +192,7 @@ class Fit:
     plan: Plan
     progress: dict[str, Any]
     log: ProgressLog
+    identity: checkpoint.Identity | None = None  # what the checkpoint names as its run and data
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -204,23 +206,28 @@ class Fit:
     def save(self) -> None:
         if not self.dist.is_main:
             return
-        checkpoint.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(),
-                         "progress": self.progress}, self.run_dir / "last.pt")
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(), "progress": self.progress}
+        if self.identity is not None:
+            state["identity"] = asdict(self.identity)
+        checkpoint.save(state, self.run_dir / "last.pt")
         if self.lock is not None:
             self.lock.refresh()
 
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-        device: torch.device, dist: Dist | None = None, lock: RunLock | None = None) -> FitResult:
+        device: torch.device, dist: Dist | None = None, lock: RunLock | None = None,
+        identity: checkpoint.Identity | None = None) -> FitResult:
     """Train, validate each epoch (or every train.eval_every_steps steps), keep the best-validation state, test it.
     Resumes from run_dir/last.pt.
 
     With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
-    rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. Raises Diverged on a
-    non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop signal.
+    rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. With `identity` (the
+    runner's), the checkpoints name their run and data, and only a checkpoint of the same is resumed. Raises
+    Diverged on a non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop
+    signal.
     """
-    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock)
+    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock, identity)
     stop = checkpoint.StopFlag()
     try:
         with stop.installed():
@@ -237,9 +244,10 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
 
 
 def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-           device: torch.device, dist: Dist, lock: RunLock | None) -> Fit:
+           device: torch.device, dist: Dist, lock: RunLock | None, identity: checkpoint.Identity | None = None) -> Fit:
     """The model on its device, the optimizer and schedule, and the progress: from run_dir/last.pt if there is one
-    (then every RNG is where the checkpoint left it), else from the start, seeded."""
+    (then every RNG is where the checkpoint left it), else from the start, seeded. With `identity`, a checkpoint
+    made for another run or other data is refused (checkpoint.CheckpointError), before anything of it is used."""
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
     if train.compile:
@@ -249,16 +257,16 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     optimizer = make_optimizer(model, optim)
+    check_param_groups(optimizer.param_groups, rate_options_of(identity, optim))
     the_plan = plan(train, len(task.splits["train"]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, the_plan.schedule_steps, the_plan.warmup_steps, train.schedule))
 
     state = checkpoint.load(run_dir / "last.pt")
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"])
+        if identity is not None:
+            checkpoint.check_identity(state, identity, run_dir / "last.pt")
+        restore(run_dir / "last.pt", state, model, optimizer, scheduler)
         progress = state["progress"]
         if dist.is_main:  # a kill between the checkpoint and the metrics log left the log one epoch short
             write_history(run_dir, progress["history"])
@@ -271,7 +279,22 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
                       task.objective.metric().name, progress["step"], val=history[-1]["val"] if history else None,
                       active=dist.is_main)
     return Fit(model, net, optimizer, scheduler, task, train, optim, seed, run_dir, device, dist, lock, the_plan,
-               progress, log)
+               progress, log, identity)
+
+
+def restore(path: Path, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """The model, optimizer, schedule and RNGs as the checkpoint `state` left them; CheckpointError if its tensors do
+    not fit this model (a checkpoint without an identity, or code changed under the same version)."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        said = " ".join(str(exc).split())[:300] or type(exc).__name__  # torch's message spans lines
+        raise checkpoint.CheckpointError(f"{path} does not fit this run's model ({said}): delete it to start this "
+                                         f"run over, or rerun with force=true") from None
+    checkpoint.set_rng_state(state["rng"])
 
 
 def train_step(state: Fit, batch: Batch, global_size: int) -> torch.Tensor:
@@ -413,7 +436,20 @@ def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:
 def check_finite(state: Fit, what: str, value: float, step: int) -> None:
     """The divergence rule: a non-finite training loss or validation metric ends the run as `diverged`."""
     if not math.isfinite(value):
-        raise Diverged(f"{what} is {value}", state.progress["epoch"] + 1, step, state.history, state.optim.lr)
+        lr, key = largest_rate(state)
+        raise Diverged(f"{what} is {value}", state.progress["epoch"] + 1, step, state.history, lr, key)
+
+
+def largest_rate(state: Fit) -> tuple[float, str]:
+    """The largest base learning rate of the optimizer's groups and the option(s) that set it, for the divergence
+    hint: S4's or SGConv's own rates (model.ssm_lr, model.kernel_lr) may be the ones to lower, not optim.lr."""
+    lr = max(group["initial_lr"] for group in state.optimizer.param_groups)
+    return lr, " or ".join(rate_keys(rate_options_of(state.identity, state.optim), lr)) or "the learning rate"
+
+
+def rate_options_of(identity: checkpoint.Identity | None, optim: OptimConfig) -> dict[str, Any]:
+    """The config that names the optimizer groups' rates: the run's (with the model's own rates), else optim's."""
+    return identity.config if identity is not None else {"optim": asdict(optim)}
 
 
 def read_loss(state: Fit, meter: LossMeter) -> tuple[float, int]:

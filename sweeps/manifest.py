@@ -2,21 +2,33 @@
 
 `seqbench_sweep.json` (written by the sweeper) names every point: its run id, overrides, store and job number.
 `seqbench_jobs.json` (written by the SLURM launcher) maps job numbers to SLURM job ids.
+
+Each sweep has a folder of its own, whatever the clock says: its name (`hydra.sweep.dir` in sweeps/config.yaml) is
+the start time to the second and a random tag (`${seqbench.sweep_tag:}`), so that two sweeps started in the same
+second never share a manifest.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from harness.errors import UserError
 from harness.files import atomic_write
 
 MANIFEST = "seqbench_sweep.json"
 JOBS = "seqbench_jobs.json"
+
+# Cached, like Hydra's `now`: every resolution in this process gives the same tag, and so do the sweep's SLURM jobs
+# (Hydra copies the resolver cache into each job's config). Imported wherever a sweep folder is resolved: run.py,
+# the sweeper and the SLURM launcher (a job unpickles the launcher, importing this module).
+OmegaConf.register_new_resolver("seqbench.sweep_tag", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 
 
 def write_points(sweep_dir: Path, points: Sequence[Mapping[str, Any]]) -> None:
