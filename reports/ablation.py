@@ -1,5 +1,11 @@
 """Ablation tables: a sweep's runs grouped by the config keys the sweep varied, the metric per group.
 
+A table is one sweep invocation's runs of one task (records carry the invocation as `sweep_id`), so two sweeps of
+one name are told apart; `pool` makes one table per sweep name instead. Runs outside any sweep under the default
+name (a single `python run.py`, whose record has sweep "default" and no sweep_id) belong to no ablation: each is
+reported on its own, in its leaderboard. Runs named into a sweep by hand (`sweep=NAME`, no sweep_id) are one group
+per name, as are old records, which have no sweep_id.
+
 The varied keys are found, not declared: every flat config key (seed and non-semantic keys excluded)
 whose value differs between the sweep's runs of one task. When the sweep varies the model, the other
 models' hyper-parameters differ only because each model has its own; a `model.*` key that has a single
@@ -17,10 +23,13 @@ import pandas as pd
 from reports.leaderboard import display, fmt_mean_std, status_text, varied_keys
 from reports.stats import summarize
 
+DEFAULT_SWEEP = "default"  # harness.config.RunConfig.sweep when none is given
+
 
 @dataclass
 class Ablation:
     sweep: str
+    sweep_ids: list[str | None]  # the invocations it holds: one unless pooled
     task: str
     keys: list[str]
     metric: str | None
@@ -65,7 +74,8 @@ def ablation(sweep: str, task: str, runs: pd.DataFrame) -> Ablation | None:
                       f"val {disp.name}": fmt_mean_std(val.mean, val.std, val.n, disp.digits), "status": status})
     # Numbers in numeric order (64 before 128), missing values last.
     order = sorted(range(len(rows)), key=lambda i: tuple(_sort_key(rows[i][k]) for k in keys))
-    return Ablation(sweep, task, keys, metric, pd.DataFrame([rows[i] for i in order]).reset_index(drop=True),
+    ids = sorted({None if pd.isna(i) else str(i) for i in runs["sweep_id"]}, key=lambda i: (i is None, i or ""))
+    return Ablation(sweep, ids, task, keys, metric, pd.DataFrame([rows[i] for i in order]).reset_index(drop=True),
                     pd.DataFrame([table[i] for i in order]).reset_index(drop=True))
 
 
@@ -75,11 +85,14 @@ def _sort_key(value: object) -> tuple[int, float, str]:
     return (0, float(value), "")
 
 
-def ablations(runs: pd.DataFrame) -> list[Ablation]:
-    """One table per (sweep, task) whose runs vary more than the seed."""
+def ablations(runs: pd.DataFrame, pool: bool = False) -> list[Ablation]:
+    """One table per (sweep invocation, task), or per (sweep name, task) with `pool`, whose runs vary more than the
+    seed (module docstring)."""
+    runs = runs[runs["sweep_id"].notna() | (runs["sweep"].notna() & (runs["sweep"] != DEFAULT_SWEEP))]
+    keys = ["sweep", "task"] if pool else ["sweep", runs["sweep_id"].fillna(""), "task"]
     result = []
-    for (sweep, task), group in runs.groupby(["sweep", "task"], sort=True, dropna=False):
-        table = ablation(str(sweep), str(task), group)
+    for _, group in runs.groupby(keys, sort=True, dropna=False):
+        table = ablation(str(group["sweep"].iloc[0]), str(group["task"].iloc[0]), group)
         if table is not None:
             result.append(table)
     return result

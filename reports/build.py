@@ -8,14 +8,16 @@ Output (under `out`):
   report.html      one self-contained page with the figures embedded
   summary.csv      one row per run (training runs and benchmark points), in the store's units
   figures/*.png    every figure
-The report is rebuilt from scratch each time, so it always matches the store: the files the previous build wrote
-(listed in MANIFEST) are removed first, and nothing else in `out` is touched.
+The report is rebuilt from scratch each time, so it always matches the store. It is written in a staging folder and
+swapped in whole (reports/output.py): an error, a full disk or a stop signal leaves the previous report as it was;
+the previous report's files (listed in `.seqbench-report.json`) are replaced, nothing else in `out` is touched, and
+nothing is written through a symbolic link.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +25,15 @@ from pathlib import Path
 import pandas as pd
 
 from reports import html, latex, plots, render
-from reports.ablation import ablations
+from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
 from reports.load import load
+from reports.output import ReportFolder
 from reports.references import load_references
 from reports.render import Note
 
 MAIN = "leaderboard.md"
-MANIFEST = ".seqbench-report.json"  # the files this report wrote, removed by the next build
 INTRO = ("Metric: mean ± sample standard deviation over seeds; n counts the complete runs with a test value; "
          "95% CI from Student's t with n-1 degrees of freedom. Accuracy in percent, memory in binary units (GiB). "
          "Published: the number of the row's exact setting (task and model settings, e.g. S4D init, WavSpA "
@@ -77,12 +79,29 @@ def board_section(board: Board, figdir: Path) -> Section:
     return section
 
 
-def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path) -> list[Section]:
+def sweep_names(tables: list[Ablation]) -> list[str]:
+    """How each ablation's sweep is named in its title: by name, plus its invocation where the report has several of
+    that name for the task (told apart), or how many it pools."""
+    count = Counter((ab.sweep, ab.task) for ab in tables)
+    names = []
+    for ab in tables:
+        name = f"sweep {ab.sweep}"
+        if len(ab.sweep_ids) > 1:
+            name += f" ({len(ab.sweep_ids)} invocations pooled)"
+        elif count[(ab.sweep, ab.task)] > 1:
+            name += f" (invocation {ab.sweep_ids[0]})" if ab.sweep_ids[0] else " (runs outside a sweep invocation)"
+        names.append(name)
+    return names
+
+
+def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
+             pool: bool = False) -> list[Section]:
     figdir = out / "figures"
     result = [board_section(b, figdir) for b in all_boards]
-    for ab in ablations(runs):
-        result.append(Section(f"Ablation: sweep {ab.sweep}, {ab.task}",
-                              [(f"sweep {ab.sweep}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
+    tables = ablations(runs, pool)
+    for ab, name in zip(tables, sweep_names(tables), strict=True):
+        result.append(Section(f"Ablation: {name}, {ab.task}",
+                              [(f"{name}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
     if not bench.empty:  # the figures show our models; published code is in its own table
         result.append(Section("Scaling benchmark", bench_tables(bench), figures=plots.scaling(
             bench[bench["impl"] == "ours"], figdir), lead=[*bench_settings(bench), LEGEND]))
@@ -166,58 +185,29 @@ def summary(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board]) ->
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-class Output:
-    """Writes the report's files under `out` and remembers them; `clear` removes what the previous build wrote."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.written: list[str] = []
-
-    def clear(self) -> None:
-        manifest = self.out / MANIFEST
-        if not manifest.exists():
-            return
-        for rel in json.loads(manifest.read_text()):
-            path = (self.out / rel).resolve()
-            if path.is_relative_to(self.out.resolve()) and path.is_file():
-                path.unlink()
-
-    def text(self, rel: str, content: str) -> Path:
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        return self.add(path)
-
-    def add(self, path: Path) -> Path:
-        self.written.append(path.relative_to(self.out).as_posix())
-        return path
-
-    def close(self) -> None:
-        (self.out / MANIFEST).write_text(json.dumps(sorted(self.written), indent=1) + "\n")
-
-
 def _figures(secs: Iterable[Section]) -> list[Path]:
     return [f.path for s in secs for f in s.figures]
 
 
-def build(store: str | Path, out: str | Path, sweep: str | None = None) -> Path:
-    """Write the report of `store` (only records of `sweep` if given) under `out`; returns the Markdown file."""
+def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bool = False) -> Path:
+    """Write the report of `store` (only records of `sweep` if given) under `out`; returns the Markdown file.
+    The report is written aside and swapped in whole (reports/output.py): any error or stop leaves the previous one.
+    `pool`: sweeps of one name are one ablation, not one per invocation (sweep_id)."""
     store, out = Path(store), Path(out)
     runs, bench = load(store, sweep)  # before touching `out`: a missing store leaves the last report as it was
-    out.mkdir(parents=True, exist_ok=True)
-    files = Output(out)
-    files.clear()
-    all_boards = boards(runs, load_references())
-    secs = sections(runs, bench, all_boards, out)
-    for path in _figures(secs):
-        files.add(path)
-    title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
-    main = files.text(MAIN, to_markdown(title, secs, out))
-    document, alone = to_latex(title, secs, out)
-    files.text("report.tex", document)
-    for name, text in alone.items():
-        files.text(f"latex/{name}", text)
-    files.text("report.html", to_html(title, secs))
-    files.text("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
-    files.close()
-    return main
+    with ReportFolder(out) as folder:
+        stage = folder.staging
+        all_boards = boards(runs, load_references())
+        secs = sections(runs, bench, all_boards, stage, pool)
+        for path in _figures(secs):
+            folder.add(path)
+        title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
+        folder.text(MAIN, to_markdown(title, secs, stage))
+        document, alone = to_latex(title, secs, stage)
+        folder.text("report.tex", document)
+        for name, text in alone.items():
+            folder.text(f"latex/{name}", text)
+        folder.text("report.html", to_html(title, secs))
+        folder.text("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
+        folder.commit()
+    return out / MAIN

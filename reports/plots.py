@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from harness.files import atomic_write  # noqa: E402
 from reports.leaderboard import Board, display, run_labels  # noqa: E402
 
 DPI = 100
@@ -56,11 +57,17 @@ def _wrap(title: str, width: int = 80) -> str:
     return "\n".join(textwrap.wrap(title, width))
 
 
+def _theme() -> None:
+    # Names come from records (models, folders, config values): a `$` in one is text, never mathtext to parse.
+    sns.set_theme(style="whitegrid", rc={"text.parse_math": False})
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -80,7 +87,7 @@ def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
     figures: list[Figure] = []
     if bench.empty:
         return figures
-    sns.set_theme(style="whitegrid")
+    _theme()
     models = sorted(bench["model"].dropna().astype(str).unique())
     styles = _styles(models)
     shift = {m: 2 ** (DODGE * (i - (len(models) - 1) / 2)) for i, m in enumerate(models)}
@@ -152,7 +159,7 @@ def metric_vs_params(board: Board, out: Path) -> Figure | None:
     refs = [(r, p) for r, p in refs if math.isfinite(p)]
     if rows.empty and not refs:
         return None
-    sns.set_theme(style="whitegrid")
+    _theme()
     disp = display(board.metric)
     low, high = RANGES.get(board.metric or "", (-math.inf, math.inf))
     fig, ax = plt.subplots(figsize=(10, 4.4))
@@ -190,7 +197,7 @@ def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | Non
     runs = runs[runs["history"].map(len) > 0]
     if runs.empty:
         return None
-    sns.set_theme(style="whitegrid")
+    _theme()
     disp = display(board.metric)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
     configs = sorted(set(labels[runs.index]))

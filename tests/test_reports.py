@@ -24,9 +24,9 @@ from harness.results import Store
 from reports import build
 from reports.__main__ import main
 from reports.ablation import ablations
-from reports.build import MANIFEST
 from reports.leaderboard import NO_PUBLISHED, boards
 from reports.load import load, run_row
+from reports.output import MANIFEST
 from reports.plots import clipped_error
 from reports.references import load_references, published_for
 from reports.stats import paired, summarize
