@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from reports.leaderboard import display, fmt_mean_std, status_text, varied_keys
+from reports.load import sweep_group
 from reports.stats import summarize
-
-DEFAULT_SWEEP = "default"  # harness.config.RunConfig.sweep when none is given
 
 
 @dataclass
@@ -88,8 +87,10 @@ def _sort_key(value: object) -> tuple[int, float, str]:
 def ablations(runs: pd.DataFrame, pool: bool = False) -> list[Ablation]:
     """One table per (sweep invocation, task), or per (sweep name, task) with `pool`, whose runs vary more than the
     seed (module docstring)."""
-    runs = runs[runs["sweep_id"].notna() | (runs["sweep"].notna() & (runs["sweep"] != DEFAULT_SWEEP))]
-    keys = ["sweep", "task"] if pool else ["sweep", runs["sweep_id"].fillna(""), "task"]
+    groups = pd.Series([sweep_group(s, i) for s, i in zip(runs["sweep"], runs["sweep_id"], strict=True)],
+                       index=runs.index, dtype=object)
+    runs, groups = runs[groups.notna()], groups[groups.notna()]
+    keys = ["sweep", "task"] if pool else ["sweep", groups, "task"]
     result = []
     for _, group in runs.groupby(keys, sort=True, dropna=False):
         table = ablation(str(group["sweep"].iloc[0]), str(group["task"].iloc[0]), group)

@@ -151,15 +151,18 @@ def to_html(title: str, secs: list[Section]) -> str:
     return html.page(title, parts)
 
 
-SUMMARY_COLUMNS = ["kind", "run_id", "sweep", "task", "model", "seed", "status", "board", "row", "settings",
-                   "metric", "val", "test", "published", "delta_display", "params", "train_tokens_per_s",
-                   "peak_bytes", "wall_s", "model_version", "task_version", "harness_version", "impl", "scope",
+SUMMARY_COLUMNS = ["kind", "run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "board", "row",
+                   "settings", "metric", "val", "test", "published", "delta_display", "published_not_comparable",
+                   "params", "train_tokens_per_s", "machine", "peak_bytes", "wall_s", "model_version",
+                   "task_version", "harness_version", "impl", "scope",
                    "pass", "dtype", "length", "batch_size", "time_ms", "tokens_per_s", "device"]
 
 
 def summary(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board]) -> pd.DataFrame:
     """One row per record: training runs with their board, row, settings and published number (display units for
-    `published` and `delta_display`, store units elsewhere), then benchmark points."""
+    `published`, `delta_display` and `published_not_comparable`, store units elsewhere), then benchmark points.
+    `published` is the number a row at paper settings is compared with; `published_not_comparable` the paper's
+    number beside a reduced row."""
     placed: dict[str, dict[str, object]] = {}
     for b in all_boards:
         rows = b.rows.set_index("config_key") if len(b.rows) else b.rows
@@ -169,13 +172,14 @@ def summary(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board]) ->
                 "board": b.title, "row": None if row is None else row["label"],
                 "settings": None if row is None else row["settings"].label,
                 "published": None if row is None else row["ref_value"],
-                "delta_display": None if row is None else row["delta"]}
+                "delta_display": None if row is None else row["delta"],
+                "published_not_comparable": None if row is None else row["other_value"]}
     out = []
     for _, r in runs.iterrows():
         versions = r["versions"] or {}
-        out.append({"kind": "train", **{k: r[k] for k in ("run_id", "sweep", "task", "model", "seed", "status",
-                                                            "metric", "val", "test", "params", "train_tokens_per_s",
-                                                            "peak_bytes", "wall_s")},
+        out.append({"kind": "train", **{k: r[k] for k in ("run_id", "sweep", "sweep_id", "task", "model", "seed",
+                                                            "status", "metric", "val", "test", "params",
+                                                            "train_tokens_per_s", "machine", "peak_bytes", "wall_s")},
                     **placed.get(str(r["run_id"]), {}), "model_version": versions.get("model"),
                     "task_version": versions.get("task"), "harness_version": versions.get("harness")})
     for _, r in bench.iterrows():

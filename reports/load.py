@@ -163,6 +163,19 @@ def machine(env: dict[str, Any]) -> str:
     return f"CPU {device or '?'} on {env.get('host', '?')}, {threads if threads is not None else '?'} threads"
 
 
+DEFAULT_SWEEP = "default"  # harness.config.RunConfig.sweep when none is given
+
+
+def sweep_group(sweep: Any, sweep_id: Any) -> str | None:
+    """The sweep a run was asked for in: its invocation (sweep_id), else a sweep name given by hand (or an old
+    record's, which has no sweep_id); None for a run outside any sweep under the default name: asked for alone."""
+    if isinstance(sweep_id, str) and sweep_id:
+        return f"id:{sweep_id}"
+    if isinstance(sweep, str) and sweep and sweep != DEFAULT_SWEEP:
+        return f"name:{sweep}"
+    return None
+
+
 def _is_seed(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

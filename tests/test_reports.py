@@ -24,7 +24,7 @@ from harness.results import Store
 from reports import build
 from reports.__main__ import main
 from reports.ablation import ablations
-from reports.leaderboard import NO_PUBLISHED, boards
+from reports.leaderboard import NOT_COMPARABLE, boards
 from reports.load import load, run_row
 from reports.output import MANIFEST
 from reports.plots import clipped_error
@@ -254,10 +254,12 @@ def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
                        seed, 0.2))
     b = board_of(tmp_path / "store", "listops")
     table = b.table.set_index("model")
-    footnote = [r.label for r in b.references].index("S4D-LegS") + 1
-    assert table.loc["s4d", "published"] == f"60.47 [{footnote}]" and table.loc["s4d", "settings"] == "reduced"
-    assert table.loc["s4d", "Δ vs published"] == "—"  # reduced: no Δ
-    assert table.loc["multires", "published"] == NO_PUBLISHED
+    footnote = [r.label for r in b.cited].index("S4D-LegS") + 1
+    # Reduced: the number of its setting in a column of its own, not comparable, and no Δ.
+    assert table.loc["s4d", "settings"] == "reduced" and table.loc["s4d", "published"] == "—"
+    assert table.loc["s4d", NOT_COMPARABLE] == f"60.47 [{footnote}]" and table.loc["s4d", "Δ vs published"] == "—"
+    # No paper reports the uniform tree selection: the number of the preset it varies (MultiresNet's 62.75).
+    assert table.loc["multires", NOT_COMPARABLE] == f"62.75 [{[r.label for r in b.cited].index('MultiresNet') + 1}]"
     settings = b.rows.set_index("label").loc["s4d", "settings"]
     assert str(settings.preset) == "s4d_listops with model.init=legs"
     assert {d.key: (d.ours, d.paper) for d in settings.differences}["train.epochs"] == (10, 40)
@@ -280,7 +282,8 @@ def test_a_two_epoch_transformer_on_a_40_row_file_is_reduced(tmp_path: Path):
     row, cells = b.rows.iloc[0], b.table.iloc[0]
     assert row["params"] == pytest.approx(18_600, rel=0.03)
     assert cells["settings"] == "reduced" and cells["Δ vs published"] == "—" and math.isnan(row["delta"])
-    assert cells["published"].startswith("36.37 [")  # LRA's Transformer: the task's settings are ListOps'
+    assert cells["published"] == "—"  # not comparable: in the next column, beside it
+    assert cells[NOT_COMPARABLE].startswith("36.37 [")  # LRA's Transformer: the task's settings are ListOps'
     assert "data train size 40 (paper 96000)" in row["settings"].describe()
     assert "train.epochs 2" not in row["settings"].describe(most=1)  # the data size is named first
 
