@@ -36,13 +36,18 @@ from reports.render import Note
 MAIN = "leaderboard.md"
 INTRO = ("Metric: mean ± sample standard deviation over seeds; n counts the complete runs with a test value; "
          "95% CI from Student's t with n-1 degrees of freedom. Accuracy in percent, memory in binary units (GiB). "
-         "Published: the number of the row's exact setting (task and model settings, e.g. S4D init, WavSpA "
-         "transform, grayscale or RGB) from reports/references.yaml, or “no published number for this setting”. "
          "Settings: paper when the row's config and data sizes equal the paper preset its number cites "
-         "(sweeps/experiment/), reduced otherwise (the notes say how). Δ = our mean − the published number, only "
-         "for rows at paper settings. Runs that did not complete (failed, out of memory, preempted, diverged) are "
-         "listed apart and never ranked. Paired tests: two-sided paired t-test over the seeds two rows share; "
-         "p < 0.05 is called beyond noise.")
+         "(sweeps/experiment/), reduced when they differ, unconfirmed when its records do not state a data size "
+         "(the notes say how). Published: for a row at paper settings, the number of its exact setting (task and "
+         "model settings, e.g. S4D init, WavSpA transform, grayscale or RGB) from reports/references.yaml, or "
+         "“no published number for this setting”; Δ = our mean − that number. A reduced or unconfirmed row shows "
+         "the paper's number in a column of its own, “paper's number (not comparable)”, and has no Δ. Status: "
+         "the runs of a row by their records' states; a seed its sweep ran for the other rows and it lacks is "
+         "“no record”. Runs that did not complete (failed, oom, preempted, cancelled, diverged) are listed apart "
+         "and never ranked. Train tokens/s: a column per machine when the runs were measured on several (the notes "
+         "name them). Paired tests: two-sided paired t-test over the seeds two rows share; p < 0.05 is called "
+         "beyond noise. Ablations: one table per sweep invocation (several of one name are told apart, unless "
+         "pooled); a run outside any sweep is in none.")
 
 
 @dataclass
@@ -112,17 +117,21 @@ def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], o
 
 def to_markdown(title: str, secs: list[Section], out: Path) -> str:
     esc = render.md_escape
-    parts = [f"# {esc(title)}\n\n{esc(INTRO)}\n"]
+
+    def block(text: str) -> str:  # text that starts a paragraph or a list item
+        return render.md_escape(text, block=True)
+
+    parts = [f"# {esc(title)}\n\n{block(INTRO)}\n"]
     for s in secs:
         parts.append(f"\n## {esc(s.title)}\n")
-        parts += [f"\n{esc(p)}\n" for p in s.lead]
+        parts += [f"\n{block(p)}\n" for p in s.lead]
         for caption, table in s.tables:
-            parts.append(f"\n{esc(caption)}:\n\n{render.markdown(table)}")
+            parts.append(f"\n{block(caption)}:\n\n{render.markdown(table)}")
         if s.notes:
-            parts.append("\n" + "".join(f"- {esc(f'{n.marker} ' if n.marker else '')}{esc(n.text)}\n"
-                                        for n in s.notes))
+            parts.append("\n" + "".join(f"- {block(f'{n.marker} ' if n.marker else '')}{esc(n.text)}\n"
+                                        if n.marker else f"- {block(n.text)}\n" for n in s.notes))
         for f in s.figures:
-            parts.append(f"\n![{esc(f.title)}]({f.path.relative_to(out).as_posix()})\n\n{esc(f.caption)}\n")
+            parts.append(f"\n![{esc(f.title)}]({f.path.relative_to(out).as_posix()})\n\n{block(f.caption)}\n")
     return "".join(parts)
 
 

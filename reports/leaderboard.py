@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from reports import paper
-from reports.load import TASK_INPUT_KEYS, sweep_group
+from reports.load import TASK_INPUT_KEYS, UNRECORDED, sweep_group
 from reports.references import Catalog, Reference, for_board, published_for
 from reports.render import Note
 from reports.stats import paired, summarize
@@ -105,14 +105,14 @@ def fmt_mean_std(mean: float, std: float, n: int, digits: int) -> str:
     return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
-def fmt_count(value: float) -> str:
-    """1365514 -> 1.37M, 361994 -> 362K; throughput alike."""
+def fmt_count(value: float, digits: int = 3) -> str:
+    """1365514 -> 1.37M, 361994 -> 362K (`digits` significant digits); throughput alike."""
     if value is None or not math.isfinite(value):
         return "—"
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.3g}"
+            return f"{value / size:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
 
 
 def fmt_bytes(value: float) -> str:
@@ -307,7 +307,10 @@ def throughput_notes(machines: list[str]) -> list[Note]:
     """Which machine each throughput column is, and what a CPU's rate depends on."""
     if not machines:
         return []
-    if len(machines) == 1:
+    if machines == [UNRECORDED]:
+        text = ("train tokens/s: the records do not name the machine that measured them, so rates compare only if "
+                "you know they came from one machine and thread count")
+    elif len(machines) == 1:
         text = f"train tokens/s: every run measured on one machine ({machines[0]})"
     else:
         text = ("train tokens/s: one column per machine, each the mean over that machine's runs only (rates from "

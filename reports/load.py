@@ -151,12 +151,15 @@ def is_cpu(device: Any) -> bool:
     return isinstance(device, str) and device.lower() in CPU_NAMES
 
 
+UNRECORDED = "not recorded"
+
+
 def machine(env: dict[str, Any]) -> str:
     """The machine a run's speed was measured on: the GPU's name, or for a CPU its host and thread count (a CPU
-    run's speed is that host's, with those threads); "unrecorded" for a record without its environment."""
+    run's speed is that host's, with those threads); UNRECORDED for a record without its environment."""
     device = env.get("device")
     if device is None:
-        return "unrecorded"
+        return UNRECORDED
     if not is_cpu(device):
         return str(device)
     threads = env.get("torch_threads")
