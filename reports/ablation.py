@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports.leaderboard import display, fmt_mean_std, status_text, varied_keys
+from reports.leaderboard import display, fmt_mean_std, same_value, status_text, varied_keys
 from reports.load import sweep_group
 from reports.stats import summarize
 
@@ -40,11 +40,12 @@ def ablation_keys(runs: pd.DataFrame) -> list[str]:
     configs = list(runs.drop_duplicates("config_key")["flat_config"])
     keys = varied_keys(configs)
     if "model.name" in keys:
+        first = {}  # model -> its first configuration
+        for c in configs:
+            first.setdefault(str(c.get("model.name")), c)
+
         def single_within_models(key: str) -> bool:
-            per_model: dict[str, set[str]] = {}
-            for c in configs:
-                per_model.setdefault(str(c.get("model.name")), set()).add(json.dumps(c.get(key), default=str))
-            return all(len(v) == 1 for v in per_model.values())
+            return all(same_value(c.get(key), first[str(c.get("model.name"))].get(key)) for c in configs)
 
         keys = [k for k in keys if k == "model.name" or not (k.startswith("model.") and single_within_models(k))]
     return keys
@@ -58,13 +59,16 @@ def ablation(sweep: str, task: str, runs: pd.DataFrame) -> Ablation | None:
     done = runs[runs["status"] == "complete"]
     metric = done["metric"].mode().iloc[0] if done["metric"].notna().any() else None
     disp = display(metric)
-    values = runs["flat_config"].map(lambda c: tuple(json.dumps(c.get(k), default=str) for k in keys))
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for run in runs[["flat_config", "status", "test", "val"]].to_dict("records"):
+        value = tuple(json.dumps(run["flat_config"].get(k), default=str) for k in keys)
+        groups.setdefault(value, []).append(run)
     rows, table = [], []
-    for value, group in runs.groupby(values, sort=True):
-        ok = group[group["status"] == "complete"]
-        test, val = summarize(ok["test"] * disp.scale), summarize(ok["val"] * disp.scale)
+    for value, group in groups.items():
+        ok = [r for r in group if r["status"] == "complete"]
+        test, val = summarize([r["test"] * disp.scale for r in ok]), summarize([r["val"] * disp.scale for r in ok])
         setting = {k: json.loads(v) for k, v in zip(keys, value, strict=True)}
-        status = status_text(list(group["status"]), [])
+        status = status_text([r["status"] for r in group], [])
         rows.append({**setting, "n": test.n, "mean": test.mean, "std": test.std, "ci95": test.ci95,
                      "val_mean": val.mean, "val_std": val.std, "status": status})
         table.append({**{k: "—" if v is None else str(v) for k, v in setting.items()}, "n": str(test.n),

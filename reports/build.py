@@ -174,27 +174,25 @@ def summary(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board]) ->
     number beside a reduced row."""
     placed: dict[str, dict[str, object]] = {}
     for b in all_boards:
-        rows = b.rows.set_index("config_key") if len(b.rows) else b.rows
-        for _, run in b.runs.iterrows():
-            row = rows.loc[run["config_key"]] if run["config_key"] in rows.index else None
-            placed[str(run["run_id"])] = {
+        rows = {r["config_key"]: r for r in b.rows.to_dict("records")}
+        for run_id, key in zip(b.runs["run_id"], b.runs["config_key"], strict=True):
+            row = rows.get(key)
+            placed[str(run_id)] = {
                 "board": b.title, "row": None if row is None else row["label"],
                 "settings": None if row is None else row["settings"].label,
                 "published": None if row is None else row["ref_value"],
                 "delta_display": None if row is None else row["delta"],
                 "published_not_comparable": None if row is None else row["other_value"]}
     out = []
-    for _, r in runs.iterrows():
-        versions = r["versions"] or {}
-        out.append({"kind": "train", **{k: r[k] for k in ("run_id", "sweep", "sweep_id", "task", "model", "seed",
-                                                            "status", "metric", "val", "test", "params",
-                                                            "train_tokens_per_s", "machine", "peak_bytes", "wall_s")},
-                    **placed.get(str(r["run_id"]), {}), "model_version": versions.get("model"),
+    train = ("run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "metric", "val", "test", "params",
+             "train_tokens_per_s", "machine", "peak_bytes", "wall_s")
+    for r in runs[[*train, "versions"]].to_dict("records"):
+        versions = r.pop("versions") or {}
+        out.append({"kind": "train", **r, **placed.get(str(r["run_id"]), {}), "model_version": versions.get("model"),
                     "task_version": versions.get("task"), "harness_version": versions.get("harness")})
-    for _, r in bench.iterrows():
-        out.append({"kind": "bench", **{k: r[k] for k in ("run_id", "sweep", "model", "status", "impl", "scope",
-                                                            "pass", "dtype", "length", "batch_size", "time_ms",
-                                                            "tokens_per_s", "peak_bytes", "device")}})
+    points = ("run_id", "sweep", "model", "status", "impl", "scope", "pass", "dtype", "length", "batch_size", "time_ms",
+              "tokens_per_s", "peak_bytes", "device")
+    out += [{"kind": "bench", **r} for r in bench[list(points)].to_dict("records")]
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 

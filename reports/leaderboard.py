@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -152,26 +153,39 @@ def expected_seeds(runs: pd.DataFrame) -> dict[str, set[Any]]:
     return out
 
 
-def _missing(runs: pd.DataFrame, expected: dict[str, set[Any]]) -> list[Any]:
+Run = dict[str, Any]  # one record's row of `load` (plain dicts here: a board of 10,000 rows stays fast)
+
+
+def _missing(runs: list[Run], expected: dict[str, set[Any]]) -> list[Any]:
     """The seeds the sweeps of a configuration's runs asked for and no record of it has (none for a lone run)."""
     asked: set[Any] = set()
-    for sweep, sweep_id in zip(runs["sweep"], runs["sweep_id"], strict=True):
-        asked |= expected.get(sweep_group(sweep, sweep_id) or "", set())
-    return sorted(asked - set(runs["seed"]))
+    for run in runs:
+        asked |= expected.get(sweep_group(run["sweep"], run["sweep_id"]) or "", set())
+    return sorted(asked - {run["seed"] for run in runs})
 
 
-def _row(label: str, model: str, runs: pd.DataFrame, scale: float, expected: dict[str, set[Any]]) -> dict[str, Any]:
-    done = runs[runs["status"] == "complete"]
-    test = summarize(done["test"] * scale)
-    val = summarize(done["val"] * scale)
+def _finite(values: list[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _row(label: str, runs: list[Run], scale: float, expected: dict[str, set[Any]]) -> dict[str, Any]:
+    """The numbers of one configuration's row (store units times `scale` for the metric)."""
+    done = [r for r in runs if r["status"] == "complete"]
+    test = summarize([r["test"] * scale for r in done])
+    val = summarize([r["val"] * scale for r in done])
+    params = _finite([r["params"] for r in runs])
+    speeds: dict[str, list[float]] = {}
+    for r in done:
+        for v in _finite([r["train_tokens_per_s"]]):
+            speeds.setdefault(r["machine"], []).append(v)
     return {
-        "label": label, "model": model, "config_key": runs["config_key"].iloc[0],
+        "label": label, "model": str(runs[0]["model"]), "config_key": runs[0]["config_key"],
         "n": test.n, "mean": test.mean, "std": test.std, "ci95": test.ci95,
         "val_n": val.n, "val_mean": val.mean, "val_std": val.std,
-        "params": runs["params"].dropna().median() if runs["params"].notna().any() else math.nan,
-        "tokens_per_s_by_machine": done.groupby("machine")["train_tokens_per_s"].mean().dropna().to_dict(),
-        "n_runs": len(runs), "status": status_text(list(runs["status"]), _missing(runs, expected)),
-        "test_by_seed": {s: v * scale for s, v in zip(done["seed"], done["test"], strict=True)},
+        "params": statistics.median(params) if params else math.nan,
+        "tokens_per_s_by_machine": {m: sum(v) / len(v) for m, v in speeds.items()},
+        "n_runs": len(runs), "status": status_text([r["status"] for r in runs], _missing(runs, expected)),
+        "test_by_seed": {r["seed"]: r["test"] * scale for r in done},
     }
 
 
@@ -180,18 +194,18 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
     labels = pd.Series(index=runs.index, dtype=object)
     for model, of_model in runs.groupby("model", sort=True, dropna=False):
         keys = varied_keys(list(of_model.drop_duplicates("config_key")["flat_config"]))
-        for i, run in of_model.iterrows():
-            labels[i] = str(model) if not keys else f"{model} ({describe(run['flat_config'], keys)})"
+        labels[of_model.index] = [str(model) if not keys else f"{model} ({describe(config, keys)})"
+                                  for config in of_model["flat_config"]]
     return labels
 
 
-def _compared(row: dict[str, Any], runs: pd.DataFrame, task: str, catalog: Catalog, refs: list[Reference],
+def _compared(row: dict[str, Any], runs: list[Run], task: str, catalog: Catalog, refs: list[Reference],
               metric: str | None) -> dict[str, Any]:
     """The row's settings against the paper's; at paper settings its published number (of its exact setting, among
     the board's `refs`) and Δ; otherwise the paper's number it is not comparable with (`other`), if any."""
-    config = runs["flat_config"].iloc[0]
+    config = runs[0]["flat_config"]
     ref = published_for(refs, task, row["model"], config)
-    check = paper.check(task, row["model"], config, list(runs["data_sizes"]), ref.preset if ref else None,
+    check = paper.check(task, row["model"], config, [r["data_sizes"] for r in runs], ref.preset if ref else None,
                         catalog.datasets.get(task, {}))
     other = None
     if not check.at_paper:
@@ -261,12 +275,15 @@ def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     labels = run_labels(runs)
     published = [r for r in for_board(catalog.refs, task, task_config) if metric is None or r.metric == metric]
 
+    by_config: dict[str, list[Run]] = {}
+    for run, label in zip(runs.to_dict("records"), labels, strict=True):
+        by_config.setdefault(run["config_key"], []).append(run | {"label": label})
     rows = []
-    for _, same in runs.groupby("config_key", sort=True):
-        if not (same["status"] == "complete").any():
-            continue
-        row = _row(labels[same.index[0]], str(same["model"].iloc[0]), same, disp.scale, expected)
-        rows.append(row | _compared(row, same, task, catalog, published, metric))
+    for key in sorted(by_config):
+        same = by_config[key]
+        if any(r["status"] == "complete" for r in same):
+            row = _row(same[0]["label"], same, disp.scale, expected)
+            rows.append(row | _compared(row, same, task, catalog, published, metric))
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     if len(frame):
         frame["_key"] = frame["mean"] * (-1 if higher else 1)

@@ -263,8 +263,9 @@ def curve_runs(board: Board, runs: pd.DataFrame, labels: pd.Series) -> tuple[pd.
     """The runs a training-curves figure draws: those with a history, of the MAX_CURVES best-ranked configurations,
     at most MAX_SEEDS seeds each (the lowest); and what the caption says about the rest, if anything is left out."""
     runs = runs[runs["history"].map(len) > 0]
-    ranked = [c for c in board.rows["label"] if c in set(labels[runs.index])] if len(board.rows) else []
-    ranked += sorted(set(labels[runs.index]) - set(ranked))  # with a history but no complete run: last
+    drawn = set(labels[runs.index])
+    ranked = [c for c in board.rows["label"] if c in drawn] if len(board.rows) else []
+    ranked += sorted(drawn - set(ranked))  # with a history but no complete run: last
     shown = ranked[:MAX_CURVES]
     runs = runs[labels[runs.index].isin(shown)]
     kept = runs.groupby(labels[runs.index], group_keys=False).apply(lambda g: g.nsmallest(MAX_SEEDS, "seed"))

@@ -88,12 +88,15 @@ def _powers(text: str) -> list[str | tuple[str, str]]:
     return [parts[i] if i % 3 == 0 else (parts[i], parts[i + 1]) for i in range(0, len(parts)) if i % 3 != 2]
 
 
+LATEX_TABLE = str.maketrans(LATEX_SPECIAL)
+NOT_LATIN1 = re.compile(r"[^\x00-\xff]")
+
+
 def latex_escape(text: str) -> str:
     """Plain text as LaTeX that prints as the same text. Characters the document's fonts lack (outside ASCII and
     Latin-1, and not mapped above) print as '?', rather than stopping pdflatex."""
     def plain(s: str) -> str:  # powers of two (2^10, as the benchmark names lengths) as math
-        return "".join(f"${p[0]}^{{{p[1]}}}$" if isinstance(p, tuple) else
-                       "".join(LATEX_SPECIAL.get(ch) or (ch if ord(ch) < 0x100 else "?") for ch in p)
+        return "".join(f"${p[0]}^{{{p[1]}}}$" if isinstance(p, tuple) else NOT_LATIN1.sub("?", p.translate(LATEX_TABLE))
                        for p in _powers(s))
 
     def url(s: str) -> str:  # \url inside another command's argument needs % and # escaped
