@@ -242,12 +242,14 @@ class ReportFolder:
 
     def write(self, rel: str, content: str | bytes | Callable[[Path], None]) -> Path:
         """Write one file of the report (text, bytes, or a function that writes the path it is given)."""
+        check_stop()
         path = self.staging / rel
         atomic_write(path, content)
         return self.add(path)
 
     def add(self, path: Path) -> Path:
         """Count a file already written under the staging folder as part of the report."""
+        check_stop()
         rel = path.relative_to(self.staging).as_posix()
         if rel not in self.written:
             self.written.append(rel)
@@ -258,6 +260,7 @@ class ReportFolder:
     def commit(self) -> None:
         """Swap the staged report in for the previous one (module docstring); on any error, the previous one
         stays."""
+        check_stop()
         atomic_write(self.staging / MANIFEST, json.dumps(sorted(self.written), indent=1) + "\n")
         old = read_manifest(self.out / MANIFEST)
         journal = Journal(self.staging)
@@ -330,22 +333,43 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_requested: list[int] = []  # stop signals that arrived inside `stops_raise`
+
+
 @contextmanager
 def stops_raise() -> Iterator[None]:
     """Inside the block, a stop signal raises `Stopped` (so that a build removes its staging folder on the way out);
-    the previous handlers are put back after it."""
+    the previous handlers are put back after it.
+
+    A handler's exception can land where Python ignores exceptions (a weakref or garbage-collection callback): such
+    a Stopped is kept quiet, and `check_stop` raises it again at the build's next file or at its swap."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, _frame: FrameType | None) -> None:
+        _requested.append(signum)
         raise Stopped(signum)
 
+    def quiet(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, Stopped):
+            hook(unraisable)
+
+    _requested.clear()
+    hook, sys.unraisablehook = sys.unraisablehook, quiet
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         _restore(previous)
+        sys.unraisablehook = hook
+        _requested.clear()
+
+
+def check_stop() -> None:
+    """Raise the stop a callback swallowed, if any (see `stops_raise`)."""
+    if _requested:
+        raise Stopped(_requested[0])
 
 
 def _restore(handlers: dict[int, Any]) -> None:
