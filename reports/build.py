@@ -213,12 +213,12 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
         for path in _figures(secs):
             folder.add(path)
         title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
-        folder.text(MAIN, to_markdown(title, secs, stage))
+        folder.write(MAIN, to_markdown(title, secs, stage))
         document, alone = to_latex(title, secs, stage)
-        folder.text("report.tex", document)
+        folder.write("report.tex", document)
         for name, text in alone.items():
-            folder.text(f"latex/{name}", text)
-        folder.text("report.html", to_html(title, secs))
-        folder.text("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
+            folder.write(f"latex/{name}", text)
+        folder.write("report.html", to_html(title, secs))
+        folder.write("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
         folder.commit()
     return out / MAIN

@@ -121,7 +121,8 @@ def signals_deferred() -> Iterator[None]:
 
 
 class Journal:
-    """The moves of one commit, on disk (a line each, written before the move) and in memory, undone in reverse."""
+    """The moves of one commit, a line each in its staging folder, written before the move: what `undo` reverses,
+    in this process after an error or in the next build after a kill."""
 
     def __init__(self, staging: Path):
         self.staging = staging
@@ -180,6 +181,7 @@ class ReportFolder:
         self.lock = RunLock(self.out / LOCK)
         self.written: list[str] = []
         self.committed = False
+        self.keep_staging = False  # an undo that failed: the previous report is in the staging folder
 
     # -- the lock, leftovers, the staging folder ------------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class ReportFolder:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            if self.staging.exists():
+            if self.staging.exists() and not self.keep_staging:
                 shutil.rmtree(self.staging, ignore_errors=True)
         finally:
             self.lock.release()
@@ -236,9 +238,6 @@ class ReportFolder:
             raise error from None
 
     # -- writing the report ---------------------------------------------------------------------------------------
-
-    def text(self, rel: str, content: str) -> Path:
-        return self.write(rel, content)
 
     def write(self, rel: str, content: str | bytes | Callable[[Path], None]) -> Path:
         """Write one file of the report (text, bytes, or a function that writes the path it is given)."""
@@ -270,14 +269,19 @@ class ReportFolder:
                 self._place(journal)
                 os.replace(self.staging / MANIFEST, self.out / MANIFEST)  # the new report is the report from here
             except BaseException:
-                undo(self.out, self.staging)
+                try:
+                    undo(self.out, self.staging)
+                except BaseException:
+                    self.keep_staging = True  # the next build, under the lock, finishes the undo
+                    raise
                 raise
             self.committed = True
             _fsync_dir(self.out)
         self._prune(old)
 
     def _move_aside(self, old: list[str], journal: Journal) -> None:
-        """Every previous file, and whatever stands where a new file or one of its folders goes, into ASIDE."""
+        """Every previous file, and whatever file or link stands where a new file or one of its folders goes, into
+        ASIDE. A real folder is never moved (it may hold the user's files): one where a new file goes is an error."""
         new = set(self.written)
         for rel in dict.fromkeys([*old, *self.written]):
             parts = PurePosixPath(rel).parts
@@ -286,8 +290,12 @@ class ReportFolder:
                 path = self.out / sub
                 if not os.path.lexists(path):
                     break
-                if depth < len(parts) and _is_dir(path):
-                    continue  # a real folder on the way: look further in
+                if _is_dir(path):
+                    if depth < len(parts):
+                        continue  # a folder on the way: look further in
+                    if rel in new:
+                        raise UserError(f"{path} is a folder where the report writes a file; move it away and rerun")
+                    break
                 if depth < len(parts) and rel not in new:
                     break  # a previous file whose folder became a link or a file: not ours to move
                 journal.note("aside", sub)

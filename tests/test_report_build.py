@@ -290,6 +290,22 @@ def test_a_symbolic_link_in_the_folder_is_replaced_never_written_through(stores:
     assert (elsewhere / "notes.md").read_text() == "the user's notes"
 
 
+def test_a_folder_where_the_report_writes_a_file_is_refused_not_moved(stores: tuple[Path, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    report_of(stores[0], out)
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    (out / "report.html" / "mine.txt").write_text("the user's")
+    before = snapshot(out)
+    with pytest.raises(SystemExit) as stop:
+        main(["--store", str(stores[1]), "--out", str(out)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (f"seqbench: error: {out / 'report.html'} is a folder where the report writes a "
+                                       "file; move it away and rerun\n")
+    assert snapshot(out) == before
+
+
 def test_names_with_dollars_are_text_in_figures(tmp_path: Path) -> None:
     """Matplotlib would parse `$...$` as mathtext, and `$\\frac$` does not parse: a name is text."""
     store = Store(tmp_path / "st$ore$")
