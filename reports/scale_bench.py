@@ -10,9 +10,9 @@ Configurations differ in the learning rate and the width, cycling through the mo
 row of one leaderboard and of one ablation table: the largest tables a store of that many records can give.
 
 The report is built by the command a user runs (`python -m reports --store S --out O`, in a child process), and
-its wall time and peak resident memory (the child's, from wait4) are printed with the machine's load average
-before and after, since on a shared machine the time depends on what else runs. Nothing is asserted: this is a
-benchmark, not a test.
+its wall time, CPU time and peak resident memory (the child's, from wait4) are printed with the machine's load
+average before and after: on a shared machine the wall time depends on what else runs, the CPU time much less.
+Nothing is asserted: this is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def make_store(root: Path, configs: int, seeds: int, epochs: int) -> Path:
     return store.root
 
 
-def time_report(store: Path, out: Path) -> tuple[float, int, int, str]:
-    """(wall seconds, peak resident bytes of the child, its exit status, its stderr) of `python -m reports`."""
+def time_report(store: Path, out: Path) -> tuple[float, float, int, int, str]:
+    """(wall seconds, CPU seconds, peak resident bytes, exit status, stderr) of `python -m reports`, a child."""
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "reports", "--store", str(store), "--out", str(out)], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -95,7 +95,7 @@ def time_report(store: Path, out: Path) -> tuple[float, int, int, str]:
     err = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, usage.ru_maxrss * 1024, child.returncode, err
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, child.returncode, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"store: {args.configs:,} configurations x {args.seeds:,} seeds = {args.configs * args.seeds:,} "
               f"records, {size / 2**20:.0f} MiB, written in {time.perf_counter() - t0:.1f} s", flush=True)
         load_before = os.getloadavg()
-        wall, peak, rc, err = time_report(store, root / "report")
+        wall, cpu, peak, rc, err = time_report(store, root / "report")
         load_after = os.getloadavg()
-        print(f"python -m reports: {wall:.1f} s wall, peak resident memory {peak / 2**30:.2f} GiB, exit {rc}")
+        # One thread: on an idle machine the wall time is about the CPU time; on a busy one, more.
+        print(f"python -m reports: {wall:.1f} s wall, {cpu:.1f} s CPU, peak resident memory {peak / 2**30:.2f} GiB "
+              f"(imports alone about 0.7 GiB), exit {rc}")
         print(f"machine: {os.cpu_count()} CPUs; load average (1 min) {load_before[0]:.2f} before, "
               f"{load_after[0]:.2f} after")
         if rc != 0:
