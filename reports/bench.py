@@ -14,7 +14,7 @@ from harness.bench import BenchResult
 from harness.timing import fit_exponent
 from reports import render
 from reports.leaderboard import fmt_bytes, fmt_count
-from reports.load import BENCH_COLUMNS, bench_row
+from reports.load import BENCH_COLUMNS, bench_row, is_cpu
 
 SERIES = ["model", "scope", "pass", "dtype"]
 NOT_RUN = "—"
@@ -143,10 +143,13 @@ def bench_tables(bench: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                 (f"{at}tokens/s per length", bench_table(rows, "tokens_per_s", fmt_count)),
                 (f"{at}peak memory above the baseline per length {f'({kind})' if kind else ''}".rstrip(),
                  bench_table(rows, "peak_bytes", fmt_bytes))]
+        # A CPU's ceilings are measured on a machine other work shares: a fraction of them is not of its limit.
+        caveat = (", measured on this CPU in the same run, under whatever else it ran then: not the hardware's "
+                  "limit, and not comparable between runs") if rows["device"].map(is_cpu).all() else ""
         for column, what in (("frac_bandwidth", "copy bandwidth (bytes_assumed / time)"),
                              ("frac_matmul", "matmul rate (flops_assumed / time)")):
             if rows[column].notna().any():
-                out.append((f"{at}fraction of the {what}", bench_table(rows, column, digits(2))))
+                out.append((f"{at}fraction of the {what}{caveat}", bench_table(rows, column, digits(2))))
         if (rows["impl"] == "published").any():
             out.append((f"{at}published code against ours", speedup_table(rows)))
     return out

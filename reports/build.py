@@ -8,14 +8,16 @@ Output (under `out`):
   report.html      one self-contained page with the figures embedded
   summary.csv      one row per run (training runs and benchmark points), in the store's units
   figures/*.png    every figure
-The report is rebuilt from scratch each time, so it always matches the store: the files the previous build wrote
-(listed in MANIFEST) are removed first, and nothing else in `out` is touched.
+The report is rebuilt from scratch each time, so it always matches the store. It is written in a staging folder and
+swapped in whole (reports/output.py): an error, a full disk or a stop signal leaves the previous report as it was;
+the previous report's files (listed in `.seqbench-report.json`) are replaced, nothing else in `out` is touched, and
+nothing is written through a symbolic link.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,24 +25,29 @@ from pathlib import Path
 import pandas as pd
 
 from reports import html, latex, plots, render
-from reports.ablation import ablations
+from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
 from reports.load import load
+from reports.output import ReportFolder
 from reports.references import load_references
 from reports.render import Note
 
 MAIN = "leaderboard.md"
-MANIFEST = ".seqbench-report.json"  # the files this report wrote, removed by the next build
 INTRO = ("Metric: mean ± sample standard deviation over seeds; n counts the complete runs with a test value; "
          "95% CI from Student's t with n-1 degrees of freedom. Accuracy in percent, memory in binary units (GiB). "
-         "Published: the number of the row's exact setting (task and model settings, e.g. S4D init, WavSpA "
-         "transform, grayscale or RGB) from reports/references.yaml, or “no published number for this setting”. "
          "Settings: paper when the row's config and data sizes equal the paper preset its number cites "
-         "(sweeps/experiment/), reduced otherwise (the notes say how). Δ = our mean − the published number, only "
-         "for rows at paper settings. Runs that did not complete (failed, out of memory, preempted, diverged) are "
-         "listed apart and never ranked. Paired tests: two-sided paired t-test over the seeds two rows share; "
-         "p < 0.05 is called beyond noise.")
+         "(sweeps/experiment/), reduced when they differ, unconfirmed when its records do not state a data size "
+         "(the notes say how). Published: for a row at paper settings, the number of its exact setting (task and "
+         "model settings, e.g. S4D init, WavSpA transform, grayscale or RGB) from reports/references.yaml, or "
+         "“no published number for this setting”; Δ = our mean − that number. A reduced or unconfirmed row shows "
+         "the paper's number in a column of its own, “paper's number (not comparable)”, and has no Δ. Status: "
+         "the runs of a row by their records' states; a seed its sweep ran for the other rows and it lacks is "
+         "“no record”. Runs that did not complete (failed, oom, preempted, cancelled, diverged) are listed apart "
+         "and never ranked. Train tokens/s: a column per machine when the runs were measured on several (the notes "
+         "name them). Paired tests: two-sided paired t-test over the seeds two rows share; p < 0.05 is called "
+         "beyond noise. Ablations: one table per sweep invocation (several of one name are told apart, unless "
+         "pooled); a run outside any sweep is in none.")
 
 
 @dataclass
@@ -77,12 +84,29 @@ def board_section(board: Board, figdir: Path) -> Section:
     return section
 
 
-def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path) -> list[Section]:
+def sweep_names(tables: list[Ablation]) -> list[str]:
+    """How each ablation's sweep is named in its title: by name, plus its invocation where the report has several of
+    that name for the task (told apart), or how many it pools."""
+    count = Counter((ab.sweep, ab.task) for ab in tables)
+    names = []
+    for ab in tables:
+        name = f"sweep {ab.sweep}"
+        if len(ab.sweep_ids) > 1:
+            name += f" ({len(ab.sweep_ids)} invocations pooled)"
+        elif count[(ab.sweep, ab.task)] > 1:
+            name += f" (invocation {ab.sweep_ids[0]})" if ab.sweep_ids[0] else " (runs outside a sweep invocation)"
+        names.append(name)
+    return names
+
+
+def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
+             pool: bool = False) -> list[Section]:
     figdir = out / "figures"
     result = [board_section(b, figdir) for b in all_boards]
-    for ab in ablations(runs):
-        result.append(Section(f"Ablation: sweep {ab.sweep}, {ab.task}",
-                              [(f"sweep {ab.sweep}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
+    tables = ablations(runs, pool)
+    for ab, name in zip(tables, sweep_names(tables), strict=True):
+        result.append(Section(f"Ablation: {name}, {ab.task}",
+                              [(f"{name}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
     if not bench.empty:  # the figures show our models; published code is in its own table
         result.append(Section("Scaling benchmark", bench_tables(bench), figures=plots.scaling(
             bench[bench["impl"] == "ours"], figdir), lead=[*bench_settings(bench), LEGEND]))
@@ -93,17 +117,21 @@ def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], o
 
 def to_markdown(title: str, secs: list[Section], out: Path) -> str:
     esc = render.md_escape
-    parts = [f"# {esc(title)}\n\n{esc(INTRO)}\n"]
+
+    def block(text: str) -> str:  # text that starts a paragraph or a list item
+        return render.md_escape(text, block=True)
+
+    parts = [f"# {esc(title)}\n\n{block(INTRO)}\n"]
     for s in secs:
         parts.append(f"\n## {esc(s.title)}\n")
-        parts += [f"\n{esc(p)}\n" for p in s.lead]
+        parts += [f"\n{block(p)}\n" for p in s.lead]
         for caption, table in s.tables:
-            parts.append(f"\n{esc(caption)}:\n\n{render.markdown(table)}")
+            parts.append(f"\n{block(caption)}:\n\n{render.markdown(table)}")
         if s.notes:
-            parts.append("\n" + "".join(f"- {esc(f'{n.marker} ' if n.marker else '')}{esc(n.text)}\n"
-                                        for n in s.notes))
+            parts.append("\n" + "".join(f"- {block(f'{n.marker} ' if n.marker else '')}{esc(n.text)}\n"
+                                        if n.marker else f"- {block(n.text)}\n" for n in s.notes))
         for f in s.figures:
-            parts.append(f"\n![{esc(f.title)}]({f.path.relative_to(out).as_posix()})\n\n{esc(f.caption)}\n")
+            parts.append(f"\n![{esc(f.title)}]({f.path.relative_to(out).as_posix()})\n\n{block(f.caption)}\n")
     return "".join(parts)
 
 
@@ -132,92 +160,65 @@ def to_html(title: str, secs: list[Section]) -> str:
     return html.page(title, parts)
 
 
-SUMMARY_COLUMNS = ["kind", "run_id", "sweep", "task", "model", "seed", "status", "board", "row", "settings",
-                   "metric", "val", "test", "published", "delta_display", "params", "train_tokens_per_s",
-                   "peak_bytes", "wall_s", "model_version", "task_version", "harness_version", "impl", "scope",
+SUMMARY_COLUMNS = ["kind", "run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "board", "row",
+                   "settings", "metric", "val", "test", "published", "delta_display", "published_not_comparable",
+                   "params", "train_tokens_per_s", "machine", "peak_bytes", "wall_s", "model_version",
+                   "task_version", "harness_version", "impl", "scope",
                    "pass", "dtype", "length", "batch_size", "time_ms", "tokens_per_s", "device"]
 
 
 def summary(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board]) -> pd.DataFrame:
     """One row per record: training runs with their board, row, settings and published number (display units for
-    `published` and `delta_display`, store units elsewhere), then benchmark points."""
+    `published`, `delta_display` and `published_not_comparable`, store units elsewhere), then benchmark points.
+    `published` is the number a row at paper settings is compared with; `published_not_comparable` the paper's
+    number beside a reduced row."""
     placed: dict[str, dict[str, object]] = {}
     for b in all_boards:
-        rows = b.rows.set_index("config_key") if len(b.rows) else b.rows
-        for _, run in b.runs.iterrows():
-            row = rows.loc[run["config_key"]] if run["config_key"] in rows.index else None
-            placed[str(run["run_id"])] = {
+        rows = {r["config_key"]: r for r in b.rows.to_dict("records")}
+        for run_id, key in zip(b.runs["run_id"], b.runs["config_key"], strict=True):
+            row = rows.get(key)
+            placed[str(run_id)] = {
                 "board": b.title, "row": None if row is None else row["label"],
                 "settings": None if row is None else row["settings"].label,
                 "published": None if row is None else row["ref_value"],
-                "delta_display": None if row is None else row["delta"]}
+                "delta_display": None if row is None else row["delta"],
+                "published_not_comparable": None if row is None else row["other_value"]}
     out = []
-    for _, r in runs.iterrows():
-        versions = r["versions"] or {}
-        out.append({"kind": "train", **{k: r[k] for k in ("run_id", "sweep", "task", "model", "seed", "status",
-                                                            "metric", "val", "test", "params", "train_tokens_per_s",
-                                                            "peak_bytes", "wall_s")},
-                    **placed.get(str(r["run_id"]), {}), "model_version": versions.get("model"),
+    train = ("run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "metric", "val", "test", "params",
+             "train_tokens_per_s", "machine", "peak_bytes", "wall_s")
+    for r in runs[[*train, "versions"]].to_dict("records"):
+        versions = r.pop("versions") or {}
+        out.append({"kind": "train", **r, **placed.get(str(r["run_id"]), {}), "model_version": versions.get("model"),
                     "task_version": versions.get("task"), "harness_version": versions.get("harness")})
-    for _, r in bench.iterrows():
-        out.append({"kind": "bench", **{k: r[k] for k in ("run_id", "sweep", "model", "status", "impl", "scope",
-                                                            "pass", "dtype", "length", "batch_size", "time_ms",
-                                                            "tokens_per_s", "peak_bytes", "device")}})
+    points = ("run_id", "sweep", "model", "status", "impl", "scope", "pass", "dtype", "length", "batch_size", "time_ms",
+              "tokens_per_s", "peak_bytes", "device")
+    out += [{"kind": "bench", **r} for r in bench[list(points)].to_dict("records")]
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
-
-
-class Output:
-    """Writes the report's files under `out` and remembers them; `clear` removes what the previous build wrote."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.written: list[str] = []
-
-    def clear(self) -> None:
-        manifest = self.out / MANIFEST
-        if not manifest.exists():
-            return
-        for rel in json.loads(manifest.read_text()):
-            path = (self.out / rel).resolve()
-            if path.is_relative_to(self.out.resolve()) and path.is_file():
-                path.unlink()
-
-    def text(self, rel: str, content: str) -> Path:
-        path = self.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        return self.add(path)
-
-    def add(self, path: Path) -> Path:
-        self.written.append(path.relative_to(self.out).as_posix())
-        return path
-
-    def close(self) -> None:
-        (self.out / MANIFEST).write_text(json.dumps(sorted(self.written), indent=1) + "\n")
 
 
 def _figures(secs: Iterable[Section]) -> list[Path]:
     return [f.path for s in secs for f in s.figures]
 
 
-def build(store: str | Path, out: str | Path, sweep: str | None = None) -> Path:
-    """Write the report of `store` (only records of `sweep` if given) under `out`; returns the Markdown file."""
+def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bool = False) -> Path:
+    """Write the report of `store` (only records of `sweep` if given) under `out`; returns the Markdown file.
+    The report is written aside and swapped in whole (reports/output.py): any error or stop leaves the previous one.
+    `pool`: sweeps of one name are one ablation, not one per invocation (sweep_id)."""
     store, out = Path(store), Path(out)
     runs, bench = load(store, sweep)  # before touching `out`: a missing store leaves the last report as it was
-    out.mkdir(parents=True, exist_ok=True)
-    files = Output(out)
-    files.clear()
-    all_boards = boards(runs, load_references())
-    secs = sections(runs, bench, all_boards, out)
-    for path in _figures(secs):
-        files.add(path)
-    title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
-    main = files.text(MAIN, to_markdown(title, secs, out))
-    document, alone = to_latex(title, secs, out)
-    files.text("report.tex", document)
-    for name, text in alone.items():
-        files.text(f"latex/{name}", text)
-    files.text("report.html", to_html(title, secs))
-    files.text("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
-    files.close()
-    return main
+    with ReportFolder(out) as folder:
+        stage = folder.staging
+        all_boards = boards(runs, load_references())
+        secs = sections(runs, bench, all_boards, stage, pool)
+        for path in _figures(secs):
+            folder.add(path)
+        title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
+        folder.write(MAIN, to_markdown(title, secs, stage))
+        document, alone = to_latex(title, secs, stage)
+        folder.write("report.tex", document)
+        for name, text in alone.items():
+            folder.write(f"latex/{name}", text)
+        folder.write("report.html", to_html(title, secs))
+        folder.write("summary.csv", summary(runs, bench, all_boards).to_csv(index=False))
+        folder.commit()
+    return out / MAIN

@@ -4,14 +4,22 @@ Numbers are shown in the papers' units (accuracy in percent) so our rows and the
 alike; `Board.rows` keeps them as floats for tests and further use, `Board.table` holds the strings.
 
 A row's published number is the one of its exact setting (references.py), or none; Δ to it is given only when
-the row is at the paper's settings (paper.py), since a reduced run says nothing about the published number.
-Runs that did not complete (failed, oom, preempted, diverged) are listed apart and never ranked.
+the row is at the paper's settings (paper.py), since a reduced run says nothing about the published number. A
+reduced row shows the paper's number (of its setting, or of the preset it is a reduced version of) in a column of
+its own, marked as not comparable, without Δ: how far it is from the paper is there to read, not to rank.
+Runs that did not complete (failed, oom, cancelled, preempted, diverged) are listed apart, each by its record's
+state, and never ranked.
+
+Throughput is compared only between runs of one machine (`load.machine`: the GPU, or a CPU's host and threads):
+a column per machine, each averaging only that machine's runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from reports import paper
-from reports.load import TASK_INPUT_KEYS
+from reports.load import TASK_INPUT_KEYS, UNRECORDED, sweep_group
 from reports.references import Catalog, Reference, for_board, published_for
 from reports.render import Note
 from reports.stats import paired, summarize
@@ -53,16 +61,33 @@ class Board:
     rows: pd.DataFrame  # numeric, one row per model configuration with a complete run, sorted best first
     table: pd.DataFrame  # the same as display strings, plus the published rows
     comparisons: pd.DataFrame  # paired t-tests between rows over shared seeds
-    references: list[Reference] = field(default_factory=list)  # numbered [1], [2], ... in the table
+    references: list[Reference] = field(default_factory=list)  # of its setting; numbered [1], [2], ... in the table
     runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the board's records, any status
     incomplete: pd.DataFrame = field(default_factory=pd.DataFrame)  # not complete: listed apart, never ranked
     notes: list[Note] = field(default_factory=list)
+    cited: list[Reference] = field(default_factory=list)  # every number the table cites: `references`, then those
+    # of paper settings that reduced rows are not comparable with
+
+
+_ABSENT = object()
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as written in a config: 1 and 1.0, 1 and true differ; NaN equals NaN; absence equals only itself."""
+    if a is b:
+        return True
+    if type(a) is type(b) and (a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))):
+        return True
+    return a is not _ABSENT and b is not _ABSENT and json.dumps(a, default=str) == json.dumps(b, default=str)
 
 
 def varied_keys(configs: list[dict[str, Any]]) -> list[str]:
     """Flat config keys whose value (absence counts as a value) is not the same in every config."""
-    keys = sorted(set().union(*configs)) if configs else []
-    return [k for k in keys if len({json.dumps(c.get(k, "<absent>"), default=str) for c in configs}) > 1]
+    if not configs:
+        return []
+    first = configs[0]
+    return [k for k in sorted(set().union(*configs))
+            if any(not same_value(c.get(k, _ABSENT), first.get(k, _ABSENT)) for c in configs)]
 
 
 def describe(config: dict[str, Any], keys: list[str]) -> str:
@@ -81,14 +106,14 @@ def fmt_mean_std(mean: float, std: float, n: int, digits: int) -> str:
     return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
-def fmt_count(value: float) -> str:
-    """1365514 -> 1.37M, 361994 -> 362K; throughput alike."""
+def fmt_count(value: float, digits: int = 3) -> str:
+    """1365514 -> 1.37M, 361994 -> 362K (`digits` significant digits); throughput alike."""
     if value is None or not math.isfinite(value):
         return "—"
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(value) >= size:
-            return f"{value / size:.3g}{suffix}"
-    return f"{value:.3g}"
+            return f"{value / size:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
 
 
 def fmt_bytes(value: float) -> str:
@@ -101,34 +126,66 @@ def fmt_bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
-NOT_COMPLETE = ("failed", "oom", "preempted", "diverged")
+# A record's states other than complete, by the names `python -m harness.sweep status` gives them and in its order
+# (diverged, which it does not count, last); a state not named here is listed after them by its own name.
+NOT_COMPLETE = ("failed", "oom", "preempted", "cancelled", "diverged")
 NO_PUBLISHED = "no published number for this setting"
+NOT_COMPARABLE = "paper's number (not comparable)"
 
 
 def status_text(statuses: list[str], missing_seeds: list[Any]) -> str:
-    """'3 complete', or '2 complete, failed (1), diverged (1), no record for seed 2'."""
-    counts = pd.Series(statuses, dtype=object).value_counts()
-    parts = [f"{counts.get('complete', 0)} complete"]
-    parts += [f"{s} ({counts[s]})" for s in NOT_COMPLETE if counts.get(s, 0)]
+    """'3 complete', or '2 complete, failed (1), cancelled (1), no record for seed 2'."""
+    counts = Counter(str(s) for s in statuses)
+    parts = [f"{counts.pop('complete', 0)} complete"]
+    parts += [f"{s} ({counts[s]})" for s in [*NOT_COMPLETE, *sorted(set(counts) - set(NOT_COMPLETE))] if counts[s]]
     if missing_seeds:
         parts.append("no record for seed " + ", ".join(str(s) for s in missing_seeds))
     return ", ".join(parts)
 
 
-def _row(label: str, model: str, runs: pd.DataFrame, scale: float, all_seeds: list[Any]) -> dict[str, Any]:
-    done = runs[runs["status"] == "complete"]
-    test = summarize(done["test"] * scale)
-    val = summarize(done["val"] * scale)
-    seeds = sorted(set(runs["seed"].dropna()))
+def expected_seeds(runs: pd.DataFrame) -> dict[str, set[Any]]:
+    """Sweep group -> the seeds its runs have: what a configuration of that sweep was run for."""
+    out: dict[str, set[Any]] = {}
+    for sweep, sweep_id, seed in zip(runs["sweep"], runs["sweep_id"], runs["seed"], strict=True):
+        group = sweep_group(sweep, sweep_id)
+        if group is not None:
+            out.setdefault(group, set()).add(seed)
+    return out
+
+
+Run = dict[str, Any]  # one record's row of `load` (plain dicts here: a board of 10,000 rows stays fast)
+
+
+def _missing(runs: list[Run], expected: dict[str, set[Any]]) -> list[Any]:
+    """The seeds the sweeps of a configuration's runs asked for and no record of it has (none for a lone run)."""
+    asked: set[Any] = set()
+    for run in runs:
+        asked |= expected.get(sweep_group(run["sweep"], run["sweep_id"]) or "", set())
+    return sorted(asked - {run["seed"] for run in runs})
+
+
+def _finite(values: list[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(v)]
+
+
+def _row(label: str, runs: list[Run], scale: float, expected: dict[str, set[Any]]) -> dict[str, Any]:
+    """The numbers of one configuration's row (store units times `scale` for the metric)."""
+    done = [r for r in runs if r["status"] == "complete"]
+    test = summarize([r["test"] * scale for r in done])
+    val = summarize([r["val"] * scale for r in done])
+    params = _finite([r["params"] for r in runs])
+    speeds: dict[str, list[float]] = {}
+    for r in done:
+        for v in _finite([r["train_tokens_per_s"]]):
+            speeds.setdefault(r["machine"], []).append(v)
     return {
-        "label": label, "model": model, "config_key": runs["config_key"].iloc[0],
+        "label": label, "model": str(runs[0]["model"]), "config_key": runs[0]["config_key"],
         "n": test.n, "mean": test.mean, "std": test.std, "ci95": test.ci95,
         "val_n": val.n, "val_mean": val.mean, "val_std": val.std,
-        "params": runs["params"].dropna().median() if runs["params"].notna().any() else math.nan,
-        "train_tokens_per_s": done["train_tokens_per_s"].mean(),
-        "train_samples_per_s": done["train_samples_per_s"].mean(),
-        "n_runs": len(runs), "status": status_text(list(runs["status"]), [s for s in all_seeds if s not in seeds]),
-        "test_by_seed": {s: v * scale for s, v in zip(done["seed"], done["test"], strict=True)},
+        "params": statistics.median(params) if params else math.nan,
+        "tokens_per_s_by_machine": {m: sum(v) / len(v) for m, v in speeds.items()},
+        "n_runs": len(runs), "status": status_text([r["status"] for r in runs], _missing(runs, expected)),
+        "test_by_seed": {r["seed"]: r["test"] * scale for r in done},
     }
 
 
@@ -137,23 +194,36 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
     labels = pd.Series(index=runs.index, dtype=object)
     for model, of_model in runs.groupby("model", sort=True, dropna=False):
         keys = varied_keys(list(of_model.drop_duplicates("config_key")["flat_config"]))
-        for i, run in of_model.iterrows():
-            labels[i] = str(model) if not keys else f"{model} ({describe(run['flat_config'], keys)})"
+        labels[of_model.index] = [str(model) if not keys else f"{model} ({describe(config, keys)})"
+                                  for config in of_model["flat_config"]]
     return labels
 
 
-def _compared(row: dict[str, Any], runs: pd.DataFrame, task: str, catalog: Catalog,
-              refs: list[Reference]) -> dict[str, Any]:
-    """The row's published number (of its exact setting, among the board's `refs`), its settings against the
-    paper's, and Δ when both hold."""
-    config = runs["flat_config"].iloc[0]
+def _compared(row: dict[str, Any], runs: list[Run], task: str, catalog: Catalog, refs: list[Reference],
+              metric: str | None) -> dict[str, Any]:
+    """The row's settings against the paper's; at paper settings its published number (of its exact setting, among
+    the board's `refs`) and Δ; otherwise the paper's number it is not comparable with (`other`), if any."""
+    config = runs[0]["flat_config"]
     ref = published_for(refs, task, row["model"], config)
-    check = paper.check(task, row["model"], config, list(runs["data_sizes"]), ref.preset if ref else None,
+    check = paper.check(task, row["model"], config, [r["data_sizes"] for r in runs], ref.preset if ref else None,
                         catalog.datasets.get(task, {}))
-    comparable = ref is not None and check.at_paper
-    return {"ref": ref, "settings": check, "ref_label": ref.label if ref else None,
+    other = None
+    if not check.at_paper:
+        other = ref or _preset_number(task, row["model"], check, catalog, metric)
+        ref = None
+    return {"ref": ref, "other_ref": other, "settings": check, "ref_label": ref.label if ref else None,
             "ref_value": ref.value if ref else math.nan, "ref_verified": ref.verified if ref else None,
-            "delta": row["mean"] - ref.value if comparable else math.nan}
+            "other_value": other.value if other else math.nan,
+            "delta": row["mean"] - ref.value if ref is not None else math.nan}
+
+
+def _preset_number(task: str, model: str, check: paper.SettingCheck, catalog: Catalog,
+                   metric: str | None) -> Reference | None:
+    """The published number of the paper preset a reduced configuration was compared with (its setting's)."""
+    if check.preset is None:
+        return None
+    ref = published_for(catalog.refs, task, model, paper.preset_config(check.preset))
+    return ref if ref is not None and (metric is None or ref.metric == metric) else None
 
 
 def _reason(run: pd.Series) -> str:
@@ -164,7 +234,8 @@ def _reason(run: pd.Series) -> str:
 
 
 def not_complete(runs: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
-    """One line per run that did not complete (failed, oom, preempted, diverged): never ranked."""
+    """One line per run that did not complete (failed, oom, preempted, cancelled, diverged), by its record's state:
+    never ranked."""
     rows = [{"model": labels[i], "seed": str(run["seed"]), "status": str(run["status"]), "run id": str(run["run_id"]),
              "reason": _reason(run)}
             for i, run in runs[runs["status"] != "complete"].sort_values(["model", "seed"]).iterrows()]
@@ -200,74 +271,147 @@ def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     disp = display(metric)
     task_config = {k: v for k, v in runs["flat_config"].iloc[0].items() if k.startswith("task.")
                    and k.removeprefix("task.") not in TASK_INPUT_KEYS}
-    all_seeds = sorted(set(runs["seed"].dropna()))
+    expected = expected_seeds(runs)
     labels = run_labels(runs)
     published = [r for r in for_board(catalog.refs, task, task_config) if metric is None or r.metric == metric]
 
+    by_config: dict[str, list[Run]] = {}
+    for run, label in zip(runs.to_dict("records"), labels, strict=True):
+        by_config.setdefault(run["config_key"], []).append(run | {"label": label})
     rows = []
-    for _, same in runs.groupby("config_key", sort=True):
-        if not (same["status"] == "complete").any():
-            continue
-        row = _row(labels[same.index[0]], str(same["model"].iloc[0]), same, disp.scale, all_seeds)
-        rows.append(row | _compared(row, same, task, catalog, published))
+    for key in sorted(by_config):
+        same = by_config[key]
+        if any(r["status"] == "complete" for r in same):
+            row = _row(same[0]["label"], same, disp.scale, expected)
+            rows.append(row | _compared(row, same, task, catalog, published, metric))
     frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
     if len(frame):
         frame["_key"] = frame["mean"] * (-1 if higher else 1)
         frame = frame.sort_values(["_key", "label"]).drop(columns="_key").reset_index(drop=True)
-    notes = footnotes(published)
+    cited = published + list({id(r): r for r in frame["other_ref"] if isinstance(r, Reference)
+                              and r not in published}.values())
+    machines = sorted({m for by in frame["tokens_per_s_by_machine"] for m in by})
+    notes = footnotes(cited, len(published))
     notes += [Note(f"{r['label']}: {r['settings'].describe()}") for _, r in frame.iterrows()
               if not r["settings"].at_paper]
+    notes += throughput_notes(machines)
     notes += version_notes(runs, labels)
-    return Board(task, title, task_config, metric, higher, frame, format_table(frame, published, disp, higher),
-                 comparisons(frame), published, runs, not_complete(runs, labels), notes)
+    pairs, pair_note = comparisons(frame)
+    notes += pair_note
+    table = format_table(frame, published, cited, machines, disp, higher)
+    return Board(task, title, task_config, metric, higher, frame, table, pairs, published, runs,
+                 not_complete(runs, labels), notes, cited)
 
 
 ROW_COLUMNS = ["label", "model", "config_key", "n", "mean", "std", "ci95", "val_n", "val_mean", "val_std", "params",
-               "train_tokens_per_s", "train_samples_per_s", "n_runs", "status", "test_by_seed", "ref", "settings",
-               "ref_label", "ref_value", "ref_verified", "delta"]
+               "tokens_per_s_by_machine", "n_runs", "status", "test_by_seed", "ref", "other_ref", "settings",
+               "ref_label", "ref_value", "ref_verified", "other_value", "delta"]
 
 
-def format_table(frame: pd.DataFrame, refs: list[Reference], disp: Display, higher: bool) -> pd.DataFrame:
+def machine_columns(machines: list[str]) -> dict[str, str]:
+    """Machine -> its throughput column: one column when every run of the board ran on one machine, else one per
+    machine, lettered (the notes say which is which)."""
+    if len(machines) <= 1:
+        return {m: "train tokens/s" for m in machines}
+    return {m: f"train tokens/s, machine {_letter(i)}" for i, m in enumerate(machines)}
+
+
+def _letter(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else f"{chr(ord('A') + i // 26 - 1)}{chr(ord('A') + i % 26)}"
+
+
+def throughput_notes(machines: list[str]) -> list[Note]:
+    """Which machine each throughput column is, and what a CPU's rate depends on."""
+    if not machines:
+        return []
+    if machines == [UNRECORDED]:
+        text = ("train tokens/s: the records do not name the machine that measured them, so rates compare only if "
+                "you know they came from one machine and thread count")
+    elif len(machines) == 1:
+        text = f"train tokens/s: every run measured on one machine ({machines[0]})"
+    else:
+        text = ("train tokens/s: one column per machine, each the mean over that machine's runs only (rates from "
+                "different machines or thread counts are not compared): "
+                + "; ".join(f"machine {_letter(i)} = {m}" for i, m in enumerate(machines)))
+    if any(m.startswith("CPU ") for m in machines):
+        text += (". On a CPU the rate also depends on what else ran on the host at the time (its load is not "
+                 "recorded): compare CPU rates measured on an idle machine only")
+    return [Note(text + ".")]
+
+
+def format_table(frame: pd.DataFrame, refs: list[Reference], cited: list[Reference], machines: list[str],
+                 disp: Display, higher: bool) -> pd.DataFrame:
+    """Display strings: our rows, ranked, then the published rows of the board's setting (`refs`). `cited`: every
+    number the table refers to, numbered as its footnotes."""
     arrow = "↑" if higher else "↓"
     metric_col, d = f"test {disp.name} {arrow}", disp.digits
+    speed = machine_columns(machines)
+    other_col = frame["other_ref"].map(lambda r: isinstance(r, Reference)).any() if len(frame) else False
+    number = {id(ref): i + 1 for i, ref in enumerate(cited)}  # footnotes: see `footnotes`
     out = []
-    number = {ref.label: i + 1 for i, ref in enumerate(refs)}  # footnotes: see `footnotes`
     for _, r in frame.iterrows():
         ref = r["ref"] if isinstance(r["ref"], Reference) else None  # pandas turns a missing one into NaN
-        published = NO_PUBLISHED if ref is None else f"{fmt(ref.value, d)} [{number[ref.label]}]"
+        other = r["other_ref"] if isinstance(r["other_ref"], Reference) else None
+        published = f"{fmt(ref.value, d)} [{number[id(ref)]}]" if ref else ("—" if other else NO_PUBLISHED)
         # A difference from a number nobody could read at its source is labelled as such, like the number.
         delta = "—" if not math.isfinite(r["delta"]) else f"{r['delta']:+.{d}f}" + (
             "" if ref is None or ref.verified else " (unverified)")
-        out.append({
+        cells = {
             "model": r["label"], "settings": r["settings"].label, "status": r["status"], "n": str(r["n"]),
             metric_col: fmt_mean_std(r["mean"], r["std"], r["n"], d),
             "95% CI": "—" if not math.isfinite(r["ci95"]) else f"[{fmt(r['mean'] - r['ci95'], d)}, "
                                                              f"{fmt(r['mean'] + r['ci95'], d)}]",
             f"val {disp.name}": fmt_mean_std(r["val_mean"], r["val_std"], r["val_n"], d),
-            "params": fmt_count(r["params"]), "train tokens/s": fmt_count(r["train_tokens_per_s"]),
+            "params": fmt_count(r["params"]),
+            **{col: fmt_count(r["tokens_per_s_by_machine"].get(m, math.nan)) for m, col in speed.items()},
             "published": published, "Δ vs published": delta,
-        })
+        }
+        if other_col:
+            cells[NOT_COMPARABLE] = f"{fmt(other.value, d)} [{number[id(other)]}]" if other else ""
+        out.append(cells)
     for ref in refs:
         value = fmt(ref.value, d) + ("" if ref.split == "test" else f" ({ref.split})")
-        out.append({
-            "model": f"published: {ref.label}", "settings": str(ref.preset or ""),
-            "status": "published" if ref.verified else "published, unverified", "n": "", metric_col: value,
-            "95% CI": "", f"val {disp.name}": "", "params": ref.params or "—", "train tokens/s": "",
-            "published": f"[{number[ref.label]}]", "Δ vs published": "",
-        })
+        cells = {"model": f"published: {ref.label}", "settings": str(ref.preset or ""),
+                 "status": "published" if ref.verified else "published, unverified", "n": "", metric_col: value,
+                 "95% CI": "", f"val {disp.name}": "", "params": ref.params or "—", **dict.fromkeys(speed.values(), ""),
+                 "published": f"[{number[id(ref)]}]", "Δ vs published": ""}
+        if other_col:
+            cells[NOT_COMPARABLE] = ""
+        out.append(cells)
     return pd.DataFrame(out)
 
 
-def footnotes(refs: list[Reference]) -> list[Note]:
-    """The sources of a board's published numbers, numbered as in its table."""
+def footnotes(cited: list[Reference], n_board: int) -> list[Note]:
+    """The sources of the numbers a board's table cites, numbered as in the table: first the published numbers of
+    its setting (`n_board` of them), then those of paper settings its reduced rows are not comparable with."""
     return [Note(f"{ref.label}: {ref.cite()}" + ("" if ref.verified else "; unverified")
-                 + (f". {ref.note}" if ref.note else ""), marker=f"[{i + 1}]") for i, ref in enumerate(refs)]
+                 + (f". {ref.note}" if ref.note else "")
+                 + ("" if i < n_board else ". Measured at the paper's settings: not comparable with the reduced rows "
+                                           "that show it, so no Δ"), marker=f"[{i + 1}]")
+            for i, ref in enumerate(cited)]
 
 
-def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
-    """Paired t-tests over shared seeds for every pair of rows of one board with >= 2 shared seeds."""
+ALL_PAIRS_UP_TO = 20  # rows with two seeds or more; beyond, each row is tested against the next one in the ranking
+PAIR_COLUMNS = ["A", "B", "shared seeds", "mean A - B", "t", "p", "verdict"]
+
+
+def candidate_pairs(frame: pd.DataFrame) -> tuple[list[tuple[int, int]], bool]:
+    """(pairs of row positions to test, whether every pair was taken). Only rows with two seeds or more can share
+    two seeds, so a board of single-seed rows has no pair to look at (not n^2 of them); past ALL_PAIRS_UP_TO such
+    rows, neighbours in the ranking only."""
+    multi = [i for i, seeds in enumerate(frame["test_by_seed"]) if len(seeds) >= 2]
+    if len(multi) <= ALL_PAIRS_UP_TO:
+        return list(combinations(multi, 2)), True
+    return list(zip(multi, multi[1:], strict=False)), False
+
+
+def comparisons(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]]:
+    """Paired t-tests over shared seeds between rows of one board with >= 2 shared seeds, and a note when only
+    neighbours in the ranking were compared."""
+    pairs, every = candidate_pairs(frame)
     out = []
-    for (_, a), (_, b) in combinations(frame.iterrows(), 2):
+    for i, j in pairs:
+        a, b = frame.iloc[i], frame.iloc[j]
         test = paired(a["test_by_seed"], b["test_by_seed"])
         if test.n < 2:
             continue
@@ -275,7 +419,9 @@ def comparisons(frame: pd.DataFrame) -> pd.DataFrame:
                     "mean A - B": round(test.mean_diff, 10), "t": test.t, "p": test.p,
                     "verdict": "beyond noise (p < 0.05)" if test.significant
                     else ("undefined (identical differences)" if not math.isfinite(test.p) else "within noise")})
-    return pd.DataFrame(out, columns=["A", "B", "shared seeds", "mean A - B", "t", "p", "verdict"])
+    note = [] if every else [Note(f"Paired t-tests: more than {ALL_PAIRS_UP_TO} rows have two seeds or more, so each "
+                                  "is tested against the next one in the ranking only, not against every other row.")]
+    return pd.DataFrame(out, columns=PAIR_COLUMNS), note
 
 
 def boards(runs: pd.DataFrame, catalog: Catalog) -> list[Board]:

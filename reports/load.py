@@ -30,9 +30,10 @@ TASK_LOCATION_KEYS = ("name", "root", "download", "cache_dir", "hf_cache_dir", "
 TASK_INPUT_KEYS = ("l_max", "pad_to_max", "append_eos", "allow_unk", "norm", "augment", "normalize", "resample")
 
 RUN_COLUMNS = [
-    "run_id", "sweep", "task", "model", "seed", "status", "metric", "higher_is_better", "val", "test",
+    "run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "metric", "higher_is_better", "val", "test",
     "best_epoch", "params", "train_samples_per_s", "train_tokens_per_s", "peak_bytes", "wall_s", "error",
     "config", "flat_config", "config_key", "task_variant", "history", "data_sizes", "versions",
+    "machine",
 ]
 VERSIONED = ("model", "task", "harness")  # a record's `versions`: the code versions of each (harness.versions)
 BENCH_COLUMNS = [
@@ -86,6 +87,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": record.get("run_id"),
         "sweep": record.get("sweep"),
+        "sweep_id": record.get("sweep_id"),  # one sweep invocation; None for a run outside any (and old records)
         "task": record.get("task") or flat.get("task.name"),
         "model": record.get("model"),
         "seed": record.get("seed"),
@@ -108,6 +110,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "history": history if isinstance(history, list) else [],
         "data_sizes": sizes if isinstance(sizes := _section(record, "data").get("sizes"), dict) else None,
         "versions": {k: _section(record, "versions").get(k) for k in VERSIONED},
+        "machine": machine(_section(record, "env")),
     }
 
 
@@ -137,6 +140,43 @@ def bench_row(record: dict[str, Any]) -> dict[str, Any]:
         "env": _section(record, "env"),
         "bench_config": _section(_section(record, "config"), "bench"),
     }
+
+
+# What `platform.processor() or platform.machine()` gives for a CPU: a record whose device is one of these ran on
+# the CPU (harness.env), and its speed depends on the host and the threads it had.
+CPU_NAMES = {"", "x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "arm", "ppc64le", "s390x", "riscv64"}
+
+
+def is_cpu(device: Any) -> bool:
+    return isinstance(device, str) and device.lower() in CPU_NAMES
+
+
+UNRECORDED = "not recorded"
+
+
+def machine(env: dict[str, Any]) -> str:
+    """The machine a run's speed was measured on: the GPU's name, or for a CPU its host and thread count (a CPU
+    run's speed is that host's, with those threads); UNRECORDED for a record without its environment."""
+    device = env.get("device")
+    if device is None:
+        return UNRECORDED
+    if not is_cpu(device):
+        return str(device)
+    threads = env.get("torch_threads")
+    return f"CPU {device or '?'} on {env.get('host', '?')}, {threads if threads is not None else '?'} threads"
+
+
+DEFAULT_SWEEP = "default"  # harness.config.RunConfig.sweep when none is given
+
+
+def sweep_group(sweep: Any, sweep_id: Any) -> str | None:
+    """The sweep a run was asked for in: its invocation (sweep_id), else a sweep name given by hand (or an old
+    record's, which has no sweep_id); None for a run outside any sweep under the default name: asked for alone."""
+    if isinstance(sweep_id, str) and sweep_id:
+        return f"id:{sweep_id}"
+    if isinstance(sweep, str) and sweep and sweep != DEFAULT_SWEEP:
+        return f"name:{sweep}"
+    return None
 
 
 def _is_seed(value: Any) -> bool:

@@ -5,7 +5,8 @@ with Hydra exactly as `python run.py +experiment=<name>` would. A configuration 
 key of its config that decides the result equals the preset's, and its records' data sizes equal the sizes the
 published numbers were measured on (`datasets` in references.yaml): a run on a 40-row copy of ListOps is
 reduced whatever its config says. Keys that do not decide the result: the seed (a leaderboard row is a mean over
-seeds), where data is read from, and the evaluation batch size.
+seeds), where data is read from, and the evaluation batch size. A data size its records do not state is not a
+difference but an unknown: such a configuration is "unconfirmed", never "paper", and gets no Δ.
 """
 
 from __future__ import annotations
@@ -44,24 +45,32 @@ class SettingCheck:
 
     preset: Preset | None
     differences: tuple[Difference, ...] = ()
+    unknown: tuple[str, ...] = ()  # what the records do not state (a data size), so cannot be compared
 
     @property
     def at_paper(self) -> bool:
-        return self.preset is not None and not self.differences
+        return self.preset is not None and not self.differences and not self.unknown
 
     @property
     def label(self) -> str:
-        return "no paper preset" if self.preset is None else ("paper" if self.at_paper else "reduced")
+        if self.preset is None:
+            return "no paper preset"
+        return "reduced" if self.differences else ("unconfirmed" if self.unknown else "paper")
 
     def describe(self, most: int = 4) -> str:
-        """'paper (s4d_listops)', or the first differences: 'reduced against s4d_listops: train.epochs 2 (paper 40)'."""
+        """'paper (s4d_listops)', or the first differences: 'reduced against s4d_listops: train.epochs 2 (paper 40)',
+        and what the records do not state."""
         if self.preset is None:
             return "no paper preset for this task and model"
         if self.at_paper:
             return f"paper ({self.preset})"
+        unknown = f"not recorded, so not compared: {', '.join(self.unknown)}" if self.unknown else ""
+        if not self.differences:
+            return f"unconfirmed against {self.preset}: its config is the paper's, but {unknown}"
         shown = "; ".join(str(d) for d in self.differences[:most])
         more = len(self.differences) - most
-        return f"reduced against {self.preset}: {shown}" + (f"; and {more} more" if more > 0 else "")
+        return (f"reduced against {self.preset}: {shown}" + (f"; and {more} more" if more > 0 else "")
+                + (f" ({unknown})" if unknown else ""))
 
 
 _ABSENT = object()
@@ -126,15 +135,27 @@ def compare(config: dict[str, Any], sizes: Iterable[dict[str, int] | None], pres
     paper = preset_config(preset)
     keys = (set(config) | set(paper)) - IGNORED
     diffs = [Difference(k, config.get(k, _ABSENT), paper.get(k, _ABSENT)) for k in keys
-             if json.dumps(config.get(k, None), default=str) != json.dumps(paper.get(k, None), default=str)
-             or (k in config) != (k in paper)]
+             if not _same(config.get(k, _ABSENT), paper.get(k, _ABSENT))]
+    unknown = []
+    sizes = list(sizes)
     for split, n in paper_sizes.items():
-        seen = sorted({(s or {}).get(split) for s in sizes}, key=lambda v: (v is None, v if v is not None else 0))
-        if seen != [n]:
-            ours = ", ".join("not recorded" if v is None else str(v) for v in seen)
-            diffs.append(Difference(f"data {split} size", ours, n))
+        seen = {(s or {}).get(split) for s in sizes}
+        recorded = sorted(v for v in seen if v is not None)
+        if recorded and recorded != [n]:
+            diffs.append(Difference(f"data {split} size", ", ".join(map(str, recorded)), n))
+        if None in seen:
+            unknown.append(f"data {split} size")
     diffs.sort(key=lambda d: _order("data" if d.key.startswith("data ") else d.key))
-    return SettingCheck(preset, tuple(diffs))
+    return SettingCheck(preset, tuple(diffs), tuple(unknown))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as the config would be written (1 and 1.0, 1 and true differ); `_ABSENT` equals only itself."""
+    if a is b:
+        return True
+    if type(a) is type(b) and a == b:
+        return True
+    return a is not _ABSENT and b is not _ABSENT and json.dumps(a, default=str) == json.dumps(b, default=str)
 
 
 def check(task: str, model: str, config: dict[str, Any], sizes: list[dict[str, int] | None],
@@ -143,4 +164,4 @@ def check(task: str, model: str, config: dict[str, Any], sizes: list[dict[str, i
     closest preset of the same task and model, if any."""
     candidates = [preset] if preset is not None else list(presets_by_pair().get((task, model), ()))
     checks = [compare(config, sizes, p, paper_sizes) for p in candidates]
-    return min(checks, key=lambda c: len(c.differences)) if checks else SettingCheck(None)
+    return min(checks, key=lambda c: (len(c.differences), len(c.unknown))) if checks else SettingCheck(None)

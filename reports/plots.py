@@ -21,11 +21,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FixedLocator,
+    Formatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from reports.leaderboard import Board, display, run_labels  # noqa: E402
+from harness.files import atomic_write  # noqa: E402
+from reports.leaderboard import Board, display, fmt_count, run_labels  # noqa: E402
 
 DPI = 100
 GIB = 2**30
@@ -56,11 +66,17 @@ def _wrap(title: str, width: int = 80) -> str:
     return "\n".join(textwrap.wrap(title, width))
 
 
+def _theme() -> None:
+    # Names come from records (models, folders, config values): a `$` in one is text, never mathtext to parse.
+    sns.set_theme(style="whitegrid", rc={"text.parse_math": False})
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -80,7 +96,7 @@ def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
     figures: list[Figure] = []
     if bench.empty:
         return figures
-    sns.set_theme(style="whitegrid")
+    _theme()
     models = sorted(bench["model"].dropna().astype(str).unique())
     styles = _styles(models)
     shift = {m: 2 ** (DODGE * (i - (len(models) - 1) / 2)) for i, m in enumerate(models)}
@@ -105,9 +121,12 @@ def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
                                zorder=5)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            pow2_axis(ax.xaxis)
             if column == "peak_bytes":  # GiB read as plain numbers (2, 3, 10), not as 2 x 10^0
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "1235" else ""))
+            else:
+                count_axis(ax.yaxis)
             ax.set_xlabel("sequence length L")
             ax.set_ylabel(ylabel)
             handles, labels = ax.get_legend_handles_labels()
@@ -144,53 +163,129 @@ def clipped_error(mean: float, std: float, low: float, high: float) -> tuple[flo
     return max(0.0, min(std, mean - low)), max(0.0, min(std, high - mean))
 
 
+MAX_LABELLED = 12  # configurations with a legend entry each; past it, one entry per model
+MAX_CURVES = 8  # configurations drawn in a training-curves figure: the best ranked
+MAX_SEEDS = 5  # seeds drawn per configuration there: the lowest
+
+
 def metric_vs_params(board: Board, out: Path) -> Figure | None:
     """Our mean test metric (± 1 sample std over seeds, clipped to the metric's range) against parameter count,
-    with published points where the paper gives a count."""
+    with published points where the paper gives a count. Past MAX_LABELLED configurations, colour and marker tell
+    the models apart (one legend entry each) instead of the configurations."""
     rows = board.rows[board.rows["params"].notna() & board.rows["mean"].notna()]
     refs = [(r, parse_params(r.params)) for r in board.references if r.split == "test"]
     refs = [(r, p) for r, p in refs if math.isfinite(p)]
     if rows.empty and not refs:
         return None
-    sns.set_theme(style="whitegrid")
+    _theme()
     disp = display(board.metric)
     low, high = RANGES.get(board.metric or "", (-math.inf, math.inf))
     fig, ax = plt.subplots(figsize=(10, 4.4))
-    styles = _styles(sorted(set(rows["label"])))
+    each = len(rows) <= MAX_LABELLED
+    series = rows["label"] if each else rows["model"]
+    styles = _styles(sorted(set(series)))
     colors = _palette(sorted(set(rows["model"]) | {str(r.model) for r, _ in refs}))
     # Configurations of one parameter count (e.g. two S4D inits) would hide each other: spread them apart a little.
     rank = rows.groupby("params").cumcount()
     count = rows.groupby("params")["params"].transform("size")
-    for i, r in rows.iterrows():
-        below, above = clipped_error(r["mean"], r["std"], low, high)
-        x = r["params"] * 2 ** (DODGE * (rank[i] - (count[i] - 1) / 2))
-        ax.errorbar(x, r["mean"], yerr=[[below], [above]], fmt=styles[r["label"]]["marker"], capsize=4,
-                    markersize=7, color=styles[r["label"]]["color"], label=f"{r['label']} (n={r['n']})")
+    x = rows["params"] * 2 ** (DODGE * (rank - (count - 1) / 2))
+    errors = np.array([clipped_error(m, s, low, high) for m, s in zip(rows["mean"], rows["std"], strict=True)])
+    for name in sorted(set(series)):
+        mine = (series == name).to_numpy()
+        n = rows.loc[mine, "n"]
+        label = f"{name} (n={n.iloc[0]})" if each else f"{name} ({mine.sum()} configurations)"
+        ax.errorbar(x[mine], rows.loc[mine, "mean"], yerr=errors[mine].T if len(errors) else None, linestyle="",
+                    marker=styles[name]["marker"], capsize=4 if each else 0, markersize=7 if each else 4,
+                    color=styles[name]["color"], alpha=1.0 if each else 0.6, label=label)
     for ref, p in refs:
         ax.scatter(p, ref.value, marker="D", facecolors="none", edgecolors=colors[str(ref.model)], s=60,
                    label=f"published: {ref.label}")
     ax.set_xscale("log")
+    count_axis(ax.xaxis)
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"test {disp.name}")
     ax.set_title(_wrap(board.title, 70), fontsize=10)
     bound = "" if not math.isfinite(high) else f", clipped to [{low:g}, {high:g}]"
     ax.legend(fontsize=7, title=f"error bars: ± 1 sample std over seeds{bound}", title_fontsize=7,
               loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    caption = (f"{board.title}: mean test {disp.name} over seeds against parameters. Error bars: ± 1 sample "
-               f"standard deviation over seeds (none for n = 1){bound}. Configurations with the same parameter "
-               "count are spread slightly along x. Hollow diamonds: published numbers that give a parameter count.")
+    caption = (f"{board.title}: mean test {disp.name} over seeds against parameters"
+               + ("" if each else f", one point per configuration ({len(rows)}), colour and marker per model")
+               + f". Error bars: ± 1 sample standard deviation over seeds (none for n = 1){bound}. Configurations "
+               "with the same parameter count are spread slightly along x. Hollow diamonds: published numbers that "
+               "give a parameter count.")
     return Figure(f"{board.title}: test metric against parameters", _save(fig, out / f"params_{slug(board.title)}.png"),
                   caption)
 
 
+def count_labels(ticks: list[float]) -> list[str]:
+    """11400 -> 11.4K, as in the tables, with as many digits as it takes for neighbouring ticks to differ."""
+    for digits in range(3, 9):
+        labels = [fmt_count(t, digits) for t in ticks]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def count_axis(axis: Axis) -> None:
+    """Ticks of a logarithmic count axis that read as the tables do (1.37M, 362K) and never overlap: powers of ten
+    where the data spans a decade or more, else a few evenly spaced values (11.4K, 11.6K, 11.8K)."""
+    low, high = axis.get_view_interval()
+    if low <= 0 or high / low >= 10:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0,) if low <= 0 or high / low >= 1000 else (1.0, 2.0, 5.0)))
+    else:
+        axis.set_major_locator(FixedLocator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)))
+    axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(CountFormatter())
+
+
+class CountFormatter(Formatter):
+    """Tick labels as counts (`count_labels`), decided for all ticks together so that none repeats."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return fmt_count(x)
+
+    def format_ticks(self, values: list[float]) -> list[str]:
+        return count_labels(list(values))
+
+
+SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+def pow2_axis(axis: Axis) -> None:
+    """Powers of two written 2¹⁰ (plain text: mathtext is off), at most about eight of them."""
+    axis.set_major_locator(LogLocator(base=2, numticks=8))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"2{str(round(math.log2(v))).translate(SUPERSCRIPT)}"
+                                           if v > 0 else ""))
+
+
+def curve_runs(board: Board, runs: pd.DataFrame, labels: pd.Series) -> tuple[pd.DataFrame, str]:
+    """The runs a training-curves figure draws: those with a history, of the MAX_CURVES best-ranked configurations,
+    at most MAX_SEEDS seeds each (the lowest); and what the caption says about the rest, if anything is left out."""
+    runs = runs[runs["history"].map(len) > 0]
+    drawn = set(labels[runs.index])
+    ranked = [c for c in board.rows["label"] if c in drawn] if len(board.rows) else []
+    ranked += sorted(drawn - set(ranked))  # with a history but no complete run: last
+    shown = ranked[:MAX_CURVES]
+    runs = runs[labels[runs.index].isin(shown)]
+    kept = runs.groupby(labels[runs.index], group_keys=False).apply(lambda g: g.nsmallest(MAX_SEEDS, "seed"))
+    left = []
+    if len(ranked) > len(shown):
+        left.append(f"the {len(shown)} best-ranked of {len(ranked)} configurations")
+    if len(kept) < len(runs):
+        left.append(f"at most {MAX_SEEDS} seeds of each (the lowest)")
+    return kept, (f" Shown: {' and '.join(left)}." if left else "")
+
+
 def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | None:
     """Train loss and validation metric per epoch, one line per run: colour and marker per configuration, line style
-    per seed, a marker on every epoch (so a one-epoch run is a visible point)."""
+    per seed, a marker on every epoch (so a one-epoch run is a visible point). A large board draws its best-ranked
+    configurations only (`curve_runs`)."""
     labels = run_labels(runs)
-    runs = runs[runs["history"].map(len) > 0]
+    runs, shown = curve_runs(board, runs, labels)
     if runs.empty:
         return None
-    sns.set_theme(style="whitegrid")
+    _theme()
     disp = display(board.metric)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
     configs = sorted(set(labels[runs.index]))
@@ -222,5 +317,5 @@ def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | Non
     caption = (f"{board.title}: train loss and validation {disp.name} per epoch, one line per run (not a mean): "
                "colour and marker = configuration, line style = seed; a marker at each epoch (at every k-th epoch "
                "when a run has more than 25); configurations are shifted by up to ±0.06 epoch so that equal values "
-               "stay apart.")
+               f"stay apart.{shown}")
     return Figure(f"{board.title}: training curves", _save(fig, out / f"curves_{slug(board.title)}.png"), caption)

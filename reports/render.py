@@ -24,10 +24,17 @@ LATEX_SPECIAL = {
     "→": r"$\rightarrow$", "…": r"\ldots{}", "’": "'", "‘": "`", "“": "``", "”": "''", "π": r"$\pi$",
     "µ": r"$\mu$", "−": r"$-$", "·": r"$\cdot$", "²": r"$^2$", "√": r"$\surd$", "\u00a0": "~",
 }
-# Markdown punctuation that can start markup (emphasis, code, links, tables, headings, strike-through). An
-# underscore inside a word (d_model, fwd_bwd) starts nothing (CommonMark's flanking rules): left as it is.
-MD_SPECIAL = set("\\`*_[]|#~")
-MD_ENTITIES = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+# Markdown characters escaped (with a backslash) only where they would start markup under CommonMark and GFM, so
+# that the raw file reads as plain text too (`p < 0.05`, `[32.0, 41.9]`, `d_model`, not `p &lt; 0.05`):
+# always: ` * | ~ # (code, emphasis, table cells, strike-through, a heading's closing #s); an underscore next to a
+# non-word character (emphasis; inside a word, as in d_model, it starts nothing); a backslash before punctuation or
+# at the end (an escape, a line break); < before a letter, / ! or ? (an HTML tag or an autolink); ] before ( [ or :
+# (a link or a reference); & that spells an entity (&amp;); a newline (a new block).
+MD_MARKUP = re.compile(r"[`*|~#]|(?<![^\W_])_|_(?![^\W_])|\\(?=[!-/:-@\[-`{-~]|$)|<(?=[A-Za-z/!?])|\](?=[(\[:])"
+                       r"|&(?=#?[A-Za-z0-9]+;)|\n")
+# At the start of a block (a paragraph, a list item), also what opens another block: a quote, a list, a setext
+# underline, a numbered list (`1.` or `1)`).
+MD_BLOCK_START = re.compile(r"[>+=-]|\d{1,9}(?=[.)])")
 
 
 @dataclass(frozen=True)
@@ -55,17 +62,17 @@ def _pieces(text: str) -> list[tuple[bool, str]]:
     return [p for p in [*out, (False, text[at:])] if p[1]]
 
 
-def md_escape(text: str) -> str:
-    """Plain text as Markdown that renders as the same text (URLs become autolinks)."""
+def md_escape(text: str, block: bool = False) -> str:
+    """Plain text as Markdown that renders as the same text and reads as it in the raw file (URLs become
+    autolinks). `block`: the text starts a block (a paragraph, a list item), so what would open another is escaped."""
     def plain(s: str) -> str:
-        def one(i: int, ch: str) -> str:
-            if ch == "_" and 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum():
-                return ch
-            return "\\" + ch if ch in MD_SPECIAL else MD_ENTITIES.get(ch, ch)
+        return MD_MARKUP.sub(lambda m: " " if m.group() == "\n" else "\\" + m.group(), s)
 
-        return "".join(one(i, ch) for i, ch in enumerate(s)).replace("\n", " ")
-
-    return "".join(f"<{p}>" if is_url else plain(p) for is_url, p in _pieces(text))
+    out = "".join(f"<{p}>" if is_url else plain(p) for is_url, p in _pieces(text))
+    if block and (start := MD_BLOCK_START.match(out)):
+        at = start.end()  # before the `.` of `1.`, or after the one character that opens a block
+        out = out[:at] + "\\" + out[at:] if start.group()[0].isdigit() else "\\" + out
+    return out
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -81,12 +88,15 @@ def _powers(text: str) -> list[str | tuple[str, str]]:
     return [parts[i] if i % 3 == 0 else (parts[i], parts[i + 1]) for i in range(0, len(parts)) if i % 3 != 2]
 
 
+LATEX_TABLE = str.maketrans(LATEX_SPECIAL)
+NOT_LATIN1 = re.compile(r"[^\x00-\xff]")
+
+
 def latex_escape(text: str) -> str:
     """Plain text as LaTeX that prints as the same text. Characters the document's fonts lack (outside ASCII and
     Latin-1, and not mapped above) print as '?', rather than stopping pdflatex."""
     def plain(s: str) -> str:  # powers of two (2^10, as the benchmark names lengths) as math
-        return "".join(f"${p[0]}^{{{p[1]}}}$" if isinstance(p, tuple) else
-                       "".join(LATEX_SPECIAL.get(ch) or (ch if ord(ch) < 0x100 else "?") for ch in p)
+        return "".join(f"${p[0]}^{{{p[1]}}}$" if isinstance(p, tuple) else NOT_LATIN1.sub("?", p.translate(LATEX_TABLE))
                        for p in _powers(s))
 
     def url(s: str) -> str:  # \url inside another command's argument needs % and # escaped

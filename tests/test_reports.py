@@ -5,6 +5,7 @@ present), the HTML page in Chromium, the benchmark's tables and the output folde
 from __future__ import annotations
 
 import csv
+import html
 import math
 import re
 import shutil
@@ -14,21 +15,28 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from scipy import stats as sps
 
 from harness.errors import ConfigError, DataError
 from harness.results import Store
+from harness.sweep import classify
 from reports import build
 from reports.__main__ import main
 from reports.ablation import ablations
-from reports.build import MANIFEST
-from reports.leaderboard import NO_PUBLISHED, boards
-from reports.load import load, run_row
-from reports.plots import clipped_error
+from reports.bench import bench_tables
+from reports.bench import frame as bench_frame
+from reports.leaderboard import NOT_COMPARABLE, boards, candidate_pairs, comparisons
+from reports.load import RUN_COLUMNS, load, run_row
+from reports.output import MANIFEST
+from reports.plots import clipped_error, count_axis, count_labels
 from reports.references import load_references, published_for
+from reports.render import markdown as render_markdown
+from reports.render import md_escape
 from reports.stats import paired, summarize
 from tests.helpers import ROOT, compose_run, run_py
 
@@ -254,10 +262,12 @@ def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
                        seed, 0.2))
     b = board_of(tmp_path / "store", "listops")
     table = b.table.set_index("model")
-    footnote = [r.label for r in b.references].index("S4D-LegS") + 1
-    assert table.loc["s4d", "published"] == f"60.47 [{footnote}]" and table.loc["s4d", "settings"] == "reduced"
-    assert table.loc["s4d", "Δ vs published"] == "—"  # reduced: no Δ
-    assert table.loc["multires", "published"] == NO_PUBLISHED
+    footnote = [r.label for r in b.cited].index("S4D-LegS") + 1
+    # Reduced: the number of its setting in a column of its own, not comparable, and no Δ.
+    assert table.loc["s4d", "settings"] == "reduced" and table.loc["s4d", "published"] == "—"
+    assert table.loc["s4d", NOT_COMPARABLE] == f"60.47 [{footnote}]" and table.loc["s4d", "Δ vs published"] == "—"
+    # No paper reports the uniform tree selection: the number of the preset it varies (MultiresNet's 62.75).
+    assert table.loc["multires", NOT_COMPARABLE] == f"62.75 [{[r.label for r in b.cited].index('MultiresNet') + 1}]"
     settings = b.rows.set_index("label").loc["s4d", "settings"]
     assert str(settings.preset) == "s4d_listops with model.init=legs"
     assert {d.key: (d.ours, d.paper) for d in settings.differences}["train.epochs"] == (10, 40)
@@ -280,7 +290,8 @@ def test_a_two_epoch_transformer_on_a_40_row_file_is_reduced(tmp_path: Path):
     row, cells = b.rows.iloc[0], b.table.iloc[0]
     assert row["params"] == pytest.approx(18_600, rel=0.03)
     assert cells["settings"] == "reduced" and cells["Δ vs published"] == "—" and math.isnan(row["delta"])
-    assert cells["published"].startswith("36.37 [")  # LRA's Transformer: the task's settings are ListOps'
+    assert cells["published"] == "—"  # not comparable: in the next column, beside it
+    assert cells[NOT_COMPARABLE].startswith("36.37 [")  # LRA's Transformer: the task's settings are ListOps'
     assert "data train size 40 (paper 96000)" in row["settings"].describe()
     assert "train.epochs 2" not in row["settings"].describe(most=1)  # the data size is named first
 
@@ -373,7 +384,9 @@ def test_markdown_and_html_escape_what_records_hold(tmp_path: Path):
     s.write(record("evil-0", evil, 0, 0.5))
     s.write(record("plain-0", synthetic("listops", "s4", d_model=32), 0, 0.4))
     text = build(tmp_path / "store", tmp_path / "out").read_text()
-    assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt; \\| \\*bold\\* \\[link\\]" in text
+    # Backslash escapes (CommonMark 2.4): the tag, the cell separator, emphasis and the link are text.
+    assert "\\<img src=x onerror=alert(1)> \\| \\*bold\\* [link\\](http://x)" in text
+    assert not re.search(r"(?<!\\)<img", text) and "&lt;" not in text  # nothing raw, no entity in the raw file
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<img src=x" not in page and "&lt;img src=x" in page
 
@@ -495,3 +508,179 @@ def test_bad_reference_file(tmp_path: Path):
                    "   source: {paper: p, table: t, where: w}, verified: false, match: {model: {initt: legs}}}\n")
     with pytest.raises(ConfigError, match="initt"):
         load_references(bad)
+
+
+# --- Issue 27: states, sweeps, machines, reduced rows, raw Markdown, scale ---------------------------------------
+
+
+def runs_of(records: list[dict]) -> pd.DataFrame:
+    """The frame `load` gives, built from records directly (a state the store does not take yet, e.g. cancelled)."""
+    return pd.DataFrame([run_row(r) for r in records], columns=RUN_COLUMNS)
+
+
+def in_sweep(rec: dict, sweep_id: str | None, sweep: str = "default") -> dict:
+    return rec | {"sweep": sweep, "sweep_id": sweep_id, "config": {**rec["config"], "sweep": sweep}}
+
+
+def test_every_state_is_listed_by_its_own_name_as_sweep_status_says():
+    config = synthetic("listops", "s4")
+    states = ["complete", "failed", "oom", "cancelled", "preempted", "diverged"]
+    records = [record(f"r-{s}", config, seed, 0.5 if s == "complete" else None, status=s,
+                      error=None if s == "complete" else f"{s}: the cause in one line")
+               for seed, s in enumerate(states)]
+    (b,) = boards(runs_of(records), load_references())
+    apart = b.incomplete.set_index("run id")
+    for rec in records[1:]:
+        # harness.sweep's classifier, for a job no longer in SLURM's queue: the state `status` prints.
+        assert apart.loc[rec["run_id"], "status"] == classify(rec, None) == rec["status"]
+        assert apart.loc[rec["run_id"], "reason"] == f"{rec['status']}: the cause in one line"
+    assert classify(records[0], None) == "done" and records[0]["run_id"] not in apart.index
+    assert b.table.set_index("model").loc["s4", "status"] == \
+        "1 complete, failed (1), oom (1), preempted (1), cancelled (1), diverged (1)"
+
+
+def test_a_lone_run_is_reported_on_its_own_and_sweeps_of_one_name_are_told_apart(tmp_path: Path):
+    """Two SLURM sweeps without a name (sweep "default", ids s1 and s2: one varies the width over seeds 0-3 and lacks
+    a seed, the other the learning rate) and one `python run.py` (no sweep id)."""
+    s = Store(tmp_path)
+    for d_model in (32, 64):
+        for seed in (0, 1, 2, 3)[: 3 if d_model == 64 else 4]:
+            s.write(in_sweep(record(f"w{d_model}-{seed}", synthetic("listops", "s4", d_model), seed, 0.3), "s1"))
+    for lr in (1e-3, 3e-3):
+        s.write(in_sweep(record(f"lr{lr}", synthetic("listops", "s4", 128, lr), 0, 0.4), "s2"))
+    s.write(in_sweep(record("lone", synthetic("listops", "s4", 256), 0, 0.5), None))
+    runs, _ = load(tmp_path)
+    rows = board_of(tmp_path, "listops", sweep=None).table.set_index("model")["status"]
+    assert rows["s4 (model.d_model=256, optim.lr=0.001)"] == "1 complete"  # asked for one seed: none missing
+    assert rows["s4 (model.d_model=64, optim.lr=0.001)"] == "3 complete, no record for seed 3"
+    assert rows["s4 (model.d_model=128, optim.lr=0.001)"] == "1 complete"  # its sweep ran seed 0 only
+    apart = {(tuple(a.sweep_ids), tuple(a.keys)): a for a in ablations(runs)}
+    assert set(apart) == {(("s1",), ("model.d_model",)), (("s2",), ("optim.lr",))}  # the lone run in neither
+    assert list(apart[(("s1",), ("model.d_model",))].rows["model.d_model"]) == [32, 64]
+    (pooled,) = ablations(runs, pool=True)
+    assert pooled.sweep_ids == ["s1", "s2"] and pooled.keys == ["model.d_model", "optim.lr"]
+    assert len(pooled.rows) == 4  # 32, 64 and 128 twice: never the lone run's 256
+    text = build(tmp_path, tmp_path / "out").read_text()
+    assert "## Ablation: sweep default (invocation s1), listops" in text and "(invocation s2)" in text
+    assert main(["--store", str(tmp_path), "--out", str(tmp_path / "pooled"), "--pool"]) == 0
+    assert "## Ablation: sweep default (2 invocations pooled), listops" in (tmp_path / "pooled" /
+                                                                         "leaderboard.md").read_text()
+
+
+def test_throughput_is_compared_only_within_a_machine(tmp_path: Path):
+    gpu = {"device": "NVIDIA H100 80GB HBM3", "host": "g1", "torch_threads": 16}
+    cpu = {"device": "x86_64", "host": "laptop", "torch_threads": 2}
+    records = []
+    for model, rates in (("s4", {0: (gpu, 9e5), 1: (gpu, 7e5), 2: (cpu, 1e4)}), ("s4d", {0: (cpu, 3e4)})):
+        for seed, (env, rate) in rates.items():
+            rec = record(f"{model}-{seed}", synthetic("listops", model), seed, 0.5)
+            records.append(rec | {"env": env, "throughput": {"train_tokens_per_s": rate}})
+    (b,) = boards(runs_of(records), load_references())
+    table = b.table.set_index("model")
+    a, c = "train tokens/s, machine A", "train tokens/s, machine B"  # sorted: the CPU's name, then the GPU's
+    assert list(table.loc["s4", [a, c]]) == ["10K", "800K"]  # (9e5 + 7e5) / 2 on the GPU alone
+    assert list(table.loc["s4d", [a, c]]) == ["30K", "—"]
+    (note,) = [n.text for n in b.notes if n.text.startswith("train tokens/s")]
+    assert "machine A = CPU x86_64 on laptop, 2 threads; machine B = NVIDIA H100 80GB HBM3" in note
+    assert "load is not recorded" in note
+    (one,) = boards(runs_of(records[:2]), load_references())
+    assert "train tokens/s" in one.table.columns and "every run measured on one machine (NVIDIA H100" in \
+        " ".join(n.text for n in one.notes)
+
+
+def test_a_reduced_row_shows_the_papers_number_beside_it_not_comparable(tmp_path: Path):
+    """The quickstart's ListOps (expressions of 20 to 100 tokens) is another task setting than LRA's: no published
+    number is of its setting, but MultiresNet's 62.75 is shown beside it, cited, not comparable, without Δ."""
+    s = Store(tmp_path)
+    config = composed("task=listops", "task.max_length=100", "task.n_train=4000", "model=multires")
+    s.write(record("q-0", config, 0, 0.40, sweep="quickstart"))
+    b = board_of(tmp_path, "listops", sweep=None)
+    cells = b.table.iloc[0]
+    number = [r.label for r in b.cited].index("MultiresNet") + 1
+    assert cells["settings"] == "reduced" and cells["published"] == "—" and cells["Δ vs published"] == "—"
+    assert cells[NOT_COMPARABLE] == f"62.75 [{number}]" and not b.references  # no published row of this setting
+    assert any(n.marker == f"[{number}]" and "not comparable" in n.text for n in b.notes)
+    row = next(r for r in csv.DictReader((build(tmp_path, tmp_path / "out").parent / "summary.csv").open()))
+    assert row["published"] == "" and float(row["published_not_comparable"]) == 62.75
+
+
+def test_an_unrecorded_data_size_is_unknown_not_a_difference(tmp_path: Path):
+    s = Store(tmp_path)
+    sizes = {"train": 96_000, "test": 2_000}  # no val size in the record
+    s.write(record("m-0", composed("+experiment=multires_listops"), 0, 0.6, sizes=sizes))
+    row = board_of(tmp_path, "listops").rows.iloc[0]
+    check = row["settings"]
+    assert check.label == "unconfirmed" and not check.differences and check.unknown == ("data val size",)
+    assert math.isnan(row["delta"]) and row["other_ref"].value == 62.75
+    assert check.describe() == ("unconfirmed against multires_listops: its config is the paper's, but not "
+                                "recorded, so not compared: data val size")
+
+
+def test_markdown_reads_as_written():
+    """Hand-written from CommonMark: only what would start markup is escaped, with a backslash."""
+    cases = {
+        "p < 0.05": "p < 0.05", "[32.03, 41.97]": "[32.03, 41.97]", "d_model": "d_model", "a & b": "a & b",
+        "<img src=x>": "\\<img src=x>", "&amp;": "\\&amp;", "[a](b)": "[a\\](b)", "_x_": "\\_x\\_",
+        "*x* `y` a|b ~z~ #1": "\\*x\\* \\`y\\` a\\|b \\~z\\~ \\#1", "C:\\dir": "C:\\dir", "1\\*": "1\\\\\\*",
+    }
+    for text, raw in cases.items():
+        assert md_escape(text) == raw, text
+    assert md_escape("1. first", block=True) == "1\\. first" and md_escape("-2.75", block=True) == "\\-2.75"
+    assert md_escape("> quote", block=True) == "\\> quote" and md_escape("> x") == "> x"
+
+
+def test_markdown_renders_as_written_in_commonmark():
+    markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py absent (pip install markdown-it-py)")
+    md = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    nasty = ["p < 0.05", "<img src=x onerror=alert(1)> | *bold* [link](http://x)", "&amp; &copy; & x", "_a_ d_model",
+             "~~gone~~", "`code`", "a\\*b", "end\\", "[x]: http://y", "![i](x)", "<!-- c -->", "-2.75", "1. one",
+             "> q", "# h", "+ l"]
+    for text in nasty:
+        html_out = md.render(md_escape(text, block=True)).strip()
+        assert html_out == f"<p>{html.escape(text, quote=False)}</p>", text
+    table = pd.DataFrame({"a|b": nasty, "c": ["x"] * len(nasty)})
+    cells = re.findall(r"<td>(.*?)</td>", md.render(render_markdown(table)))[::2]
+    assert cells == [html.escape(t, quote=False).strip() for t in nasty]
+
+
+def test_paired_tests_only_where_two_seeds_can_be_shared():
+    one_seed = pd.DataFrame({"label": [f"r{i}" for i in range(10_000)],
+                             "test_by_seed": [{0: float(i)} for i in range(10_000)]})
+    assert candidate_pairs(one_seed) == ([], True)  # no pair can share two seeds: none is looked at
+    rng = np.random.default_rng(0)
+    many = pd.DataFrame({"label": [f"r{i}" for i in range(25)],
+                         "test_by_seed": [{s: float(v) for s, v in enumerate(rng.normal(i, 1, 3))} for i in range(25)]})
+    pairs, notes = comparisons(many)
+    assert list(zip(pairs["A"], pairs["B"], strict=True)) == [(f"r{i}", f"r{i + 1}") for i in range(24)]
+    a, b = many["test_by_seed"][3], many["test_by_seed"][4]
+    t = sps.ttest_rel([a[s] for s in range(3)], [b[s] for s in range(3)])
+    assert pairs["t"][3] == pytest.approx(t.statistic) and pairs["p"][3] == pytest.approx(t.pvalue)
+    assert "each is tested against the next one in the ranking only" in notes[0].text
+    few = many.iloc[:4]
+    assert len(comparisons(few)[0]) == 6 and not comparisons(few)[1]  # every pair of four rows
+
+
+def test_parameter_ticks_are_distinct_and_never_overlap():
+    assert count_labels([11_400, 11_600, 11_800]) == ["11.4K", "11.6K", "11.8K"]
+    assert count_labels([11_400, 11_405]) == ["11.4K", "11.405K"]  # digits until neighbours differ
+    fig, ax = plt.subplots(figsize=(10, 4.4))
+    ax.plot([11_400, 11_800], [30, 37], "o")
+    ax.set_xscale("log")
+    count_axis(ax.xaxis)
+    fig.canvas.draw()
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    boxes = [t.get_window_extent() for t in labels]
+    texts = [t.get_text() for t in labels]
+    plt.close(fig)
+    assert len(texts) >= 2 and len(set(texts)) == len(texts) and not any("$" in t for t in texts)
+    assert all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)), texts
+
+
+def test_fractions_of_cpu_ceilings_say_what_they_are():
+    rec = bench_record("s4", 1024)
+    rec["metrics"].update(frac_matmul=0.83, frac_bandwidth=0.4)
+    rec["env"] = {**rec["env"], "device": "x86_64"}
+    captions = [c for c, _ in bench_tables(bench_frame([rec])) if c.startswith("fraction")]
+    assert len(captions) == 2 and all("not the hardware's limit" in c for c in captions)
+    rec["env"]["device"] = "NVIDIA H100 80GB HBM3"
+    assert all("limit" not in c for c, _ in bench_tables(bench_frame([rec])))
