@@ -126,7 +126,7 @@ def fmt_bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
-# A record's states other than complete, by the names `python -m harness.sweep status` gives them and in its order
+# A record's states other than complete, by the names `python -m sweeps status` gives them and in its order
 # (diverged, which it does not count, last); a state not named here is listed after them by its own name.
 NOT_COMPLETE = ("failed", "oom", "preempted", "cancelled", "diverged")
 NO_PUBLISHED = "no published number for this setting"

@@ -24,7 +24,6 @@ from scipy import stats as sps
 
 from harness.errors import ConfigError, DataError
 from harness.results import Store
-from harness.sweep import classify
 from reports import build
 from reports.__main__ import main
 from reports.ablation import ablations
@@ -38,6 +37,7 @@ from reports.references import load_references, published_for
 from reports.render import markdown as render_markdown
 from reports.render import md_escape
 from reports.stats import paired, summarize
+from sweeps.status import classify
 from tests.helpers import ROOT, compose_run, run_py
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -531,7 +531,7 @@ def test_every_state_is_listed_by_its_own_name_as_sweep_status_says():
     (b,) = boards(runs_of(records), load_references())
     apart = b.incomplete.set_index("run id")
     for rec in records[1:]:
-        # harness.sweep's classifier, for a job no longer in SLURM's queue: the state `status` prints.
+        # sweeps.status.classify, for a job no longer in SLURM's queue: the state `status` prints.
         assert apart.loc[rec["run_id"], "status"] == classify(rec, None) == rec["status"]
         assert apart.loc[rec["run_id"], "reason"] == f"{rec['status']}: the cause in one line"
     assert classify(records[0], None) == "done" and records[0]["run_id"] not in apart.index
