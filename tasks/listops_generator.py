@@ -31,6 +31,7 @@ each generation; on a Python whose `random` draws differently it falls back to t
 from __future__ import annotations
 
 import bisect
+import functools
 import multiprocessing
 import os
 import random
@@ -42,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from harness.errors import ConfigError
@@ -142,6 +144,40 @@ def longest_tree(max_depth: int, max_args: int) -> int:
     return length
 
 
+# Draws in a row without a new example after which the settings are taken to admit too few distinct
+# expressions (the default settings accept about one draw in twelve).
+STALL_LIMIT = 1_000_000
+
+
+@functools.lru_cache(maxsize=64)
+def acceptance(settings: GeneratorSettings) -> float | None:
+    """The probability that one draw has min_length < tokens < max_length, computed exactly (None where the
+    computation would be too large: max_args * max_length above 2^22).
+
+    The token count of a subtree at depth d is 1 (a digit) with probability 1 - VALUE_P, else 2 plus the sum of n
+    independent subtrees at depth d + 1, n uniform in 2..max_args: from the deepest level up, one convolution
+    power series per level, by FFT (lengths cut at max_length, long enough that nothing wraps around). Rounding
+    leaves about 1e-16 where the exact probability is 0.
+    """
+    s = settings
+    size = 1 << (s.max_args * s.max_length).bit_length()
+    if size > 1 << 22:
+        return None
+    pmf = np.zeros(size)
+    pmf[1] = 1.0  # at max_depth, a digit
+    for _ in range(s.max_depth - 1):
+        f = np.fft.rfft(pmf)
+        power, total = f * f, np.zeros_like(f)
+        for _ in range(2, s.max_args + 1):
+            total += power
+            power *= f
+        children = np.fft.irfft(total / (s.max_args - 1), size)
+        pmf = np.zeros(size)
+        pmf[1] = 1 - VALUE_P
+        pmf[2: s.max_length] += VALUE_P * np.clip(children[: s.max_length - 2], 0, None)
+    return float(pmf[s.min_length + 1: s.max_length].sum())
+
+
 def check_settings(settings: GeneratorSettings, prefix: str = "") -> None:
     """Reject settings under which generation could never finish, before it starts; `prefix` + field names
     the option in messages (e.g. "task.")."""
@@ -161,6 +197,15 @@ def check_settings(settings: GeneratorSettings, prefix: str = "") -> None:
         raise ConfigError(f"ListOps trees with {k}max_depth={s.max_depth}, {k}max_args={s.max_args} have "
                           f"at most {longest} tokens, not more than {k}min_length={s.min_length}; "
                           f"lower {k}min_length or raise {k}max_depth/{k}max_args")
+    rate = acceptance(settings)
+    if rate is not None and rate * STALL_LIMIT < 1:  # generation would stall: refused before a draw
+        wanted = sum(s.sizes.values())
+        odds = (f"are 1 draw in {1 / rate:,.0f} under {k}max_depth={s.max_depth}, {k}max_args={s.max_args}: "
+                f"{wanted:,} of them take about {wanted / rate:,.0f} draws") if rate > 1e-12 else \
+            f"are never drawn under {k}max_depth={s.max_depth}, {k}max_args={s.max_args}"
+        raise ConfigError(f"ListOps expressions of {k}min_length={s.min_length} < tokens < {k}max_length="
+                          f"{s.max_length} {odds}; lower the lengths, or raise {k}max_depth or {k}max_args (deeper "
+                          f"or wider expressions: another distribution)")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -405,11 +450,6 @@ def _check_fast_path() -> bool:
                 fast.getstate()
         _CHECKED["fast"] = ok
     return _CHECKED["fast"]
-
-
-# Draws in a row without a new example after which the settings are taken to admit too few distinct
-# expressions (the default settings accept about one draw in twelve).
-STALL_LIMIT = 1_000_000
 
 
 def _check_stalled(settings: GeneratorSettings, found: int, wanted: int, draws: int) -> None:
