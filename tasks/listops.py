@@ -484,6 +484,9 @@ def _read_generated(directory: Path, settings: GeneratorSettings) -> tuple[dict[
 def generate_set(out: Path, settings: GeneratorSettings, workers: int | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Generate a set into `out`: its files, then its manifest (written last); returns the manifest."""
+    for name in (*expected_files(settings), MANIFEST):
+        if (out / name).is_dir():
+            raise DataError(f"{out / name} is a directory where a generated file belongs; remove it and rerun")
     rows = generate(settings, progress=progress, workers=workers)
     manifest = {"generator_version": GENERATOR_VERSION, "settings": asdict(settings),
                 "files": write_release(rows, out)}
@@ -516,12 +519,12 @@ def ensure_generated(data_root: Path, settings: GeneratorSettings) -> Path:
     return load_generated(data_root, settings)[0]
 
 
-def generated_fingerprint(directory: Path) -> dict[str, Any]:
-    """Generated data is a function of the generator's settings and version; the files' digest is recorded too."""
-    manifest = json.loads((directory / MANIFEST).read_text())
-    files = sorted((name, f["bytes"], f["sha256"]) for name, f in manifest["files"].items())
-    return {"generator_version": manifest["generator_version"], "settings": manifest["settings"],
-            "sha256": combine(files), "files": len(files), "bytes": sum(size for _, size, _ in files)}
+def generated_fingerprint(settings: GeneratorSettings, splits: dict[str, SplitFile]) -> dict[str, Any]:
+    """Generated data is a function of the generator's settings and version; the digest of the files read (each
+    checked against the manifest) is recorded too."""
+    files = sorted((s.path.name, s.bytes, s.sha256) for s in splits.values())
+    return {"generator_version": GENERATOR_VERSION, "settings": asdict(settings), "sha256": combine(files),
+            "files": len(files), "bytes": sum(size for _, size, _ in files)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -545,7 +548,7 @@ def build(cfg: ListOpsConfig, data_root: Path) -> Task:
         settings = settings_of(cfg)
         directory, files = load_generated(data_root, settings)
         source = {"source": "generated", "dir": str(directory), **asdict(settings),
-                  "fingerprint": generated_fingerprint(directory)}
+                  "fingerprint": generated_fingerprint(settings, files)}
     splits = {split: ListOpsDataset(files[split], cfg.l_max, cfg.append_eos, cfg.allow_unk) if split in files else
               empty_dataset() for split in SPLITS}
     info = {**source, "sizes": {split: len(ds) for split, ds in splits.items()}}

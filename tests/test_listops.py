@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -480,6 +481,39 @@ def test_ctrl_c_of_the_generate_command_is_one_line(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "interrupted; no file of" in rest and "Traceback" not in seen + rest
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of a process group (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_generation_killed_outright_leaves_no_worker_and_no_traceback() -> None:
+    # SIGTERM's default action ends the parent with no chance to end its pool: the workers must go too, silently.
+    script = ("from tasks import listops_generator as g; g.SEGMENT_WORDS = 1 << 14; "
+              "g.generate(g.GeneratorSettings(), progress=True, workers=2)")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seen = ""
+    while "generating ListOps" not in seen:
+        seen += process.stderr.read(1)
+    while len(group_members(process.pid)) < 3:  # the parent and its two workers
+        pass
+    process.terminate()
+    rest = process.communicate(timeout=60)[1]
+    deadline = time.monotonic() + 10
+    while group_members(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_members(process.pid) and "Traceback" not in seen + rest
 
 
 # ----------------------------------------------------------------------------------------------------------------
