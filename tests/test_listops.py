@@ -464,7 +464,7 @@ def test_ctrl_c_during_generation_ends_the_pool_and_writes_nothing(tmp_path: Pat
     with pytest.raises(KeyboardInterrupt):
         listops.load_generated(tmp_path, settings)
     assert calls and not multiprocessing.active_children()
-    assert list(tmp_path.rglob("*")) == [listops.generated_dir(tmp_path, settings)] or not list(tmp_path.rglob("*.tsv"))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no file, whole or temporary, to read later
 
 
 def test_ctrl_c_of_the_generate_command_is_one_line(tmp_path: Path) -> None:
@@ -580,7 +580,8 @@ def test_temporary_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = directory / f".basic_train.tsv.{HOST_TAG}-{int(dead.stdout)}.x1y2.tmp"
     stale.write_text("half a file")
-    listops.build(TINY, tmp_path)
+    with pytest.warns(UserWarning, match="its generation never completed"):
+        listops.build(TINY, tmp_path)
     assert not stale.exists()
 
 
