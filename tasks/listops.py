@@ -12,15 +12,16 @@ Three parts, each usable alone:
 Files are checked as they are read: a DataError names the file and line of a row that is not an expression, a tab
 and an ASCII digit 0-9, of bytes that are not UTF-8, of a quote that is never closed (the line where it opens),
 and of a token outside the vocabulary (`task.allow_unk=true` reads those as <unk>, as S4's vocabulary would).
-Files in the form the reference writes are read by a vectorised path (seconds for the LRA size); any other form
-goes through the csv module, which names the offending line.
+Release files are read with the csv module (half a minute for the LRA size); a generated file whose bytes match
+its manifest is read with one bytes.translate (`parse_written`, seconds).
 
 A generated set is a cache under `<paths.data>/listops/generated-<key>` (the key: settings and generator version)
 with a manifest written last: the settings, and each file's rows, bytes and sha256. It is read only when its
 manifest describes these settings (the files of the splits asked for, with their rows) and the bytes read match
 it; anything else (a crashed generation, a missing or foreign manifest, a file cut or edited) is generated again,
-with a warning, never read. Temporary files of killed writers are removed on the way. The record's data
-fingerprint is the settings and generator version of a generated set, or the sha256 of the three files read.
+with a warning, never read. Temporary files of killed writers are removed on the way; generation interrupted
+(Ctrl-C, a signal) leaves no file that a later run reads. The record's data fingerprint is the settings and
+generator version of a generated set, or the sha256 of the three files read.
 
 Options (task.*): n_train, n_val, n_test; min_length and max_length (exclusive bounds on the tokens, parentheses
 not counted); max_depth, max_args; seed (the generator's, not the run's); l_max (the longest input, <eos>
@@ -33,8 +34,10 @@ with its own seed and a longer window, e.g. for a model trained on 500-2,000 tok
 
     task.n_train=0 task.n_val=0 task.n_test=2000 task.min_length=2000 task.max_length=4000 task.seed=1 task.l_max=4000
 
-Its train and val splits are empty; it is for evaluating a model trained elsewhere. Acceptance falls with length
-under the same depth and argument rules (measured, per bin, in `LENGTH_BINS`' comment).
+Its train and val splits are empty; it is for evaluating a model trained elsewhere. Under the same depth and
+argument rules, 2,000 expressions of 2-4K tokens take 7 CPU-seconds to generate and of 4-8K about 170 (spread
+over the processes); 8-16K would take some 80 CPU-hours and is refused, with the odds: deeper or wider
+expressions (max_depth, max_args) make it reachable, from another distribution (`LENGTH_BINS`' comment).
 
 Generate a set in the release format (`--workers`: processes, default every CPU this process may use):
 

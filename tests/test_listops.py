@@ -357,7 +357,7 @@ def test_missing_root_or_split_says_where_to_get_the_data(tmp_path: Path) -> Non
 # bacd62f5900e2e0f46021703defabb78bcd8d3326e68edc9c31e1d7cadbbc265 and
 # 80916b0067d998ca3f00dc3a1cbf85913e195f9cdb139a22f15bdd63925c68e2 (too slow for the suite: check with
 # `python -m tasks.listops generate --out DIR` and `sha256sum DIR/*.tsv`).
-REFERENCE_FILES = {
+REFERENCE_FILES = {  # name: (settings in the order of GeneratorSettings' fields), then the three sha256
     "small": ((60, 20, 20, 10, 60, 4, 10, 3), "a3a53e94766c10bb003040fc6ca3a232a9de1c870646b4ea7ccac6a5b617243f",
               "9222fe4c1b07b2124545a32f4f46a1e577e3d63828eedbe41e98548b75c4a2a3",
               "1325a7674592bca1f95418a7f228d31448f39c1ecf9d4ac7117418065b0c31f9"),
@@ -467,15 +467,24 @@ def test_ctrl_c_during_generation_ends_the_pool_and_writes_nothing(tmp_path: Pat
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no file, whole or temporary, to read later
 
 
+def stderr_until(process: subprocess.Popen, text: str) -> str:
+    """What the process wrote to stderr up to `text` (all of it if it ended first)."""
+    seen = ""
+    while text not in seen:
+        char = process.stderr.read(1)
+        if not char:
+            pytest.fail(f"the process ended before writing {text!r}: {seen[-2000:]}")
+        seen += char
+    return seen
+
+
 def test_ctrl_c_of_the_generate_command_is_one_line(tmp_path: Path) -> None:
     # LRA size with two processes: minutes of work, interrupted once the progress bar shows; the terminal's Ctrl-C
     # reaches the whole process group.
     command = [sys.executable, "-m", "tasks.listops", "generate", "--out", str(tmp_path / "out"), "--workers", "2"]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    seen = ""
-    while "generating ListOps" not in seen:
-        seen += process.stderr.read(1)
+    seen = stderr_until(process, "generating ListOps")
     os.killpg(process.pid, signal.SIGINT)
     rest = process.communicate(timeout=60)[1]
     assert process.returncode == 130
@@ -503,11 +512,10 @@ def test_a_generation_killed_outright_leaves_no_worker_and_no_traceback() -> Non
               "g.generate(g.GeneratorSettings(), progress=True, workers=2)")
     process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    seen = ""
-    while "generating ListOps" not in seen:
-        seen += process.stderr.read(1)
-    while len(group_members(process.pid)) < 3:  # the parent and its two workers
-        pass
+    seen = stderr_until(process, "generating ListOps")
+    deadline = time.monotonic() + 60
+    while len(group_members(process.pid)) < 3 and time.monotonic() < deadline:  # the parent and its two workers
+        time.sleep(0.01)
     process.terminate()
     rest = process.communicate(timeout=60)[1]
     deadline = time.monotonic() + 10
