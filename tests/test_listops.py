@@ -313,7 +313,7 @@ def test_a_line_over_the_csv_field_limit_is_read(tmp_path: Path) -> None:
     assert split.tokens(0) == [v["[SM"]] + [v["1"]] * 70_000 + [v["X"]] and split.labels.tolist() == [0]
     assert csv.field_size_limit() >= len(long)
     task = listops.build(ListOpsConfig(root=str(tmp_path), l_max=64), tmp_path)
-    assert len(task.splits["train"][0][0]) == 64  # truncated to l_max as the S4 pipeline does
+    assert task.splits["train"][0][0].tolist() == [v["[SM"]] + [v["1"]] * 62 + [listops.EOS]  # cut as S4 cuts
 
 
 @pytest.mark.parametrize(("content", "message"), [
