@@ -656,3 +656,11 @@ def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
     write_splits(tmp_path, ("Source\tTarget\n" + "\n".join(lines) + "\n").encode())
     with pytest.raises(DataError, match=r"basic_train.tsv, line 41: .*a quote on line 41 runs on to line 401"):
         listops.read_release(tmp_path)
+
+
+def test_a_directory_where_a_generated_file_belongs_is_named(tmp_path: Path) -> None:
+    directory = listops.generated_dir(tmp_path, listops.settings_of(TINY))
+    (directory / "basic_val.tsv").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"basic_val.tsv is a directory where a generated file belongs"), \
+            pytest.warns(UserWarning, match="never completed"):
+        listops.build(TINY, tmp_path)
