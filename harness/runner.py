@@ -21,6 +21,7 @@ from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id, semantic_config
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
+from harness.task import Task
 from harness.train import Diverged, FitResult, fit
 
 LOCK = "run.lock"  # in the run directory: held by the process running it
@@ -121,6 +122,23 @@ def identity_of(rid: str, config: dict[str, Any], data_info: dict[str, Any]) -> 
     return checkpoint.Identity.of(rid, {**semantic_config(config), "versions": versions.of_config(config)}, data)
 
 
+def build_task(cfg: DictConfig, dist: distributed.Dist) -> Task:
+    """The task; with several processes rank 0 first (it prepares the data), the others after it (they read what it
+    wrote), and none waits for a rank 0 that failed."""
+    if dist.is_main:
+        try:
+            task = TASKS.build(cfg.task, data_root_for(cfg))
+        except BaseException:
+            dist.reduce_step(0.0, True)
+            raise
+        dist.reduce_step(0.0, False)
+        return task
+    _, failed = dist.reduce_step(0.0, False)
+    if failed:
+        raise UserError("rank 0 could not prepare the task's data: its message says why")
+    return TASKS.build(cfg.task, data_root_for(cfg))
+
+
 def _finished(store: Store, rid: str, force: bool) -> dict[str, Any] | None:
     """The record of `rid` if it is complete or diverged (both final unless forced), else None."""
     existing = store.get(rid)
@@ -158,7 +176,7 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
     checkpoint.seed_everything(cfg.seed)
     params = None
     try:
-        task = TASKS.build(cfg.task, data_root_for(cfg))
+        task = build_task(cfg, dist)
         model = MODELS.build(cfg.model, task.spec)
         params = count_params(model)
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,

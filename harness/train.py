@@ -142,6 +142,9 @@ def plan(train: TrainConfig, n_train: int) -> Plan:
     """The run's length for `n_train` training examples. An epoch is ceil(n_train / batch) steps, or
     n_train // batch with train.drop_last (as Lightning's loaders with drop_last=True); the run stops after
     train.epochs epochs or train.max_steps steps, whatever the data's size, as the published trainers do."""
+    if n_train == 0:
+        raise ConfigError("the task has no training examples (a test-only set, e.g. a ListOps length bin): train "
+                          "on a task with a training split, and evaluate a trained run on this one with job=eval")
     steps_per_epoch = len(EpochBatches(n_train, train.batch_size, shuffle=True))
     if train.drop_last:
         steps_per_epoch = n_train // train.batch_size
