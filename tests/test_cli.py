@@ -26,11 +26,18 @@ def clean_env(home: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(home)}
 
 
-def test_list_shows_every_registered_task_and_model_with_options() -> None:
+def test_list_shows_every_option_group_and_every_registered_task_and_model() -> None:
     text = list_registered()
     for name in TASKS.names() + MODELS.names():
         assert f"  {name}:" in text
     assert "model.d_model: int = 128" in text  # the transformer's option, with its default
+    for group in ("train", "optim", "paths", "bench", "quickstart"):
+        assert f"\n{group}:\n" in text
+    for option in ("seed: int = 0", "sweep: str = 'default'", "sweep_id: str | None = None", "train.epochs: int = 10",
+                   "optim.lr: float = 0.001", "paths.root: str = 'results'", "bench.lengths: list[int] | None = None",
+                   "quickstart.epochs: int = 5", "hydra.sweeper.wait: True", "hydra.sweeper.partial_keys: 'refuse'"):
+        assert f"      {option}" in text, option
+    assert "train.schedule: str = 'cosine'  # cosine | constant | rsqrt" in text  # what an option is for
     assert {"listops", "scifar", "ptbxl", "cifar_bpd", "speech_commands"} <= set(TASKS.names())
     assert {"transformer", "multires", "s4", "s4d", "sgconv", "wavspa"} <= set(MODELS.names())
 
