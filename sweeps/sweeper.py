@@ -11,8 +11,10 @@ It is Hydra's basic sweeper with a check in front: it composes every point and c
 (harness.preflight: every key and value, the model built on fake tensors, parameters counted, training memory
 estimated). One bad point refuses the whole sweep before a single job is submitted. Points whose record in the store
 is already complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or
-interrupted. The manifest it writes in the sweep directory (sweeps.manifest) is what `python -m sweeps.status
-status` reads.
+interrupted; points with the same run id (the same model written two ways, harness.identity) run once. Every
+launched run gets `sweep_id=<the sweep folder's name>` (a key outside the run id), which its record carries. The
+manifest it writes in the sweep directory (sweeps.manifest) is what `python -m sweeps status` reads. A sweep that
+waits for its runs ends by naming each that did not complete, in the state its record gives.
 
 Options of a swept group (`model=s4,multires model.d_model=64`): Hydra composes a sweep's primary config once, before
 any point has chosen its model, so run.py hands it `model.x=v` as `++model.x=v` (likewise `task.x=v`), and each
