@@ -100,42 +100,43 @@ def job_state(job: str, queue: dict[str, str] | None, accounting: dict[str, str]
     return state if queue is None or state in FINAL else None
 
 
-def classify(record: dict[str, Any] | None, job: str | None, job_state: str | None) -> str:
-    """The store first (a complete record is done whatever SLURM says), then the queue, then how the job ended."""
+def classify(record: dict[str, Any] | None, job: str | None, slurm: str | None) -> str:
+    """The store first (a complete record is done whatever SLURM says), then the queue, then how the job ended;
+    `slurm`: the job's state (job_state)."""
     status = record["status"] if record is not None else None
     if status == "complete":
         return "done"
-    if job_state == "COMPLETING" and status is not None:  # its run has ended and written how
+    if slurm == "COMPLETING" and status is not None:  # its run has ended and written how
         return status
-    if job_state in RUNNING:
+    if slurm in RUNNING:
         return "running"
-    if job_state in QUEUED:
+    if slurm in QUEUED:
         return "queued"
-    ended = ENDED.get(job_state or "")
+    ended = ENDED.get(slurm or "")
     if ended == "cancelled":  # before the record: a job cancelled mid-run may have written `preempted`
         return ended
     if status is not None:
         return status  # failed | oom | diverged | preempted | cancelled (rerun the sweep to resume it)
     if ended:
         return ended
-    return "unknown" if job and job_state is None else "missing"
+    return "unknown" if job and slurm is None else "missing"
 
 
-def settle(point: dict[str, Any], record: dict[str, Any] | None, job: str, job_state: str,
+def settle(point: dict[str, Any], record: dict[str, Any] | None, job: str, slurm: str,
            state: str) -> dict[str, Any] | None:
-    """The record of a point whose job SLURM ended without one (cancelled while pending, killed for its memory), or
-    whose run wrote `preempted` before SLURM cancelled it; None where the store already says the state."""
+    """The record of a point whose job SLURM ended (`slurm`, accounting's end state) without one (cancelled while
+    pending, killed for its memory), or whose run wrote `preempted` before SLURM cancelled it; None where the
+    store already says the state."""
     if record is not None and not (record["status"] == "preempted" and state == "cancelled"):
         return None
     if record is None:
         record = {"run_id": point["run_id"], "kind": "train", "sweep": point.get("sweep"),
                   "sweep_id": point.get("sweep_id"), "task": point.get("task"), "model": point.get("model"),
                   "seed": point.get("seed"), "config": point.get("config"), "env": {"slurm": {"job_id": job}}}
-        why = "before its run wrote a record"
+        why = "before its run wrote a record; rerunning the sweep runs it"
     else:
-        why = f"after its run stopped ({record.get('error')})"
-    rerun = "; rerunning the sweep runs it" + (" again" if state != "cancelled" else "")
-    settled = {**record, "status": state, "error": f"SLURM job {job} ended {job_state} (sacct) {why}{rerun}"}
+        why = f"after its run stopped ({record.get('error')}); rerunning the sweep resumes it from its checkpoint"
+    settled = {**record, "status": state, "error": f"SLURM job {job} ended {slurm} (sacct) {why}"}
     Store(point["store"]).write(settled)
     return settled
 
@@ -172,7 +173,8 @@ def unconfirmed(rows: list[dict[str, Any]]) -> str | None:
         return (f"squeue did not answer (is slurmctld up? `scontrol ping`): the states of "
                 f"{plural(len(unknown), 'job')} without a record are unknown")
     return (f"SLURM's accounting (sacct) gave no answer: {plural(len(unknown), 'job')} left the queue without a "
-            f"record, and how they ended (cancelled, out of memory, killed) is not confirmed; `python -m sweeps "
+            f"record, and how {'it' if len(unknown) == 1 else 'they'} ended (cancelled, out of memory, killed) is not "
+            f"confirmed; `python -m sweeps "
             f"status` again once `sacct` answers (it can lag behind the queue)")
 
 
