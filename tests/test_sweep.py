@@ -304,6 +304,22 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
                                        f"(no {manifest.MANIFEST}); sweeps run with hydra/sweeper=seqbench write one\n")
 
 
+def test_every_record_status_is_a_state_and_is_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A local sweep (no SLURM jobs): each point reads as its record says; no record is `missing`."""
+    store = Store(tmp_path / "store")
+    statuses = ["complete", "failed", "oom", "diverged", "preempted", "cancelled"]
+    for s in statuses:
+        store.write({"kind": "train", "task": "t", "model": "m", "seed": 0, "config": {}, "run_id": s, "status": s})
+    entries = [{"run_id": rid, "overrides": [f"x={rid}"], "store": str(store.root), "job_num": None}
+               for rid in [*statuses, "never-ran"]]
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": entries}))
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
+    assert states == {**{s: s for s in statuses}, "complete": "done", "never-ran": "missing"}
+    assert status.main(["status", str(tmp_path)]) == 0
+    assert ("7 points: 1 done, 1 failed, 1 oom, 1 diverged, 1 preempted, 1 cancelled, 1 missing"
+            in capsys.readouterr().out)
+
+
 def test_status_columns_line_up_for_long_run_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = Store(tmp_path / "store")
     ids = ["listops-s4-0123456789ab", "speech_commands-transformer-0123456789ab"]
