@@ -165,17 +165,19 @@ def sweep_status(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def unconfirmed(rows: list[dict[str, Any]]) -> str | None:
-    """A line on what SLURM did not answer, for the points it leaves unknown; None when nothing is missing."""
-    unknown = [r for r in rows if r["state"] == "unknown"]
-    if not unknown:
+    """A line on what SLURM did not answer about jobs no longer running, None when it answered for every one: their
+    states then come from their records alone, or are unknown where there is none."""
+    unsure = [r for r in rows if r["job_id"] and r["slurm"] is None and r["state"] != "done"]
+    if not unsure:
         return None
+    unknown = sum(r["state"] == "unknown" for r in unsure)
     if not rows[0]["queue_known"]:
-        return (f"squeue did not answer (is slurmctld up? `scontrol ping`): the states of "
-                f"{plural(len(unknown), 'job')} without a record are unknown")
-    return (f"SLURM's accounting (sacct) gave no answer: {plural(len(unknown), 'job')} left the queue without a "
-            f"record, and how {'it' if len(unknown) == 1 else 'they'} ended (cancelled, out of memory, killed) is not "
-            f"confirmed; `python -m sweeps "
-            f"status` again once `sacct` answers (it can lag behind the queue)")
+        said = "squeue did not answer (is slurmctld up? `scontrol ping`)"
+    else:
+        said = (f"SLURM's accounting (sacct) gave no answer for {plural(len(unsure), 'job')} that left the queue "
+                f"(it can lag behind the queue, or be down)")
+    return (f"{said}: {unknown} without a record {'is' if unknown == 1 else 'are'} unknown (cancelled, out of "
+            f"memory, killed?), the others read as their records say; `python -m sweeps status` again later")
 
 
 def link_records(sweep_dir: Path) -> Path:

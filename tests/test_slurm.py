@@ -233,7 +233,8 @@ def test_a_waiting_sweep_ends_while_accounting_does_not_answer(cluster: Path) ->
     assert (f"unknown: JobEndedWithoutResult: SLURM job {pending} left the queue without a result, and SLURM's "
             f"accounting (sacct) gave no answer: how it ended (cancelled, out of memory, killed) is not "
             f"confirmed") in err
-    assert "(SLURM's accounting (sacct) gave no answer: 1 job left the queue without a record" in err
+    assert "(SLURM's accounting (sacct) gave no answer for 1 job that left the queue" in err
+    assert ": 1 without a record is unknown (cancelled, out of memory, killed?)" in err
 
     # Back, slurmdbd first hears of the jobs from the controller's backlog (still PENDING: not an end).
     def settled() -> bool:

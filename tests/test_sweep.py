@@ -289,7 +289,9 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     assert status.main(["status", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "6 points: 1 done, 1 running, 2 queued, 1 oom, 1 unknown" in out
-    assert "SLURM's accounting (sacct) gave no answer: 1 job left the queue without a record" in out
+    assert ("SLURM's accounting (sacct) gave no answer for 2 jobs that left the queue (it can lag behind the queue, "
+            "or be down): 1 without a record is unknown (cancelled, out of memory, killed?), the others read as their "
+            "records say") in out  # c's oom comes from its record alone
     monkeypatch.setattr(status, "squeue", lambda: None)  # no squeue here: the store alone
     states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
     assert states == {"a": "done", "b": "preempted", "c": "oom", "d": "unknown", "e": "unknown", "f": "unknown"}
