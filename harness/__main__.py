@@ -9,12 +9,12 @@ import dataclasses
 import inspect
 import re
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 import yaml
 
 from harness.config import RunConfig
-from harness.registry import MODELS, TASKS
+from harness.registry import MODELS, TASKS, Entry
 
 SWEEPER_YAML = Path(__file__).resolve().parent.parent / "sweeps" / "hydra" / "sweeper" / "seqbench.yaml"
 LAUNCHERS = "sweeps/hydra/launcher/"
@@ -50,20 +50,9 @@ def comments(cls: type) -> dict[str, str]:
 def option_lines(cls: type, prefix: str, skip: tuple[str, ...] = ()) -> list[str]:
     """`prefix.field: type = default  # comment` for each field of a config dataclass."""
     notes = comments(cls)
-    lines = []
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        if f.default is not dataclasses.MISSING:
-            default: Any = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "???"
-        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        note = f"  # {notes[f.name]}" if f.name in notes else ""
-        lines.append(f"      {prefix}{f.name}: {type_name} = {default!r}{note}")
-    return lines
+    rows = Entry(cls.__name__, cls, None, "").options()  # (field, type, default), as for a registered entry
+    return [f"      {prefix}{field}: {type_name} = {default!r}" + (f"  # {notes[field]}" if field in notes else "")
+            for field, type_name, default in rows if field not in skip]
 
 
 def sweeper_lines() -> list[str]:

@@ -1,8 +1,8 @@
 """What a run shows while it works: a bar on a terminal, a few plain lines in a file (a SLURM log), never a bar.
 
 `ProgressLog` is the training loop's; `bar` is for anything else that counts (generating or tokenising data,
-fingerprinting files): a tqdm bar on a terminal, plain lines at most every half minute in a file. `plural` writes
-"1 point", "2 points".
+fingerprinting files): a tqdm bar on a terminal; in a file, a plain line after half a minute, then one a minute.
+`plural` writes "1 point", "2 points".
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class ProgressLog:
 
     def __init__(self, show: bool, epochs: int, steps_per_epoch: int, total: int, metric: str, step: int,
                  val: float | None = None, active: bool = True, stream: TextIO | None = None):
-        import torch
+        import torch  # here: the counters above serve modules that need no torch
 
         self.stream = stream or sys.stderr
         self.active = active
