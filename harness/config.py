@@ -230,7 +230,7 @@ class TrainConfig:
     precision: str = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
-    progress: bool = True  # tqdm bar
+    progress: bool = True  # a bar on a terminal, a few plain lines in a file (a SLURM log)
     # Evaluate on this many batches at most (None: the whole split); for smoke runs only.
     limit_eval_batches: int | None = None
     limit_train_batches: int | None = None
@@ -402,7 +402,10 @@ class RunConfig:
     task: Any = None
     model: Any = None
     seed: int = 0
-    sweep: str = "default"
+    sweep: str = "default"  # a name grouping runs in reports, chosen by the user (sweep=my_ablation)
+    # The sweep folder's name of the one sweep invocation that launched the run (set by the sweeper); null for a run
+    # outside any sweep. Reports tell two sweeps of one name apart by it.
+    sweep_id: str | None = None
     force: bool = False  # rerun even when a complete record exists
     # true: check the config and count the parameters, train nothing; memory: that and the activation memory
     # estimated on fake tensors (about 2 s more: they import torch's compiler stack). Any: OmegaConf has no bool | str.
@@ -422,6 +425,10 @@ class RunConfig:
         if not isinstance(self.sweep, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*", self.sweep):
             raise ConfigError(f"sweep={self.sweep!r} must be a plain name (letters, digits, _ . = , + -, no / and "
                               f"not starting with .), e.g. sweep=my_ablation")
+        if self.sweep_id is not None and not (isinstance(self.sweep_id, str)
+                                              and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=,+-]*", self.sweep_id)):
+            raise ConfigError(f"sweep_id={self.sweep_id!r} must be a plain name (a sweep folder's); the sweeper sets "
+                              f"it, leave it out")
 
 
 def check_seed(key: str, seed: Any) -> None:
@@ -448,6 +455,7 @@ def run_config(values: Mapping[str, Any]) -> RunConfig:
 NON_SEMANTIC_KEYS = (
     "job",
     "sweep",
+    "sweep_id",
     "force",
     "dry_run",
     "paths",

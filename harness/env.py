@@ -55,7 +55,8 @@ def capture(device: torch.device | None = None, precision: str | None = None) ->
         "git_dirty": None if status is None else bool(status),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+        # The CUDA the run used: null on the CPU, where a CUDA build of torch (its version says which) uses none.
+        "cuda": torch.version.cuda if device is not None and device.type == "cuda" else None,
         "packages": packages(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
@@ -74,3 +75,36 @@ def capture(device: torch.device | None = None, precision: str | None = None) ->
                                             ("node", "SLURMD_NODENAME")) if v in os.environ}
     env["slurm"] = slurm or None
     return env
+
+
+def slurm_cancelled() -> bool:
+    """In a SLURM job that was told to stop (SIGTERM): has SLURM cancelled it (`scancel`), so that nothing will
+    requeue it? Not when it is being requeued (`scontrol requeue`, preemption: its restart count has gone up since
+    it started), reached its time limit, or was only signalled (still running). Asked of the controller
+    (`scontrol show job`); False outside SLURM or where the controller does not answer."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    fields = dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+    if out.returncode != 0 or fields.get("JobState") not in ("CANCELLED", "COMPLETING"):
+        return False  # RUNNING: a signal only (`scancel --signal`); PENDING, REQUEUED: requeued
+    if int(fields.get("Restarts", "0")) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+        return False
+    limit, ran = _slurm_seconds(fields.get("TimeLimit", "")), _slurm_seconds(fields.get("RunTime", ""))
+    return limit is None or ran is None or ran < limit
+
+
+def _slurm_seconds(text: str) -> int | None:
+    """SLURM's `[D-]HH:MM:SS` (or MM:SS) as seconds; None for UNLIMITED or anything else."""
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or not 2 <= len(parts) <= 3 or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = 60 * seconds + int(p)
+    return seconds + 86400 * int(days or 0)

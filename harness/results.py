@@ -5,8 +5,10 @@ new one and never half of one, also with many jobs writing at once on a shared f
 skip files that do not parse (and say so) instead of treating them as results.
 
 Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
-(complete | failed | oom | preempted | diverged), config, metrics, throughput, memory, params, timing, env,
-error; a diverged run has `diverged` (epoch, step, history) instead of metrics.
+(complete | failed | oom | preempted | cancelled | diverged), config, metrics, throughput, memory, params, timing,
+env, error; a diverged run has `diverged` (epoch, step, history) instead of metrics. `sweep_id` names the sweep
+invocation that launched the run (its sweep folder), null outside a sweep. `cancelled`: SLURM cancelled the job
+(scancel); nothing requeues it, rerunning the sweep resumes it from its checkpoint.
 
 Records are strict JSON: a non-finite number (a diverged loss) is written as null.
 """
@@ -24,7 +26,7 @@ from typing import Any
 from harness.files import atomic_write
 
 SCHEMA = 1
-STATUSES = ("complete", "failed", "oom", "preempted", "diverged")
+STATUSES = ("complete", "failed", "oom", "preempted", "cancelled", "diverged")
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:

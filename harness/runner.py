@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import checkpoint, distributed, env, versions
 from harness.config import check_rates
 from harness.device import resolve_device
-from harness.errors import UserError, is_oom
+from harness.errors import ConfigError, UserError, is_oom
 from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id, semantic_config
 from harness.registry import MODELS, TASKS
@@ -139,6 +140,14 @@ def build_task(cfg: DictConfig, dist: distributed.Dist) -> Task:
     return TASKS.build(cfg.task, data_root_for(cfg))
 
 
+def failure_text(exc: BaseException) -> str:
+    """What a failed record says: a user's error (missing data, a bad value) as its one line, with its type; any
+    other as the end of its traceback, whose last line is the cause."""
+    if isinstance(exc, UserError):
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return "".join(traceback.format_exception(exc))[-4000:]
+
+
 def _finished(store: Store, rid: str, force: bool) -> dict[str, Any] | None:
     """The record of `rid` if it is complete or diverged (both final unless forced), else None."""
     existing = store.get(rid)
@@ -159,8 +168,11 @@ def _clear(rdir: Path) -> None:
 
 def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir: Path, device: torch.device,
            dist: distributed.Dist, lock: RunLock | None) -> dict[str, Any]:
-    base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "task": cfg.task.name, "model": cfg.model.name,
-            "seed": cfg.seed, "config": config, "versions": env.code_versions(config),
+    """Build the task and model, fit, write the record. Every run that starts leaves one, whatever ends it: a
+    failure from reading the data on `failed` (or `oom`) with its cause, a stop `preempted` (`cancelled` where SLURM
+    cancelled the job); only a refusal (a ConfigError, an unreadable checkpoint) leaves the store as it was."""
+    base = {"run_id": rid, "kind": "train", "sweep": cfg.sweep, "sweep_id": cfg.get("sweep_id"), "task": cfg.task.name,
+            "model": cfg.model.name, "seed": cfg.seed, "config": config, "versions": env.code_versions(config),
             "env": env.capture(device, cfg.train.precision)}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -173,27 +185,34 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
             store.write(rec)
         return rec
 
-    checkpoint.seed_everything(cfg.seed)
     params = None
     try:
+        checkpoint.seed_everything(cfg.seed)
         task = build_task(cfg, dist)
         model = MODELS.build(cfg.model, task.spec)
         params = count_params(model)
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,
                                 identity=identity_of(rid, config, task.info))
     except checkpoint.Preempted as exc:
-        record("preempted", params=params, error=str(exc))
+        if exc.signum == signal.SIGTERM and env.slurm_cancelled():  # scancel: nothing will requeue it
+            record("cancelled", params=params, error=f"cancelled by SLURM (scancel); {exc}; rerunning the sweep "
+                                                     f"resumes it from its checkpoint")
+        else:
+            record("preempted", params=params, error=str(exc))
         raise
     except Diverged as exc:
         rec = record("diverged", params=params, error=str(exc),
                      diverged={"epoch": exc.epoch, "step": exc.step, "history": exc.history})
         print(f"seqbench: {rid} diverged: {exc} -> {store.path(rid)}", file=sys.stderr)
         return rec
-    except UserError:
+    except (ConfigError, checkpoint.CheckpointError):
+        raise  # a refusal of the config or of the run's files as they are: nothing ran, the store keeps its record
+    except (KeyboardInterrupt, SystemExit) as exc:  # a second Ctrl-C; a stop signal before training began
+        record("preempted", params=params, error=f"stopped at once ({type(exc).__name__}); rerunning resumes from "
+                                                 f"the last checkpoint, if any")
         raise
     except Exception as exc:
-        status = "oom" if is_oom(exc) else "failed"
-        record(status, params=params, error="".join(traceback.format_exception(exc))[-4000:])
+        record("oom" if is_oom(exc) else "failed", params=params, error=failure_text(exc))
         raise
     rec = record(
         "complete", params=params,

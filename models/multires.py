@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -95,6 +95,13 @@ class MultiresConfig(ModelConfig):
                 # The published layer pads and sizes the tree with kernel_size and crashes on a mismatch.
                 raise ConfigError(f"model.wavelet_init={self.wavelet_init!r} has {taps}-tap filters but "
                                   f"model.kernel_size={self.kernel_size}; set model.kernel_size={taps}")
+
+    def canonical(self, spec: TaskSpec) -> MultiresConfig:
+        """The same model with the values that change nothing as null (the run id hashes this, harness.identity):
+        memory_size under the fading tree, which ignores it, and a depth equal to the automatic one."""
+        auto = self.depth is not None and self.depth == max_depth(spec.seq_len, self.kernel_size)
+        return replace(self, memory_size=None if self.tree_select == "fading" else self.memory_size,
+                       depth=None if auto else self.depth)
 
 
 # --------------------------------------------------------------------------------------------------------------

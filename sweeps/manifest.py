@@ -1,6 +1,8 @@
 """What a sweep leaves in its directory for `python -m sweeps status|collect` to read later.
 
-`seqbench_sweep.json` (written by the sweeper) names every point: its run id, overrides, store and job number.
+`seqbench_sweep.json` (written by the sweeper): the sweep's `sweep_id` (its folder's name, the id every record of
+the sweep carries) and every point: run id, task, model, seed, sweep name, overrides, store, job number and config
+(so that a point whose job ended before its run wrote a record can still get one: sweeps.status.settle).
 `seqbench_jobs.json` (written by the SLURM launcher) maps job numbers to SLURM job ids.
 
 Each sweep has a folder of its own, whatever the clock says: its name (`hydra.sweep.dir` in sweeps/config.yaml) is
@@ -31,18 +33,27 @@ JOBS = "seqbench_jobs.json"
 OmegaConf.register_new_resolver("seqbench.sweep_tag", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 
 
+def sweep_id(sweep_dir: Path) -> str:
+    """The id of the sweep invocation that writes into `sweep_dir`: the folder's name (unique per sweep)."""
+    return sweep_dir.resolve().name
+
+
 def write_points(sweep_dir: Path, points: Sequence[Mapping[str, Any]]) -> None:
-    text = json.dumps({"created": datetime.now(UTC).isoformat(timespec="seconds"), "points": list(points)}, indent=1)
+    text = json.dumps({"created": datetime.now(UTC).isoformat(timespec="seconds"), "sweep_id": sweep_id(sweep_dir),
+                       "points": list(points)}, indent=1)
     atomic_write(sweep_dir / MANIFEST, text + "\n")
 
 
-def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
+def read_manifest(sweep_dir: Path) -> dict[str, Any]:
+    """The manifest: `points` (each with at least run_id, store, overrides, job_num) and `sweep_id` (None in
+    manifests written before it existed)."""
     path = sweep_dir / MANIFEST
     if not path.is_file():
         raise UserError(f"{sweep_dir} is not a seqbench sweep directory (no {MANIFEST}); sweeps run with "
                         f"hydra/sweeper=seqbench write one")
     try:
-        points = json.loads(path.read_text())["points"]
+        manifest = json.loads(path.read_text())
+        points = manifest["points"]
         keys = ("run_id", "store", "overrides", "job_num")
         if not isinstance(points, list) or not all(isinstance(p, dict) and all(k in p for k in keys) for p in points):
             raise ValueError(f"not a list of points with {', '.join(keys)}")
@@ -50,7 +61,11 @@ def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path} is not a readable sweep manifest ({type(exc).__name__}: {exc}); rerun the sweep's "
                         f"command (it writes a new sweep directory and skips complete points), or give another "
                         f"sweep directory") from None
-    return points
+    return {"sweep_id": manifest.get("sweep_id"), "points": points}
+
+
+def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
+    return read_manifest(sweep_dir)["points"]
 
 
 def record_jobs(sweep_dir: Path, jobs: Mapping[int, str]) -> None:

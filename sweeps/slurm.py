@@ -24,6 +24,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from harness.errors import UserError
+from harness.progress import plural
+from sweeps import status
 from sweeps.manifest import record_jobs
 
 Plugins.instance()  # before importing the plugin's classes: sweeps/hydra_plugins.py says why
@@ -57,12 +59,12 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                  for n, o in zip(nums, job_overrides)]
         jobs = submit(executor, self, calls)
         record_jobs(sweep_dir, {n: job.job_id for n, job in zip(nums, jobs)})
-        print(f"seqbench: submitted {len(jobs)} SLURM jobs ({jobs[0].job_id.split('_')[0]}), logs in "
+        print(f"seqbench: submitted {plural(len(jobs), 'SLURM job')} ({jobs[0].job_id.split('_')[0]}), logs in "
               f"{Path(str(self.params['submitit_folder'])).parent}", flush=True)
         if not self.wait:
             return [JobReturn(overrides=list(o), status=JobStatus.COMPLETED, _return_value=job.job_id)
                     for o, job in zip(job_overrides, jobs)]
-        return [job_return(o, job) for o, job in zip(job_overrides, jobs)]
+        return wait_for(jobs, job_overrides)
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """The job itself, on the node (also after a requeue)."""
@@ -92,15 +94,63 @@ def submit(executor: submitit.AutoExecutor, function: Any, calls: Sequence[tuple
     return jobs
 
 
+def wait_for(jobs: Sequence[submitit.Job], overrides: Sequence[Sequence[str]], grace_s: float = 15.0,
+             most_s: float = 30.0) -> list[JobReturn]:
+    """Wait until every job has handed back its result or left SLURM's queue without one; what each handed back.
+
+    The queue (`squeue`) says whether a job is still there, asked every few seconds at first and every `most_s`
+    later. A job gone from it gets `grace_s` for its result file to appear (a shared filesystem can lag; submitit
+    waits as long), then counts as ended, in the state SLURM's accounting gives, or unconfirmed where accounting
+    does not answer.
+    submitit's own wait reads accounting alone, so a sweep waited forever while slurmdbd was down; here accounting
+    only names how a job ended. Where squeue does not answer, submitit's state (accounting) decides, and the wait
+    goes on until one of them answers.
+    """
+    returns: dict[int, JobReturn] = {}
+    gone: dict[int, float] = {}  # job index -> when it was first seen out of the queue
+    t0, warned = time.monotonic(), False
+    while len(returns) < len(jobs):
+        queue = status.squeue()
+        if queue is None and not warned:
+            print("seqbench: squeue does not answer (is slurmctld up? `scontrol ping`); still waiting for the jobs",
+                  file=sys.stderr, flush=True)
+            warned = True
+        now = time.monotonic()
+        for i, job in enumerate(jobs):
+            if i in returns:
+                continue
+            if job.paths.result_pickle.exists():
+                returns[i] = job_return(overrides[i], job)
+            elif queue is not None and job.job_id not in queue:
+                if now - gone.setdefault(i, now) >= grace_s:
+                    returns[i] = ended_without_result(overrides[i], job)
+            elif queue is None and job.done():  # submitit's state, from accounting
+                returns[i] = ended_without_result(overrides[i], job)
+            else:
+                gone.pop(i, None)  # back in the queue (requeued), or never left it
+        if len(returns) < len(jobs):
+            time.sleep(min(most_s, 2.0 + (time.monotonic() - t0) / 20))
+    return [returns[i] for i in range(len(jobs))]
+
+
 def job_return(overrides: Sequence[str], job: submitit.Job) -> JobReturn:
-    """What the job handed back, or a failure for a job that ended without handing anything back."""
+    """What a job that wrote its result handed back (a job that raised outside the run: that error)."""
     try:
         return job.results()[0]
-    except submitit.core.utils.UncompletedJobError:  # sacct says it ended: scancel, out of memory, killed
-        state = job.state.partition(" ")[0]  # sacct's "CANCELLED by 0": the word
-        error = JobEndedWithoutResult(f"SLURM job {job.job_id} ended {state} without a result; its log: "
-                                      f"{job.paths.stderr}")
-        return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+    except submitit.core.utils.FailedJobError as exc:
+        return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=exc)
+
+
+def ended_without_result(overrides: Sequence[str], job: submitit.Job) -> JobReturn:
+    """A failure for a job that left the queue without handing anything back, in the state accounting gives."""
+    state = status.job_state(job.job_id, {}, status.sacct([job.job_id]))  # an end state, or None (no answer yet)
+    if state:
+        how = f"ended {state} without a result"
+    else:
+        how = ("left the queue without a result, and SLURM's accounting (sacct) gave no answer: how it ended "
+               "(cancelled, out of memory, killed) is not confirmed")
+    error = JobEndedWithoutResult(f"SLURM job {job.job_id} {how}; its log: {job.paths.stderr}")
+    return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
 
 
 def use_allocated_cpus() -> int:

@@ -1,11 +1,17 @@
 """State and results of a sweep, later (the sweep itself: sweeps.sweeper).
 
-    python -m sweeps status [SWEEP_DIR]          done / running / queued / failed / oom / preempted / cancelled
+    python -m sweeps status [SWEEP_DIR]          each point's state (STATES)
     python -m sweeps collect [SWEEP_DIR] [--report OUT] [--pool]     one JSON line per finished point
 
 The sweep's manifest (sweeps.manifest) names every point's run id; the store is the source of truth, then the
 queue (`squeue`) for jobs not yet done, then SLURM's accounting (`sacct`, where the cluster keeps it) for jobs that
 have left the queue without a complete record: cancelled, out of memory, failed.
+
+What accounting says of a job that ended before its run could write a record (a pending job cancelled, a job killed
+for its memory), or of a run SLURM cancelled after it checkpointed, is written to the store as that run's record
+by whichever reads it first (the waiting sweep, `status`, `collect`), so the store, `status` and the report say the
+same. Where accounting gives no answer (no slurmdbd, or one that has stopped answering), a job that left the queue
+without a record is `unknown`, and `status` says so.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError, exit_with
+from harness.progress import plural
 from harness.results import Store
-from sweeps.manifest import find_sweep, read_jobs, read_points
+from sweeps.manifest import find_sweep, read_jobs, read_manifest
 
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "PREEMPTED"}
 ENDED = {"CANCELLED": "cancelled", "OUT_OF_MEMORY": "oom", "FAILED": "failed", "NODE_FAIL": "failed",
          "BOOT_FAIL": "failed", "TIMEOUT": "failed", "DEADLINE": "failed"}  # accounting's end states -> ours
-STATES = ("done", "running", "queued", "failed", "oom", "preempted", "cancelled", "missing")
+FINAL = {*ENDED, "COMPLETED"}
+# unknown: the job left the queue without a record and accounting did not say how it ended;
+# missing: no record and no job (never launched, or skipped because another process was running it).
+STATES = ("done", "running", "queued", "failed", "oom", "diverged", "preempted", "cancelled", "unknown", "missing")
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = "records"  # in the sweep directory: links to its points' records, what its report is built from
 
@@ -66,48 +76,108 @@ def expand_array(job_id: str) -> list[str]:
 
 
 def sacct(job_ids: Iterable[str]) -> dict[str, str] | None:
-    """{job id: state} from SLURM's accounting (the latest attempt of each), or None where the cluster keeps none."""
+    """{job id: state} from SLURM's accounting (the latest attempt of each), or None where it gives no answer.
+
+    No answer: the command fails (no accounting), or it prints no line at all for jobs that have run, which is how
+    `sacct` answers (exit 0, "Problem getting jobs" on stderr) while slurmdbd is down.
+    """
     jobs = sorted({job.split("_")[0] for job in job_ids})
-    lines = _query(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(jobs)]) if jobs else []
-    if lines is None:
-        return None
+    if not jobs:
+        return {}
+    lines = _query(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(jobs)])
     # A state can carry a reason ("CANCELLED by 0"); the word is what matters.
-    return {job: state.split()[0] for ids, state in lines for job in expand_array(ids) if state}
+    states = {job: state.split()[0] for ids, state in lines or [] for job in expand_array(ids) if state}
+    return states or None
 
 
-def classify(record: dict[str, Any] | None, job_state: str | None) -> str:
-    """The store first (a complete record is done whatever SLURM says), then the queue, then how the job ended."""
-    if record is not None and record["status"] == "complete":
+def job_state(job: str, queue: dict[str, str] | None, accounting: dict[str, str] | None) -> str | None:
+    """The job's state: the queue's while it is there; once it has left, how accounting says it ended. Accounting
+    lags (slurmdbd catching up after an outage still says RUNNING): for a job the queue no longer lists, only an
+    end state counts, anything else is not known yet."""
+    if queue is not None and job in queue:
+        return queue[job]
+    state = (accounting or {}).get(job)
+    return state if queue is None or state in FINAL else None
+
+
+def classify(record: dict[str, Any] | None, job: str | None, slurm: str | None) -> str:
+    """The store first (a complete record is done whatever SLURM says), then the queue, then how the job ended;
+    `slurm`: the job's state (job_state)."""
+    status = record["status"] if record is not None else None
+    if status == "complete":
         return "done"
-    if job_state in RUNNING:
+    if slurm == "COMPLETING" and status is not None:  # its run has ended and written how
+        return status
+    if slurm in RUNNING:
         return "running"
-    if job_state in QUEUED:
+    if slurm in QUEUED:
         return "queued"
-    ended = ENDED.get(job_state or "")
-    if ended == "cancelled":  # before the record: a job cancelled mid-run wrote `preempted`, but nothing requeues it
+    ended = ENDED.get(slurm or "")
+    if ended == "cancelled":  # before the record: a job cancelled mid-run may have written `preempted`
         return ended
-    if record is not None:
-        return record["status"]  # failed | oom | preempted (rerun the sweep to resume it)
-    return ended or "missing"  # missing: never started, or ended before it wrote anything; rerunning the sweep runs it
+    if status is not None:
+        return status  # failed | oom | diverged | preempted | cancelled (rerun the sweep to resume it)
+    if ended:
+        return ended
+    return "unknown" if job and slurm is None else "missing"
+
+
+def settle(point: dict[str, Any], record: dict[str, Any] | None, job: str, slurm: str,
+           state: str) -> dict[str, Any] | None:
+    """The record of a point whose job SLURM ended (`slurm`, accounting's end state) without one (cancelled while
+    pending, killed for its memory), or whose run wrote `preempted` before SLURM cancelled it; None where the
+    store already says the state."""
+    if record is not None and not (record["status"] == "preempted" and state == "cancelled"):
+        return None
+    if record is None:
+        record = {"run_id": point["run_id"], "kind": "train", "sweep": point.get("sweep"),
+                  "sweep_id": point.get("sweep_id"), "task": point.get("task"), "model": point.get("model"),
+                  "seed": point.get("seed"), "config": point.get("config"), "env": {"slurm": {"job_id": job}}}
+        why = "before its run wrote a record; rerunning the sweep runs it"
+    else:
+        why = f"after its run stopped ({record.get('error')}); rerunning the sweep resumes it from its checkpoint"
+    settled = {**record, "status": state, "error": f"SLURM job {job} ended {slurm} (sacct) {why}"}
+    Store(point["store"]).write(settled)
+    return settled
 
 
 def sweep_status(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per point: run id, state (see STATES), SLURM job id and state, record status, overrides."""
+    """One row per point: run id, state (see STATES), SLURM job id and state, record status, overrides; and
+    whether squeue and sacct answered. What accounting alone knows is written to the store first (`settle`)."""
     jobs = read_jobs(sweep_dir)
     points = [(p, Store(p["store"]).get(p["run_id"]), jobs.get(str(p["job_num"])) if p["job_num"] is not None
-               else None) for p in read_points(sweep_dir)]
+               else None) for p in read_manifest(sweep_dir)["points"]]
     open_jobs = [job for _, record, job in points if job and (record is None or record["status"] != "complete")]
     queue = squeue() if open_jobs else {}
     gone = [job for job in open_jobs if job not in (queue or {})]
-    accounting = sacct(gone) if gone else {}
+    accounting = sacct(gone)
     rows = []
     for p, record, job in points:
-        job_state = (queue or {}).get(job) or (accounting or {}).get(job) if job else None
-        rows.append({"run_id": p["run_id"], "state": classify(record, job_state), "job_id": job,
-                     "slurm": job_state, "record": record["status"] if record else None, "overrides": p["overrides"],
-                     "queue_known": queue is not None, "accounting_known": accounting is not None,
+        slurm = job_state(job, queue, accounting) if job else None
+        state = classify(record, job, slurm)
+        if job and slurm in ENDED:
+            record = settle(p, record, job, slurm, state) or record
+        rows.append({"run_id": p["run_id"], "state": state, "job_id": job, "slurm": slurm,
+                     "record": record["status"] if record else None, "overrides": p["overrides"],
+                     "queue_known": queue is not None, "accounting_known": accounting is not None or not gone,
                      "record_data": record})
     return rows
+
+
+def unconfirmed(rows: list[dict[str, Any]]) -> str | None:
+    """A line on what SLURM did not answer about jobs no longer running, None when it answered for every one: their
+    states then come from their records alone, or are unknown where there is none."""
+    unsure = [r for r in rows if r["job_id"] and r["slurm"] is None and r["state"] != "done"]
+    if not unsure:
+        return None
+    unknown = sum(r["state"] == "unknown" for r in unsure)
+    if not rows[0]["queue_known"]:
+        said = "squeue did not answer (is slurmctld up? `scontrol ping`)"
+    else:
+        said = (f"SLURM's accounting (sacct) gave no answer for {plural(len(unsure), 'job')} that left the queue "
+                f"(it can lag behind the queue, or be down)")
+    return (f"{said}: {unknown} without a record {'is' if unknown == 1 else 'are'} unknown (cancelled, out of "
+            f"memory, killed?), the others read as their records say; `python -m sweeps status` again later")
 
 
 def link_records(sweep_dir: Path) -> Path:
@@ -116,7 +186,7 @@ def link_records(sweep_dir: Path) -> Path:
     if records.exists():
         shutil.rmtree(records)
     records.mkdir()
-    for p in read_points(sweep_dir):
+    for p in read_manifest(sweep_dir)["points"]:
         path = Store(p["store"]).path(p["run_id"]).resolve()
         if path.exists():
             (records / path.name).symlink_to(path)
@@ -130,7 +200,7 @@ def build_report(sweep_dir: Path, out: Path, pool: bool = False) -> None:
     carries the sweep's name, earlier sweeps of the same name included.
     """
     if pool:
-        points = read_points(sweep_dir)
+        points = read_manifest(sweep_dir)["points"]
         stores = {p["store"] for p in points}
         if len(stores) != 1:
             raise UserError("--pool needs every point of the sweep in one store (one paths.root); leave it out to "
@@ -146,6 +216,12 @@ def build_report(sweep_dir: Path, out: Path, pool: bool = False) -> None:
         sys.exit(done.returncode)
 
 
+def table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines with every column as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
 def _status(args: argparse.Namespace) -> int:
     sweep_dir = args.sweep or find_sweep(Path(args.root))
     rows = sweep_status(sweep_dir)
@@ -154,22 +230,27 @@ def _status(args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps({k: v for k, v in r.items() if k != "record_data"}))
         return 0
-    print(f"sweep {sweep_dir}: {len(rows)} points: " + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
-    if rows and not rows[0]["queue_known"] and not rows[0]["accounting_known"]:
-        print("  (neither squeue nor sacct answered: states come from the store only)")
-    elif any(r["job_id"] and r["state"] == "missing" for r in rows) and not rows[0]["accounting_known"]:
-        print("  (no SLURM accounting (sacct): a job that ended before it wrote a record shows as missing)")
+    print(f"sweep {sweep_dir}: {plural(len(rows), 'point')}: "
+          + ", ".join(f"{counts[s]} {s}" for s in STATES if counts[s]))
+    note = unconfirmed(rows)
+    if note:
+        print(f"  ({note})")
     shared = set.intersection(*(set(r["overrides"]) for r in rows)) if rows else set()
+    cells = [["state", "run id", "job", "overrides"]]
     for r in rows:  # only what differs between the points
-        job = f"job {r['job_id']}" if r["job_id"] else "no job"
         varied = " ".join(o for o in r["overrides"] if o not in shared)
-        print(f"  {r['state']:<9} {r['run_id']}  {job:<14} {varied}")
+        cells.append([r["state"], r["run_id"], r["job_id"] or "-", varied])
+    for line in table(cells):
+        print(f"  {line}")
     return 0
 
 
 def _collect(args: argparse.Namespace) -> int:
     sweep_dir = args.sweep or find_sweep(Path(args.root))
     rows = sweep_status(sweep_dir)
+    note = unconfirmed(rows)
+    if note:
+        print(f"seqbench: {note}", file=sys.stderr)
     for r in rows:
         rec = r["record_data"]
         if r["state"] != "done":
@@ -187,8 +268,7 @@ def _collect(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("status", "state of every point: done, running, queued, failed, oom, preempted, "
-                                       "cancelled, missing"),
+    for name, help_text in (("status", f"state of every point: {', '.join(STATES)}"),
                             ("collect", "one JSON line per finished point (exit 1 while some are not done)")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("sweep", nargs="?", type=Path, help="the sweep directory (default: the newest under --root)")

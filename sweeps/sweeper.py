@@ -11,8 +11,10 @@ It is Hydra's basic sweeper with a check in front: it composes every point and c
 (harness.preflight: every key and value, the model built on fake tensors, parameters counted, training memory
 estimated). One bad point refuses the whole sweep before a single job is submitted. Points whose record in the store
 is already complete are skipped (unless force=true), so rerunning a sweep runs only what is missing, failed or
-interrupted. The manifest it writes in the sweep directory (sweeps.manifest) is what `python -m sweeps.status
-status` reads.
+interrupted; points with the same run id (the same model written two ways, harness.identity) run once. Every
+launched run gets `sweep_id=<the sweep folder's name>` (a key outside the run id), which its record carries. The
+manifest it writes in the sweep directory (sweeps.manifest) is what `python -m sweeps status` reads. A sweep that
+waits for its runs ends by naming each that did not complete, in the state its record gives.
 
 Options of a swept group (`model=s4,multires model.d_model=64`): Hydra composes a sweep's primary config once, before
 any point has chosen its model, so run.py hands it `model.x=v` as `++model.x=v` (likewise `task.x=v`), and each
@@ -52,8 +54,9 @@ from harness.checkpoint import STOP_SIGNALS
 from harness.config import closest, composition_error, one_of
 from harness.errors import ConfigError, UserError, exit_with
 from harness.preflight import describe
+from harness.progress import plural
 from harness.registry import MODELS, TASKS, Registry
-from sweeps import manifest
+from sweeps import manifest, status
 
 Plugins.instance()  # before importing the plugin's classes: sweeps/hydra_plugins.py says why
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
@@ -102,9 +105,19 @@ OPEN_KEY = re.compile(r"\+\+(model|task)\.(\w+)[^=]*=")  # `++model.x=v`, as run
 PARTIAL_KEYS = ("refuse", "skip")
 
 
+OPENED: set[str] = set()  # the keys open_group_keys prefixed, so that messages show them as the user wrote them
+
+
 def open_group_keys(argv: Sequence[str]) -> list[str]:
     """A multirun's command line with `model.x=v` and `task.x=v` as `++model.x=v` (see the module's docstring)."""
-    return [f"++{a}" if re.match(r"(model|task)\.[^=]+=", a) else a for a in argv]
+    opened = [f"++{a}" if re.match(r"(model|task)\.[^=]+=", a) else a for a in argv]
+    OPENED.update(a.split("=", 1)[0] for a, o in zip(argv, opened) if a != o)
+    return opened
+
+
+def as_written(overrides: Sequence[str]) -> str:
+    """A point's overrides as the user wrote them: without the `++` open_group_keys added."""
+    return " ".join(o[2:] if o.startswith("++") and o[2:].split("=", 1)[0] in OPENED else o for o in overrides)
 
 
 def settle(cfg: DictConfig, overrides: Sequence[str]) -> tuple[list[str], dict[str, tuple[str, bool]]]:
@@ -192,12 +205,12 @@ class Point:
     def done(self) -> bool:
         return self.info.get("status") == "complete" and not self.cfg.force
 
-    def manifest_entry(self, job_num: int | None) -> dict[str, Any]:
+    def manifest_entry(self, job_num: int | None, sweep_id: str) -> dict[str, Any]:
         return {"run_id": self.info["run_id"], "task": self.info["task"], "model": self.info["model"],
                 "seed": self.info["seed"], "overrides": self.overrides,
                 "store": str(runner.store_for(self.cfg).root.resolve()),
                 "runs": str((Path(self.cfg.paths.root) / "runs").resolve()), "job_num": job_num,
-                "sweep": self.cfg.sweep}
+                "sweep": self.cfg.sweep, "sweep_id": sweep_id, "config": runner.plain_config(self.cfg)}
 
 
 class Sweeper(BasicSweeper):
@@ -250,8 +263,9 @@ class Sweeper(BasicSweeper):
                     p.error = one_line(exc)
         bad = [p for p in points if p.error]
         if bad:
-            lines = [f"#{p.num} {' '.join(p.overrides)}: {p.error}" for p in bad]
-            raise ConfigError(f"sweep refused: {len(bad)} of {len(points)} points cannot run, nothing was launched:\n  "
+            lines = [f"#{p.num} {as_written(p.overrides)}: {p.error}" for p in bad]
+            raise ConfigError(f"sweep refused: {len(bad)} of {plural(len(points), 'point')} cannot run, nothing was "
+                              f"launched:\n  "
                               + "\n  ".join(lines) + "\nFix or drop them; `dry_run=true` checks a sweep without "
                               "running it.")
         return points
@@ -274,28 +288,53 @@ class Sweeper(BasicSweeper):
         if not self.wait and not isinstance(self.launcher, SlurmLauncher):
             raise ConfigError("hydra.sweeper.wait=false needs a launcher that can return before its jobs end: "
                               "add hydra/launcher=slurm (or slurm_local)")
-        todo = [p for p in points if not p.done]
+        # Points that build the same run (the same run id: harness.identity) run once, e.g. an ablation axis's
+        # value that is the baseline's.
+        first = {}
+        for p in points:
+            first.setdefault(p.info["run_id"], p)
+        todo = [p for p in first.values() if not p.done]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        job_nums = {p.num: i for i, p in enumerate(todo)}  # the launcher numbers the launched points 0, 1, ...
-        manifest.write_points(sweep_dir, [p.manifest_entry(job_nums.get(p.num)) for p in points])
-        print(f"seqbench: sweep of {len(points)} points: {len(points) - len(todo)} already complete (skipped), "
-              f"{len(todo)} to run; `python -m sweeps status {sweep_dir}`", flush=True)
+        sweep_id = manifest.sweep_id(sweep_dir)
+        job_nums = {p.info["run_id"]: i for i, p in enumerate(todo)}  # the launcher numbers them 0, 1, ...
+        manifest.write_points(sweep_dir, [p.manifest_entry(job_nums.get(p.info["run_id"]), sweep_id) for p in points])
+        same = len(points) - len(first)
+        print(f"seqbench: sweep {sweep_id} of {plural(len(points), 'point')}: "
+              + (f"{same} the same run as another, " if same else "")
+              + f"{len(first) - len(todo)} already complete (skipped), {len(todo)} to run; "
+              f"`python -m sweeps status {sweep_dir}`", flush=True)
         if isinstance(self.launcher, SlurmLauncher):
             self.launcher.wait = self.wait
         returns: list[Sequence[JobReturn]] = []
-        failed = []
         size = self.max_batch_size or len(todo) or 1
         with contextlib.nullcontext() if isinstance(self.launcher, SlurmLauncher) else stop_ends_sweep():
             for start in range(0, len(todo), size):
                 batch = todo[start:start + size]
-                results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
-                returns.append(results)
-                failed += [(p, r) for p, r in zip(batch, results) if r.status == JobStatus.FAILED]
-        if failed:  # after every batch: the others ran, and a rerun of the sweep runs only these
-            lines = [f"{p.info['run_id']} ({' '.join(p.overrides)}): {type(r._return_value).__name__}: "
-                     f"{str(r._return_value)[:300]}" for p, r in failed]
-            raise ConfigError(f"{len(failed)} of {len(todo)} runs failed (their records say why):\n  "
-                              + "\n  ".join(lines))
+                # Every record of the sweep carries its id: a key outside the run id (harness.config), so a point's
+                # run id is the one checked above.
+                launched = [[*p.overrides, f"sweep_id='{sweep_id}'"] for p in batch]
+                returns.append(self.launcher.launch(launched, initial_job_idx=start))
+        if self.wait:
+            self.report_unfinished(sweep_dir, todo, [r for batch in returns for r in batch])
         return returns
+
+    @staticmethod
+    def report_unfinished(sweep_dir: Path, todo: Sequence[Point], results: Sequence[JobReturn]) -> None:
+        """After every batch ran: UserError naming each run that did not complete, in the state its record (or,
+        without one, `status`) gives, with what its job handed back; a rerun of the sweep runs only these."""
+        rows = {r["run_id"]: r for r in status.sweep_status(sweep_dir)}
+        failed = [(p, r) for p, r in zip(todo, results) if r.status == JobStatus.FAILED]
+        if not failed:
+            return
+        shared = set.intersection(*(set(p.overrides) for p in todo)) if len(todo) > 1 else set()
+        # Each job has ended: its record (or, without one, what SLURM said) is how.
+        state = {rid: row["record"] or row["state"] for rid, row in rows.items()}
+        lines = [f"{p.info['run_id']} ({as_written([o for o in p.overrides if o not in shared]) or 'no overrides'}): "
+                 f"{state[p.info['run_id']]}: {type(r._return_value).__name__}: "
+                 f"{' '.join(str(r._return_value).split())[:300]}" for p, r in failed]
+        note = status.unconfirmed(list(rows.values()))
+        raise UserError(f"{len(failed)} of {plural(len(todo), 'run')} did not complete (their records say why; "
+                        f"`python -m sweeps status {sweep_dir}`):\n  " + "\n  ".join(lines)
+                        + (f"\n({note})" if note else ""))

@@ -38,12 +38,14 @@ HF_REPO = "uoft-cs/cifar10"
 SOURCES = ("auto", "python", "parquet")
 
 
-def fetch_instructions(root: Path) -> str:
+def fetch_instructions(root: Path, offer_download: bool = True) -> str:
+    """How to fetch CIFAR-10 by hand; `offer_download`: also suggest task.download=true (not after it failed)."""
+    download = ", or set task.download=true on a machine with network" if offer_download else ""
     return (
         f"Fetch CIFAR-10 in one of these forms:\n"
         f"  (a) the official Python release: download {CIFAR_URL} (md5 {CIFAR_MD5}) and extract it so that\n"
         f"      {root / PYTHON_DIR}/data_batch_1 exists (e.g. `mkdir -p {root} && "
-        f"curl -L {CIFAR_URL} | tar xz -C {root}`), or set task.download=true on a machine with network;\n"
+        f"curl -L {CIFAR_URL} | tar xz -C {root}`){download};\n"
         f"  (b) the Hugging Face dataset {HF_REPO}: put its Parquet files (plain_text/train-*.parquet and "
         f"plain_text/test-*.parquet) under {root}, or download it once with "
         f"`huggingface-cli download {HF_REPO} --repo-type dataset` so it is in the hub cache."
@@ -155,7 +157,7 @@ def read_parquet_split(files: list[str], cache_dir: str | None) -> tuple[np.ndar
 def download_cifar(root: Path, url: str = CIFAR_URL, md5: str = CIFAR_MD5) -> Path:
     """Download the official tarball, check its md5 and put `cifar-10-batches-py` (renamed whole) into `root`."""
     fetch_and_extract(url, root, f"{PYTHON_DIR}/data_batch_1", checksum=f"md5:{md5}",
-                      instructions=fetch_instructions(root))
+                      instructions=fetch_instructions(root, offer_download=False))
     return root / PYTHON_DIR
 
 
@@ -205,7 +207,10 @@ def load_cifar10(roots: list[Path], source: str = "auto", download: bool = False
     if download and source in ("auto", "python"):
         return _from_python(download_cifar(roots[0]), cache_dir)
     looked = ", ".join(str(r) for r in roots)
-    raise DataError(f"CIFAR-10 ({source}) not found in {looked}.\n{fetch_instructions(roots[0])}")
+    hint = fetch_instructions(roots[0], offer_download=not download)
+    if download:  # only the Parquet form was looked for, which task.download does not fetch
+        hint += "\n(task.download fetches the official Python release, with task.source=auto or python)"
+    raise DataError(f"CIFAR-10 ({source}) not found in {looked}.\n{hint}")
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from harness.files import atomic_write
+from harness.progress import bar as progress_bar
 
 
 def file_digests(path: Path, algorithms: Sequence[str] = ("sha256",)) -> dict[str, str]:
@@ -53,7 +52,7 @@ def files_fingerprint(paths: Sequence[Path], base: Path, cache_dir: Path | None)
             return json.loads(cached.read_text())
         except (OSError, ValueError):
             pass  # absent or damaged: computed again
-    bar = tqdm(files, desc="fingerprinting the data", unit="file", disable=len(files) < 2000)
+    bar = progress_bar(files, desc="fingerprinting the data", unit="file", disable=len(files) < 2000)
     digests = [(name, stats[name].st_size, file_sha256(path)) for name, path in bar]
     out = {"sha256": combine(digests), "files": len(digests), "bytes": sum(size for _, size, _ in digests)}
     if cached is not None:

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from harness.errors import ConfigError
+from harness.progress import bar as progress_bar
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)
@@ -493,7 +493,7 @@ def generate(settings: GeneratorSettings, progress: bool = False,
     wanted = sum(settings.sizes.values())
     seen: dict[str, int] = {}
     draws = last_new = 0  # draws made, and the draw that found the latest new example
-    bar = tqdm(total=wanted, desc="generating ListOps", unit="expr", disable=not progress)
+    bar = progress_bar(total=wanted, desc="generating ListOps", unit="expr", disable=not progress)
     try:
         for segment in segments:
             for i, source, value in segment.found:

@@ -84,12 +84,15 @@ class PtbxlConfig(TaskConfig):
 # Finding and fetching the release
 
 
-def fetch_instructions(root: Path) -> str:
+def fetch_instructions(root: Path, offer_download: bool = False) -> str:
+    """How to fetch the release by hand; `offer_download`: also suggest task.download=true, where the data is not
+    there at all and the task did not try (the download runs only then)."""
+    download = "or set task.download=true on a machine with network; " if offer_download else ""
     return (
         f"Download PTB-XL 1.0.3 from PhysioNet and unzip it so that {root}/ptbxl_database.csv exists:\n"
         f"  mkdir -p {root} && cd {root} && wget {ZIP_URL} && unzip {VERSION_DIR}.zip && "
         f"mv {VERSION_DIR}/* . \n"
-        f"(or set task.download=true on a machine with network; see https://physionet.org/content/ptb-xl/1.0.3/)"
+        f"({download}see https://physionet.org/content/ptb-xl/1.0.3/)"
     )
 
 
@@ -107,7 +110,8 @@ def find_root(root: Path) -> Path:
     for candidate in (root, root / VERSION_DIR, *sorted(root.glob("ptb-xl*"))):
         if (candidate / "ptbxl_database.csv").is_file():
             return candidate
-    raise DataError(f"PTB-XL not found: {root / 'ptbxl_database.csv'} does not exist.\n{fetch_instructions(root)}")
+    raise DataError(f"PTB-XL not found: {root / 'ptbxl_database.csv'} does not exist.\n"
+                    f"{fetch_instructions(root, offer_download=True)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -110,11 +110,13 @@ def words_of(cfg: SpeechCommandsConfig) -> tuple[str, ...]:
 # Finding and fetching the archive
 
 
-def fetch_instructions(root: Path) -> str:
+def fetch_instructions(root: Path, offer_download: bool = False) -> str:
+    """How to fetch the archive by hand; `offer_download`: also suggest task.download=true, where the data is not
+    there at all and the task did not try (the download runs only then)."""
+    download = "\n(or set task.download=true on a machine with network)." if offer_download else ""
     return (
         f"Download Speech Commands v0.02 (sha256 {SHA256}) and extract it so that {root}/yes/ and "
-        f"{root}/validation_list.txt exist:\n  mkdir -p {root} && curl -L {URL} | tar xz -C {root}\n"
-        f"(or set task.download=true on a machine with network)."
+        f"{root}/validation_list.txt exist:\n  mkdir -p {root} && curl -L {URL} | tar xz -C {root}{download}"
     )
 
 
@@ -130,7 +132,7 @@ def find_root(root: Path) -> Path:
         if (candidate / LISTS["val"]).is_file() or (candidate / SC10_WORDS[0]).is_dir():
             return candidate
     raise DataError(f"Speech Commands not found in {root} (no {LISTS['val']} nor {SC10_WORDS[0]}/).\n"
-                    f"{fetch_instructions(root)}")
+                    f"{fetch_instructions(root, offer_download=True)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -26,11 +26,18 @@ def clean_env(home: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(home)}
 
 
-def test_list_shows_every_registered_task_and_model_with_options() -> None:
+def test_list_shows_every_option_group_and_every_registered_task_and_model() -> None:
     text = list_registered()
     for name in TASKS.names() + MODELS.names():
         assert f"  {name}:" in text
     assert "model.d_model: int = 128" in text  # the transformer's option, with its default
+    for group in ("train", "optim", "paths", "bench", "quickstart"):
+        assert f"\n{group}:\n" in text
+    for option in ("seed: int = 0", "sweep: str = 'default'", "sweep_id: str | None = None", "train.epochs: int | None = 10",
+                   "optim.lr: float = 0.001", "paths.root: str = 'results'", "bench.lengths: list[int] | None = None",
+                   "quickstart.epochs: int = 5", "hydra.sweeper.wait: True", "hydra.sweeper.partial_keys: 'refuse'"):
+        assert f"      {option}" in text, option
+    assert "train.schedule: str = 'cosine'  # cosine | constant | rsqrt" in text  # what an option is for
     assert {"listops", "scifar", "ptbxl", "cifar_bpd", "speech_commands"} <= set(TASKS.names())
     assert {"transformer", "multires", "s4", "s4d", "sgconv", "wavspa"} <= set(MODELS.names())
 
@@ -82,14 +89,45 @@ def test_hydra_errors_are_one_line_and_exit_status_2_unless_debugging(tmp_path: 
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["task=listops"], "no model chosen"),
-    (["task=listops", "model=transformer", "task.root=/nonexistent/listops"], "/nonexistent/listops"),
-    (["task=scifar", "model=transformer", "task.download=false"], "cifar-10"),
     (["task=listops", "model=transformer", "dry_run=maybe"], "dry_run='maybe' must be true, false or memory"),
 ])
 def test_a_config_that_cannot_run_is_a_user_error(tmp_path: Path, args: list[str], expected: str) -> None:
     with pytest.raises(UserError, match=re.escape(expected)):
         dispatch(compose_run(tmp_path, *args))
     assert not list(tmp_path.glob("store/*"))
+
+
+@pytest.mark.parametrize(("args", "cause"), [
+    (["task=listops", "model=transformer", "task.root=/nonexistent/listops"],
+     "DataError: ListOps directory /nonexistent/listops does not exist."),
+    (["task=scifar", "model=transformer", "task.download=false"], "DataError: CIFAR-10 (auto) not found in "),
+])
+def test_a_run_whose_data_is_missing_records_why(tmp_path: Path, args: list[str], cause: str) -> None:
+    """The run started (its config is fine), so it leaves a `failed` record whose error is the cause on one line;
+    a hint never suggests what was just tried."""
+    with pytest.raises(UserError) as error:
+        dispatch(compose_run(tmp_path, *args))
+    [record] = [json.loads(p.read_text()) for p in tmp_path.glob("store/*.json")]
+    assert record["status"] == "failed" and record["params"] is None and record["sweep_id"] is None
+    assert record["error"].startswith(cause) and "\n" not in record["error"]
+    assert " ".join(str(error.value).split()) == record["error"].split(": ", 1)[1]
+
+
+def test_no_hint_suggests_what_was_just_tried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CIFAR-10's download is on by default: after it failed the hint offers the manual routes, not the download;
+    with it off, it offers the download."""
+    from tasks._cifar import download_cifar, load_cifar10
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # no cached copy of the Parquet release either
+
+    for download in (True, False):
+        with pytest.raises(DataError) as error:
+            load_cifar10([tmp_path / "nowhere"], "parquet", download=download)
+        assert ("task.download=true" in str(error.value)) == (not download)
+    unreachable = (tmp_path / "missing.tar.gz").as_uri()  # a download that fails at once, without network
+    with pytest.raises(DataError) as error:
+        download_cifar(tmp_path / "cifar", url=unreachable)
+    assert "downloading" in str(error.value) and "task.download=true" not in str(error.value)
 
 
 def test_a_tsv_with_the_wrong_columns_is_named(tmp_path: Path) -> None:

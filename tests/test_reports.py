@@ -532,9 +532,9 @@ def test_every_state_is_listed_by_its_own_name_as_sweep_status_says():
     apart = b.incomplete.set_index("run id")
     for rec in records[1:]:
         # sweeps.status.classify, for a job no longer in SLURM's queue: the state `status` prints.
-        assert apart.loc[rec["run_id"], "status"] == classify(rec, None) == rec["status"]
+        assert apart.loc[rec["run_id"], "status"] == classify(rec, None, None) == rec["status"]
         assert apart.loc[rec["run_id"], "reason"] == f"{rec['status']}: the cause in one line"
-    assert classify(records[0], None) == "done" and records[0]["run_id"] not in apart.index
+    assert classify(records[0], None, None) == "done" and records[0]["run_id"] not in apart.index
     assert b.table.set_index("model").loc["s4", "status"] == \
         "1 complete, failed (1), oom (1), preempted (1), cancelled (1), diverged (1)"
 

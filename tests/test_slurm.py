@@ -177,15 +177,90 @@ def test_cancelled_jobs_end_a_waiting_sweep_and_read_as_cancelled(cluster: Path)
     finally:
         waiting.kill()
     assert waiting.returncode == 2, out[-3000:] + err[-3000:]
-    assert "2 of 3 runs failed" in err and "sacct error" not in err
+    assert "2 of 3 runs did not complete" in err and "sacct error" not in err
     for job in (running, pending):
-        assert f"JobEndedWithoutResult: SLURM job {job} ended CANCELLED without a result" in err
+        assert f"cancelled: JobEndedWithoutResult: SLURM job {job} ended CANCELLED without a result" in err
     rows = status.sweep_status(sweep_dir)
     assert {r["job_id"]: r["state"] for r in rows} == {running: "cancelled", jobs["1"]: "done", pending: "cancelled"}
-    assert {r["job_id"]: r["record"] for r in rows}[running] == "preempted"  # it checkpointed on SIGTERM
+    # The store says the same, so the report does: the running job recorded it itself after checkpointing (it
+    # asked the controller), the pending one never started and its record comes from accounting.
+    records = {r["job_id"]: r["record_data"] for r in rows}
+    assert records[running]["status"] == records[pending]["status"] == "cancelled"
+    assert records[running]["error"].startswith("cancelled by SLURM (scancel); stopped by signal 15")
+    assert records[pending]["error"].startswith(f"SLURM job {pending} ended CANCELLED (sacct) before its run wrote")
+    assert {r["sweep_id"] for r in records.values()} == {sweep_dir.name}
     shown = subprocess.run([sys.executable, "-m", "sweeps", "status", str(sweep_dir)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "3 points: 1 done, 2 cancelled" in shown.stdout, shown.stdout + shown.stderr
+
+
+@cluster_test
+@pytest.mark.slow  # two jobs waited for without accounting: about 30 s
+def test_a_waiting_sweep_ends_while_accounting_does_not_answer(cluster: Path) -> None:
+    """Two jobs of two CPUs each on the two-CPU node: one runs, one waits. With slurmdbd stopped, cancel the waiting
+    one: the blocking sweep still ends once the other has handed back its result and the cancelled one has left the
+    queue, and it says what it could not confirm; `status` says that job's state is unknown, and once accounting
+    answers again, cancelled (its record written then)."""
+    command = [sys.executable, str(ROOT / "run.py"), "-m", f"paths.root={cluster / 'results'}",
+               f"paths.data={cluster / 'data'}", "hydra/sweeper=seqbench", "hydra/launcher=slurm_local",
+               "hydra.launcher.cpus_per_task=2", *tiny(64, 1), "seed=0,1"]
+    waiting = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    script = ["bash", str(ROOT / "sweeps" / "cluster" / "slurm_local.sh")]
+    try:
+        _wait_for(lambda: bool(list((cluster / "results").glob(f"hydra/multirun/*/{JOBS}"))), 90, "the submission")
+        sweep_dir = find_sweep(cluster / "results")
+        jobs = json.loads((sweep_dir / JOBS).read_text())
+        running, pending = jobs["0"], jobs["1"]
+
+        def started() -> bool:
+            queue = status.squeue() or {}
+            return queue.get(running) == "RUNNING" and queue.get(pending) == "PENDING"
+
+        _wait_for(started, 60, "one job running and the other pending")
+        subprocess.run([*script, "stop-accounting"], check=True, capture_output=True, timeout=60)
+        assert status.sacct([running]) is None  # no answer now
+        subprocess.run(["scancel", pending], check=True, capture_output=True, timeout=30)
+        out, err = waiting.communicate(timeout=180)
+        rows = {r["job_id"]: r["state"] for r in status.sweep_status(sweep_dir)}
+        assert status.main(["status", str(sweep_dir)]) == 0
+    finally:
+        waiting.kill()
+        subprocess.run([*script, "start-accounting"], check=True, capture_output=True, timeout=120)
+    assert waiting.returncode == 2, out[-3000:] + err[-3000:]
+    assert rows == {running: "done", pending: "unknown"}
+    assert "1 of 2 runs did not complete" in err and "sacct error" not in err
+    assert (f"unknown: JobEndedWithoutResult: SLURM job {pending} left the queue without a result, and SLURM's "
+            f"accounting (sacct) gave no answer: how it ended (cancelled, out of memory, killed) is not "
+            f"confirmed") in err
+    assert "(SLURM's accounting (sacct) gave no answer for 1 job that left the queue" in err
+    assert ": 1 without a record is unknown (cancelled, out of memory, killed?)" in err
+
+    # Back, slurmdbd first hears of the jobs from the controller's backlog (still PENDING: not an end).
+    def settled() -> bool:
+        return {r["job_id"]: r["state"] for r in status.sweep_status(sweep_dir)} == {running: "done",
+                                                                                     pending: "cancelled"}
+
+    _wait_for(settled, 90, "accounting to say the waiting job was cancelled")
+    records = {r["seed"]: r["status"] for r in Store(cluster / "results" / "store").records()}
+    assert records == {0: "complete", 1: "cancelled"}  # so the report says what status says
+
+
+@cluster_test
+@pytest.mark.slow  # one job: about 20 s
+def test_a_run_that_fails_on_slurm_is_recorded(cluster: Path) -> None:
+    """A point whose data is missing fails in its job, after the sweep's check: a `failed` record with the cause,
+    the sweep's message and `status` say failed; one point and one job, in the singular."""
+    out = submit(cluster, *tiny(64, 1), "task.root=/empty", timeout=120)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    sweep_dir = find_sweep(cluster / "results")
+    assert f"seqbench: sweep {sweep_dir.name} of 1 point: " in out.stdout and "submitted 1 SLURM job (" in out.stdout
+    [record] = Store(cluster / "results" / "store").records()
+    assert record["status"] == "failed" and record["error"].startswith("DataError: ListOps directory /empty does not")
+    assert record["sweep_id"] == sweep_dir.name and record["env"]["slurm"] and record["env"]["cuda"] is None
+    assert f"1 of 1 run did not complete (their records say why; `python -m sweeps status {sweep_dir}`)" in out.stderr
+    assert f"{record['run_id']} (" in out.stderr and "): failed: DataError: ListOps directory /empty" in out.stderr
+    assert [r["state"] for r in status.sweep_status(sweep_dir)] == ["failed"]
 
 
 @cluster_test
@@ -231,20 +306,34 @@ def test_status_reads_how_a_job_ended_from_slurm_accounting(monkeypatch: pytest.
                                           "7_3": "CANCELLED", "7_4": "FAILED", "7_5": "COMPLETED"}
     store = Store(tmp_path / "store")
     base = {"kind": "train", "task": "toy", "model": "m", "seed": 0, "config": {}}
-    store.write({**base, "run_id": "a", "status": "preempted"})  # cancelled mid-run: checkpointed on SIGTERM
+    store.write({**base, "run_id": "a", "status": "preempted", "error": "stopped by signal 15 at step 3"})
     store.write({**base, "run_id": "f", "status": "preempted"})  # ended, not cancelled: rerunning resumes it
     names = "abcdef"
-    (tmp_path / MANIFEST).write_text(json.dumps({"points": [
-        {"run_id": n, "overrides": [f"seed={i}"], "store": str(store.root), "job_num": i, "sweep": "s"}
+    (tmp_path / MANIFEST).write_text(json.dumps({"sweep_id": "sw1", "points": [
+        {"run_id": n, "overrides": [f"seed={i}"], "store": str(store.root), "job_num": i, "sweep": "s",
+         "sweep_id": "sw1", "task": "toy", "model": "m", "seed": i, "config": {"seed": i}}
         for i, n in enumerate(names)]}))
     (tmp_path / JOBS).write_text(json.dumps({str(i): f"7_{i}" for i in range(6)}))
-    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
-    assert states == {"a": "cancelled", "b": "oom", "c": "cancelled", "d": "cancelled", "e": "failed",
-                      "f": "preempted"}
+    expected = {"a": "cancelled", "b": "oom", "c": "cancelled", "d": "cancelled", "e": "failed", "f": "preempted"}
+    assert {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)} == expected
+    # What accounting alone knew is now in the store, so a report (which reads the store) says the same, also once
+    # accounting and the queue stop answering.
+    assert {r["run_id"]: r["status"] for r in store.records()} == expected
+    settled = store.get("c")
+    assert (settled["sweep"], settled["sweep_id"], settled["seed"], settled["config"]) == ("s", "sw1", 2, {"seed": 2})
+    assert settled["error"].startswith("SLURM job 7_2 ended CANCELLED (sacct) before its run wrote a record")
+    assert "stopped by signal 15 at step 3" in store.get("a")["error"]
     monkeypatch.setattr(status, "_query", lambda command: None)  # no squeue, no sacct: the store alone
-    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
-    assert states == {"a": "preempted", "b": "missing", "c": "missing", "d": "missing", "e": "missing",
-                      "f": "preempted"}
+    assert {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)} == expected
+
+
+def test_sacct_without_rows_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While slurmdbd is down sacct can exit 0 and print nothing ("Problem getting jobs for cluster"): for jobs that
+    have run, that is no answer, not "no such job"."""
+    monkeypatch.setattr(status, "_query", lambda command: [])
+    assert status.sacct(["7_0"]) is None and status.sacct([]) == {}
+    monkeypatch.setattr(status, "_query", lambda command: None)
+    assert status.sacct(["7_0"]) is None
 
 
 @pytest.mark.slow  # two runs and two reports: about 20 s

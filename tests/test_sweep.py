@@ -17,7 +17,7 @@ from harness.jobs import dispatch
 from harness.registry import MODELS, TASKS
 from harness.results import Store
 from sweeps import manifest, status
-from sweeps.sweeper import check_open_keys, expand, open_group_keys, settle
+from sweeps.sweeper import as_written, check_open_keys, expand, open_group_keys, settle
 from tasks.listops import task_spec as listops_spec
 from tests.helpers import ROOT, TINY_LISTOPS, compose_run, run_py
 
@@ -59,6 +59,9 @@ def test_options_of_swept_models_are_set_where_each_model_has_them(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"model.kernel_size is an option of multires but not of s4d, transformer: "
                                           r"add hydra.sweeper.partial_keys=skip"):
         check_open_keys({"model.kernel_size": {"s4d": False, "multires": True, "transformer": False}}, "refuse")
+    # Messages show the keys as the user wrote them: without the `++` added here, with one the user typed.
+    assert as_written(["++model.d_model=16", "++task.l_max=48", "++model.x=1", "seed=0"]) == (
+        "model.d_model=16 task.l_max=48 ++model.x=1 seed=0")
     check_open_keys({"model.kernel_size": {"s4d": False, "multires": True}}, "skip")
     with pytest.raises(ConfigError, match=r"model.n_head is an option of none of the swept models \(s4d, "
                                           r"transformer\) \(did you mean model.n_heads\?\)"):
@@ -79,7 +82,7 @@ def test_a_sweep_over_three_models_with_shared_and_specific_options(tmp_path: Pa
         assert not any(o.startswith("++") for o in line["overrides"])
         built = MODELS.build(MODELS.config(name, **{"d_model": 16, "dropout": 0.1, "n_layers": 1,
                                                     **({"kernel_size": 4} if name == "multires" else {})}),
-                             listops_spec(TASKS.config("listops", l_max=48)))
+                             listops_spec(TASKS.config("listops", l_max=48, min_length=10, max_length=40, max_depth=3)))
         assert line["params"] == sum(p.numel() for p in built.parameters())
     assert "model.kernel_size set for multires only (not an option of s4d, transformer)" in out.stdout
     assert not (tmp_path / "data").exists() and not (tmp_path / "results" / "store").exists()
@@ -226,6 +229,44 @@ def test_rerunning_a_sweep_runs_only_what_is_missing_or_failed(tmp_path: Path) -
     assert "| transformer |" in (tmp_path / "report" / "leaderboard.md").read_text()
 
 
+@pytest.mark.slow  # a sweep and a report, each a process: about 20 s
+def test_a_run_that_fails_at_run_time_is_recorded_and_every_view_agrees(tmp_path: Path) -> None:
+    """`-m task.root=/empty,null`: the point without data fails after the check (which reads no data). It leaves a
+    `failed` record with the cause; the sweep's message, `status`, `collect` and the report all say failed."""
+    out = run_py(tmp_path, "-m", *TINY_LISTOPS, "model.d_model=16", "task.root=/empty,null")
+    assert out.returncode == 2, out.stderr[-3000:]
+    sweep_dir = manifest.find_sweep(tmp_path / "results")
+    records = {r["config"]["task"]["root"]: r for r in Store(tmp_path / "results" / "store").records()}
+    failed, done = records["/empty"], records[None]
+    assert (failed["status"], done["status"]) == ("failed", "complete")
+    assert failed["error"].startswith("DataError: ListOps directory /empty does not exist. ")
+    # Both carry the sweep's id, its folder's name (a key outside the run id).
+    assert {failed["sweep_id"], done["sweep_id"]} == {sweep_dir.name} == {manifest.read_manifest(sweep_dir)["sweep_id"]}
+    assert f"seqbench: sweep {sweep_dir.name} of 2 points: 0 already complete (skipped), 2 to run" in out.stdout
+    assert (f"1 of 2 runs did not complete (their records say why; `python -m sweeps status {sweep_dir}`):\n  "
+            f"{failed['run_id']} (task.root=/empty): failed: DataError: ListOps directory /empty does not exist. "
+            in out.stderr), out.stderr
+    assert {r["run_id"]: r["state"] for r in status.sweep_status(sweep_dir)} == {failed["run_id"]: "failed",
+                                                                                done["run_id"]: "done"}
+    assert status.main(["collect", str(sweep_dir), "--report", str(tmp_path / "report")]) == 1
+    board = (tmp_path / "report" / "leaderboard.md").read_text()
+    assert any(failed["run_id"] in line and "| failed |" in line and "DataError: ListOps directory /empty" in line
+               for line in board.splitlines()), board  # among the runs that did not complete
+
+
+@pytest.mark.slow  # a sweep in a process: about 10 s
+def test_points_that_build_the_same_model_run_once(tmp_path: Path) -> None:
+    """`model.depth=null,6` at l_max 48 with K 2: the automatic depth is 6 (receptive field 64 >= 48 > 32), so both
+    points are one run: trained once, and both read as done."""
+    tiny = [a for a in TINY_LISTOPS if not a.startswith("model")]
+    out = run_py(tmp_path, "-m", *tiny, "model=multires", "model.d_model=8", "model.n_layers=1", "model.depth=null,6")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "of 2 points: 1 the same run as another, 0 already complete (skipped), 1 to run" in out.stdout
+    [record] = Store(tmp_path / "results" / "store").records()
+    rows = status.sweep_status(manifest.find_sweep(tmp_path / "results"))
+    assert [(r["run_id"], r["state"]) for r in rows] == [(record["run_id"], "done")] * 2
+
+
 def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     store = Store(tmp_path / "store")
@@ -242,11 +283,20 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     monkeypatch.setattr(status, "sacct", lambda jobs: None)  # no accounting here (with it: tests/test_slurm.py)
     monkeypatch.setattr(status, "squeue", lambda: queue)
     states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
-    assert states == {"a": "done", "b": "queued", "c": "oom", "d": "running", "e": "queued", "f": "missing"}
+    # f's job has left the queue without a record, and accounting does not say how it ended.
+    assert states == {"a": "done", "b": "queued", "c": "oom", "d": "running", "e": "queued", "f": "unknown"}
+    capsys.readouterr()
+    assert status.main(["status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 points: 1 done, 1 running, 2 queued, 1 oom, 1 unknown" in out
+    assert ("SLURM's accounting (sacct) gave no answer for 2 jobs that left the queue (it can lag behind the queue, "
+            "or be down): 1 without a record is unknown (cancelled, out of memory, killed?), the others read as their "
+            "records say") in out  # c's oom comes from its record alone
     monkeypatch.setattr(status, "squeue", lambda: None)  # no squeue here: the store alone
     states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
-    assert states == {"a": "done", "b": "preempted", "c": "oom", "d": "missing", "e": "missing", "f": "missing"}
+    assert states == {"a": "done", "b": "preempted", "c": "oom", "d": "unknown", "e": "unknown", "f": "unknown"}
     assert status.main(["status", str(tmp_path)]) == 0
+    assert "squeue did not answer" in capsys.readouterr().out
     assert status.main(["collect", str(tmp_path)]) == 1  # not everything is done
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -254,6 +304,38 @@ def test_status_takes_the_store_first_then_the_queue(tmp_path: Path, monkeypatch
     assert exited.value.code == 2
     assert capsys.readouterr().err == (f"seqbench: error: {tmp_path / 'nowhere'} is not a seqbench sweep directory "
                                        f"(no {manifest.MANIFEST}); sweeps run with hydra/sweeper=seqbench write one\n")
+
+
+def test_every_record_status_is_a_state_and_is_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A local sweep (no SLURM jobs): each point reads as its record says; no record is `missing`."""
+    store = Store(tmp_path / "store")
+    statuses = ["complete", "failed", "oom", "diverged", "preempted", "cancelled"]
+    for s in statuses:
+        store.write({"kind": "train", "task": "t", "model": "m", "seed": 0, "config": {}, "run_id": s, "status": s})
+    entries = [{"run_id": rid, "overrides": [f"x={rid}"], "store": str(store.root), "job_num": None}
+               for rid in [*statuses, "never-ran"]]
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": entries}))
+    states = {r["run_id"]: r["state"] for r in status.sweep_status(tmp_path)}
+    assert states == {**{s: s for s in statuses}, "complete": "done", "never-ran": "missing"}
+    assert status.main(["status", str(tmp_path)]) == 0
+    assert ("7 points: 1 done, 1 failed, 1 oom, 1 diverged, 1 preempted, 1 cancelled, 1 missing"
+            in capsys.readouterr().out)
+
+
+def test_status_columns_line_up_for_long_run_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(tmp_path / "store")
+    ids = ["listops-s4-0123456789ab", "speech_commands-transformer-0123456789ab"]
+    store.write({"kind": "train", "task": "t", "model": "m", "seed": 0, "config": {}, "run_id": ids[0],
+                 "status": "cancelled"})
+    entries = [{"run_id": rid, "overrides": ["a=1", f"seed={i}"], "store": str(store.root), "job_num": None}
+               for i, rid in enumerate(ids)]
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps({"points": entries}))
+    assert status.main(["status", str(tmp_path)]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.endswith("2 points: 1 cancelled, 1 missing")
+    assert [line.index("seed=") for line in lines[1:]] == [lines[0].index("overrides")] * 2  # under its header
+    assert [line.split() for line in lines[1:]] == [["cancelled", ids[0], "-", "seed=0"],
+                                                    ["missing", ids[1], "-", "seed=1"]]
 
 
 @pytest.mark.parametrize("text", ['{"created": "2026", "points": [{"run_id": "a", "ov', "\x00\x9f garbage",

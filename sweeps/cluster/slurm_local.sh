@@ -5,6 +5,8 @@
 #   bash sweeps/cluster/slurm_local.sh start    install (Debian/Ubuntu, root) if needed, configure, start
 #   bash sweeps/cluster/slurm_local.sh status   each daemon, `sinfo` and `sacct`; exit 1 when one is not answering
 #   bash sweeps/cluster/slurm_local.sh stop     stop the daemons this script started, and only those
+#   bash sweeps/cluster/slurm_local.sh stop-accounting    stop only slurmdbd, as when a real cluster's accounting
+#   bash sweeps/cluster/slurm_local.sh start-accounting   stops answering (for the tests); start it again
 #
 # Idempotent: `start` on a running cluster only checks it (and restarts the SLURM daemons if their configuration
 # changed). It needs root (apt-get, daemons running as root). One node named by `hostname -s`, addressed as
@@ -132,8 +134,8 @@ GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
 SQL
 }
 
-refuse_foreign() {  # file
-    if [ -f "$1" ] && ! head -n 1 "$1" | grep -qF "$MARK"; then
+refuse_foreign() {  # file (the script lived in harness/cluster/ before; what it wrote there is ours too)
+    if [ -f "$1" ] && ! head -n 1 "$1" | grep -qE "^# written by seqbench (harness|sweeps)/cluster/slurm_local\.sh$"; then
         die "$1 exists and was not written by this script; refusing to overwrite a real cluster's configuration"
     fi
 }
@@ -297,6 +299,8 @@ status() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
+    stop-accounting) stop_daemon slurmdbd ;;
+    start-accounting) start_slurmdbd ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|stop-accounting|start-accounting" >&2; exit 2 ;;
 esac
