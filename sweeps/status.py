@@ -206,7 +206,8 @@ def build_report(sweep_dir: Path, out: Path, pool: bool = False) -> None:
             raise UserError("--pool needs every point of the sweep in one store (one paths.root); leave it out to "
                             "report this sweep's own points")
         names = {p["sweep"] for p in points}
-        source = [stores.pop(), *(["--sweep", names.pop()] if len(names) == 1 else [])]
+        # --pool: the report merges the sweep's invocations (sweep ids) into one table per name.
+        source = [stores.pop(), *(["--sweep", names.pop()] if len(names) == 1 else []), "--pool"]
     else:
         source = [str(link_records(sweep_dir).resolve())]
     command = [sys.executable, "-m", "reports", "--store", *source, "--out", str(out.resolve())]
