@@ -18,6 +18,7 @@ from harness.device import resolve_device
 from harness.errors import UserError, is_oom
 from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id
+from harness.loggers import Loggers, log_config
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
 from harness.train import Diverged, FitResult, fit
@@ -144,8 +145,9 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
     task = TASKS.build(cfg.task, data_root_for(cfg))
     model = MODELS.build(cfg.model, task.spec)
     params = count_params(model)
+    loggers = Loggers.open(cfg.get("logger") if dist.is_main else None, log_config(cfg), rdir, rid, config, cfg.sweep)
     try:
-        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock)
+        result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock, loggers)
     except checkpoint.Preempted as exc:
         record("preempted", params=params, error=str(exc))
         raise
@@ -169,6 +171,7 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         throughput={"train_samples_per_s": result.train_samples_per_s,
                     "train_tokens_per_s": result.train_tokens_per_s},
         memory={"peak_bytes": result.peak_bytes, "kind": result.memory_kind},
+        cost=result.cost,
         data=task.info,
     )
     print(f"seqbench: {rid} {result.metric} val={result.val:.4f} test={result.test:.4f} "

@@ -26,6 +26,7 @@ from harness.config import OptimConfig, TrainConfig
 from harness.device import autocast_for, peak_bytes
 from harness.distributed import Dist
 from harness.files import RunLock, atomic_write
+from harness.loggers import Loggers
 from harness.optim import lr_factor, make_optimizer
 from harness.progress import ProgressLog
 from harness.results import strict_json
@@ -49,6 +50,7 @@ class FitResult:
     train_tokens_per_s: float
     peak_bytes: int
     memory_kind: str
+    cost: dict[str, Any]  # summed over every piece of a resumed run: see `cost`
 
 
 def evaluate(model: nn.Module, task: Task, split: str, cfg: TrainConfig, device: torch.device) -> float:
@@ -151,6 +153,9 @@ class Fit:
     plan: Plan
     progress: dict[str, Any]
     log: ProgressLog
+    loggers: Loggers
+    started: float  # time.perf_counter() when this piece of the run began
+    earlier_s: float  # the wall time of the run's earlier pieces
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -161,6 +166,8 @@ class Fit:
         return self.progress["epoch"] >= self.plan.epochs or self.progress["step"] >= self.plan.total_steps
 
     def save(self) -> None:
+        self.progress["wall_s"] = self.earlier_s + time.perf_counter() - self.started
+        self.progress["peak_bytes"] = max(self.progress.get("peak_bytes", 0), peak_bytes(self.device)[0])
         if not self.dist.is_main:
             return
         checkpoint.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -171,14 +178,16 @@ class Fit:
 
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-        device: torch.device, dist: Dist | None = None, lock: RunLock | None = None) -> FitResult:
+        device: torch.device, dist: Dist | None = None, lock: RunLock | None = None,
+        loggers: Loggers | None = None) -> FitResult:
     """Train, evaluate each epoch, keep the best-validation state, test it. Resumes from run_dir/last.pt.
 
     With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
-    rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. Raises Diverged on a
-    non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop signal.
+    rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. `loggers` get the
+    curves (harness.loggers). Raises Diverged on a non-finite training loss or validation metric,
+    checkpoint.Preempted after checkpointing on a stop signal.
     """
-    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock)
+    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock, loggers or Loggers.none())
     stop = checkpoint.StopFlag()
     try:
         with stop.installed():
@@ -191,13 +200,15 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                     stop_here(state, stop, f"after epoch {state.progress['epoch']}")
     finally:
         state.log.close()
+        state.loggers.close()
     return final_test(state)
 
 
 def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-           device: torch.device, dist: Dist, lock: RunLock | None) -> Fit:
+           device: torch.device, dist: Dist, lock: RunLock | None, loggers: Loggers | None = None) -> Fit:
     """The model on its device, the optimizer and schedule, and the progress: from run_dir/last.pt if there is one
     (then every RNG is where the checkpoint left it), else from the start, seeded."""
+    started = time.perf_counter()
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
     if train.compile:
@@ -225,12 +236,13 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
         checkpoint.seed_everything(seed)
         progress = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best": None, "best_state": None,
                     "train_time": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0}
+    progress["pieces"] = progress.get("pieces", 0) + 1  # checkpoints from before pieces were counted: one so far
     history = progress["history"]
     log = ProgressLog(train.progress, the_plan.epochs, the_plan.steps_per_epoch, the_plan.total_steps,
                       task.objective.metric().name, progress["step"], val=history[-1]["val"] if history else None,
                       active=dist.is_main)
     return Fit(model, net, optimizer, scheduler, task, train, optim, seed, run_dir, device, dist, lock, the_plan,
-               progress, log)
+               progress, log, loggers or Loggers.none(), started, progress.get("wall_s", 0.0))
 
 
 def train_step(state: Fit, batch: Batch, global_size: int) -> torch.Tensor:
@@ -274,9 +286,12 @@ def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
         progress["samples"] += global_size if dist.enabled else int(batch["x"].shape[0])
         progress["tokens"] += tokens
         state.log.step(tokens)
-        if asked or progress["batch"] in plan_.checks:
+        due = state.loggers.due(progress["step"])
+        if asked or progress["batch"] in plan_.checks or due:
             progress["loss_sum"], progress["loss_n"] = read_loss(state, meter)
             state.log.check(progress["step"], progress["batch"], progress["loss_sum"] / progress["loss_n"])
+            if due:
+                state.loggers.train_point(progress, state.optimizer.param_groups[0]["lr"])
             if state.lock is not None:
                 state.lock.refresh()
         if asked:
@@ -304,6 +319,7 @@ def end_epoch(state: Fit) -> None:
         progress["best"] = {"val": val, "epoch": epoch + 1}
         progress["best_state"] = {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}
     progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0, loss_n=0)
+    state.loggers.epoch_point(row, metric.name)  # before the checkpoint: a resumed run never logs it again
     state.save()
     if state.dist.is_main:
         write_history(state.run_dir, state.history)
@@ -311,19 +327,34 @@ def end_epoch(state: Fit) -> None:
 
 
 def final_test(state: Fit) -> FitResult:
-    """The best-validation state scored on the test split, with the run's speed and memory."""
+    """The best-validation state scored on the test split, with the run's speed, memory and cost; the best weights
+    kept in the run folder (best.pt) for later evaluations (harness.evaluate)."""
     progress, metric = state.progress, state.task.objective.metric()
     best_model = copy.deepcopy(state.model)
     best_model.load_state_dict(progress["best_state"])
     test, test_details = score(best_model, state.task, "test", state.train, state.device)
+    if state.dist.is_main:
+        checkpoint.save_weights(progress["best_state"], state.run_dir / checkpoint.BEST)
     peak, kind = peak_bytes(state.device)
+    peak = max(peak, progress.get("peak_bytes", 0))
     elapsed = max(progress["train_time"], 1e-9)
     return FitResult(metric=metric.name, higher_is_better=metric.higher_is_better,
                      val=progress["best"]["val"], test=test, test_details=test_details,
                      best_epoch=progress["best"]["epoch"],
                      history=state.history, steps=progress["step"], epochs=progress["epoch"],
                      train_samples_per_s=progress["samples"] / elapsed,
-                     train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
+                     train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind,
+                     cost=cost(state))
+
+
+def cost(state: Fit) -> dict[str, Any]:
+    """What the run cost, summed over its pieces (a preempted run resumed is several): the wall time from setting up
+    to the test (training, validation and checkpoints; what a piece computed after its last checkpoint and then lost
+    is not counted), in device-hours (wall time times the processes, one device each), and the training time."""
+    wall = state.earlier_s + time.perf_counter() - state.started
+    return {"wall_s": wall, "train_s": state.progress["train_time"], "pieces": state.progress["pieces"],
+            "devices": state.dist.world, "device": state.device.type,
+            "device_hours": wall * state.dist.world / 3600.0}
 
 
 def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:
