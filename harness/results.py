@@ -4,9 +4,10 @@ A record is written atomically (harness.files), so a reader sees either the prev
 new one and never half of one, also with many jobs writing at once on a shared filesystem. Readers
 skip files that do not parse (and say so) instead of treating them as results.
 
-Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
-(complete | failed | oom | preempted | diverged), config, metrics, throughput, memory, params, timing, env,
-error; a diverged run has `diverged` (epoch, step, history) instead of metrics.
+Record fields: schema, run_id, kind (train | bench | eval), sweep, task, model, seed, status
+(complete | failed | oom | preempted | diverged | not_applicable), config, metrics, throughput, memory, params,
+cost, timing, env, error; a diverged run has `diverged` (epoch, step, history) instead of metrics. An evaluation
+(harness.evaluate) also names its training run, `train_run_id`, and what it evaluated on, `eval`.
 
 Records are strict JSON: a non-finite number (a diverged loss) is written as null.
 """
@@ -24,7 +25,8 @@ from typing import Any
 from harness.files import atomic_write
 
 SCHEMA = 1
-STATUSES = ("complete", "failed", "oom", "preempted", "diverged")
+# not_applicable: an evaluation a model cannot make (harness.evaluate), e.g. learned positions past their length.
+STATUSES = ("complete", "failed", "oom", "preempted", "diverged", "not_applicable")
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:
