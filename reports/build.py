@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, latex, plots, render
+from reports import cost, html, latex, lengths, plots, render
 from reports.ablation import ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
@@ -60,7 +60,7 @@ def comparison_strings(board: Board) -> pd.DataFrame:
     return table
 
 
-def board_section(board: Board, figdir: Path) -> Section:
+def board_section(board: Board, figdir: Path, evals: pd.DataFrame | None = None) -> Section:
     section = Section(f"Leaderboard: {board.title}")
     if len(board.rows):
         section.tables.append((f"{board.title}: our runs (ranked) and published numbers", board.table))
@@ -71,15 +71,17 @@ def board_section(board: Board, figdir: Path) -> Section:
     if not board.incomplete.empty:
         section.tables.append((f"{board.title}: runs that did not complete (not ranked)", board.incomplete))
     section.notes += board.notes
-    for figure in (plots.metric_vs_params(board, figdir), plots.training_curves(board, board.runs, figdir)):
+    for figure in (plots.metric_vs_params(board, figdir), plots.training_curves(board, board.runs, figdir),
+                   cost.figure(board, figdir), None if evals is None else lengths.figure(board, evals, figdir)):
         if figure is not None:
             section.figures.append(figure)
     return section
 
 
-def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path) -> list[Section]:
+def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
+             evals: pd.DataFrame | None = None) -> list[Section]:
     figdir = out / "figures"
-    result = [board_section(b, figdir) for b in all_boards]
+    result = [board_section(b, figdir, evals) for b in all_boards]
     for ab in ablations(runs):
         result.append(Section(f"Ablation: sweep {ab.sweep}, {ab.task}",
                               [(f"sweep {ab.sweep}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
@@ -208,7 +210,11 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None) -> Path:
     files = Output(out)
     files.clear()
     all_boards = boards(runs, load_references())
-    secs = sections(runs, bench, all_boards, out)
+    evals = lengths.load_evals(store)
+    for b in all_boards:
+        cost.add_columns(b)
+        lengths.add_columns(b, evals)
+    secs = sections(runs, bench, all_boards, out, evals)
     for path in _figures(secs):
         files.add(path)
     title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")
