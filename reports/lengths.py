@@ -126,7 +126,7 @@ def figure(board: Board, evals: pd.DataFrame, out: Path) -> Figure | None:
     trained = training_range(board)
     if trained:
         ax.axvspan(*trained, color="0.85", zorder=0)
-    styles = _styles(list(board.rows["label"]))
+    styles = _styles(sorted(set(board.rows["label"])))  # as the other figures of the board
     top = blended_transform_factory(ax.transData, ax.transAxes)
     for label, low, high in found:  # the bins' edges, and their names above the plot
         for edge in (low, high):
