@@ -35,6 +35,7 @@ from harness.files import atomic_write
 # terminal was closed (its default would end the run without a checkpoint and leave its lock).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGHUP)
 KEYS = ("model", "optimizer", "scheduler", "rng", "progress")
+BEST = "best.pt"  # in the run folder once a run completes: the best-validation weights alone, {"model": state dict}
 
 
 class CheckpointError(UserError):
@@ -164,6 +165,28 @@ def load(path: Path) -> dict[str, Any] | None:
     if not isinstance(state, dict) or any(key not in state for key in KEYS):
         raise unreadable
     return state
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    """The weights alone (`BEST`): what an evaluation needs, without the optimizer state and RNGs of last.pt."""
+    save({"model": state_dict}, path)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor] | None:
+    """The state dict of a `save_weights` file, or of the best state in a checkpoint; None if `path` is missing."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable seqbench weights file (truncated, or from an untrusted "
+                              f"source); delete it, and rerun the training run with force=true to write it again"
+                              ) from exc
+    if isinstance(state, dict) and isinstance(state.get("progress"), dict):  # a whole checkpoint (last.pt)
+        state = {"model": state["progress"].get("best_state")}
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{path} holds no model weights; rerun the training run with force=true")
+    return state["model"]
 
 
 def rng_state() -> dict[str, Any]:

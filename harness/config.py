@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -396,9 +396,64 @@ class BenchConfig:
         return dict((self.model_overrides or {}).get(model) or {})
 
 
+LOGGERS = ("tensorboard", "wandb")  # harness.loggers.BACKENDS
+WANDB_MODES = ("auto", "online", "offline")
+
+
+def logger_names(value: Any) -> list[str]:
+    """`logger` as a list of names: null, none or [] for no logger, one name, or a list of them."""
+    if value is None or value == "none":
+        return []
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, Sequence) else None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"logger={value!r} must be none, tensorboard, wandb or a list of them, e.g. "
+                          f"logger=[tensorboard,wandb]")
+    for name in names:
+        one_of("logger", name, LOGGERS)
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class LogConfig:
+    """Live curves (`logger=tensorboard`, `logger=wandb`): harness/loggers.py."""
+
+    every_n_steps: int = 50  # the training loss (mean since the last point) and the learning rate, every N steps
+    wandb_project: str = "seqbench"
+    wandb_mode: str = "auto"  # auto: online when W&B's server answers, else offline | online | offline
+
+    def __post_init__(self) -> None:
+        positive("log.every_n_steps", self.every_n_steps, integer=True)
+        one_of("log.wandb_mode", self.wandb_mode, WANDB_MODES)
+        if not str(self.wandb_project).strip():
+            raise ConfigError("log.wandb_project is empty; give a project name, e.g. log.wandb_project=seqbench")
+
+
+@dataclass
+class EvalConfig:
+    """`job=eval` and `job=lengths`: evaluate trained runs' best weights on other data (harness/evaluate.py)."""
+
+    runs: list[str] = field(default_factory=list)  # run ids; or every complete training run of `sweep`
+    sweep: str | None = None  # the training sweep whose complete runs are evaluated
+    # job=lengths: test-only ListOps bins [[min_length, max_length], ...] (exclusive bounds, as task.min/max_length);
+    # null: three doublings above each run's own task.max_length (2-4K, 4-8K, 8-16K for LRA's 500-2,000).
+    bins: list[list[int]] | None = None
+    n_test: int = 2000  # expressions per bin
+    seed: int = 1  # the bins' generator seed (the training set's is task.seed)
+    batch_size: int | None = None  # null: the run's train.eval_batch_size or train.batch_size
+
+    def __post_init__(self) -> None:
+        positive("eval.n_test", self.n_test, integer=True)
+        positive("eval.batch_size", self.batch_size, integer=True, optional=True)
+        for low_high in self.bins or []:
+            if len(low_high) != 2 or not all(isinstance(v, int) and v > 0 for v in low_high) or \
+                    low_high[1] - low_high[0] < 2:
+                raise ConfigError(f"eval.bins entry {list(low_high)!r} must be [min_length, max_length], two "
+                                  f"integers at least 2 apart, e.g. eval.bins=[[2000,4000],[4000,8000]]")
+
+
 @dataclass
 class RunConfig:
-    job: str = "train"  # train | bench | quickstart
+    job: str = "train"  # train | bench | quickstart | eval | lengths
     task: Any = None
     model: Any = None
     seed: int = 0
@@ -415,9 +470,14 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     quickstart: QuickstartConfig = field(default_factory=QuickstartConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    # Live curves: none by default; tensorboard, wandb or both ([tensorboard,wandb]). Any: a name or a list.
+    logger: Any = None
+    log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         check_seed("seed", self.seed)
+        logger_names(self.logger)
         if self.dry_run not in (False, True, "memory"):
             raise ConfigError(f"dry_run={self.dry_run!r} must be true, false or memory (true and the activation "
                               f"memory estimated)")
@@ -461,6 +521,9 @@ NON_SEMANTIC_KEYS = (
     "paths",
     "quickstart",
     "bench",
+    "logger",
+    "log",
+    "eval",
     "hydra",
     "train.progress",
     "train.num_workers",

@@ -30,7 +30,7 @@ class Report:
 
     store: Path
     out: Path
-    sweep: str
+    sweep: str | None
     failed: list[str] = field(default_factory=list)
 
 
@@ -103,6 +103,28 @@ def quickstart(cfg: DictConfig) -> Report | None:
     return Report(root / "store", root / "reports", "quickstart", failed)
 
 
+def eval_job(cfg: DictConfig) -> Report | None:
+    """`job=eval`: trained runs (eval.runs or eval.sweep) on the task config of the command."""
+    return _evaluate(cfg, lengths=False)
+
+
+def lengths_job(cfg: DictConfig) -> Report | None:
+    """`job=lengths`: trained ListOps runs on longer ListOps, in length bins; then their report."""
+    return _evaluate(cfg, lengths=True)
+
+
+def _evaluate(cfg: DictConfig, lengths: bool) -> Report | None:
+    from harness import evaluate
+
+    records = evaluate.run(cfg, lengths)
+    if cfg.dry_run or not records:
+        return None
+    root = Path(cfg.paths.root)
+    sweeps = {r["sweep"] for r in records}
+    # The report of the evaluated sweep, now with its evaluations (of every sweep when runs of several were named).
+    return Report(root / "store", root / "reports", sweeps.pop() if len(sweeps) == 1 else None)
+
+
 def bench_plan(cfg: DictConfig) -> None:
     """`job=bench dry_run=true`: one JSON line per model, the grid it would be timed on; nothing is measured.
     The grid is the one for the device asked for, whether or not this machine has it."""
@@ -130,4 +152,5 @@ def bench_job(cfg: DictConfig) -> None:
 
 
 JOBS: dict[str, Callable[[DictConfig], Report | None]] = {"train": train, "quickstart": quickstart,
-                                                           "bench": bench_job}
+                                                           "bench": bench_job, "eval": eval_job,
+                                                           "lengths": lengths_job}

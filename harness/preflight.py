@@ -25,7 +25,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness import runner
+from harness import loggers, runner
 from harness.config import check_param_groups, run_config
 from harness.device import autocast_for
 from harness.errors import ConfigError, UserError
@@ -45,6 +45,7 @@ def check(cfg: DictConfig) -> None:
     lr_factor(0, 1, 0, cfg.train.schedule)
     autocast_for(torch.device("cpu"), cfg.train.precision)
     optimizer_class(cfg.optim)
+    loggers.check_available(cfg.get("logger"))
 
 
 def task_spec(cfg: DictConfig) -> TaskSpec:

@@ -4,11 +4,12 @@ A record is written atomically (harness.files), so a reader sees either the prev
 new one and never half of one, also with many jobs writing at once on a shared filesystem. Readers
 skip files that do not parse (and say so) instead of treating them as results.
 
-Record fields: schema, run_id, kind (train | bench), sweep, task, model, seed, status
-(complete | failed | oom | preempted | cancelled | diverged), config, metrics, throughput, memory, params, timing,
-env, error; a diverged run has `diverged` (epoch, step, history) instead of metrics. `sweep_id` names the sweep
-invocation that launched the run (its sweep folder), null outside a sweep. `cancelled`: SLURM cancelled the job
-(scancel); nothing requeues it, rerunning the sweep resumes it from its checkpoint.
+Record fields: schema, run_id, kind (train | bench | eval), sweep, task, model, seed, status
+(complete | failed | oom | preempted | cancelled | diverged | not_applicable), config, metrics, throughput, memory,
+params, cost, timing, env, error; a diverged run has `diverged` (epoch, step, history) instead of metrics. `sweep_id`
+names the sweep invocation that launched the run (its sweep folder), null outside a sweep. `cancelled`: SLURM
+cancelled the job (scancel); nothing requeues it, rerunning the sweep resumes it from its checkpoint. An evaluation
+(harness.evaluate) also names its training run, `train_run_id`, and what it evaluated on, `eval`.
 
 Records are strict JSON: a non-finite number (a diverged loss) is written as null.
 """
@@ -26,7 +27,8 @@ from typing import Any
 from harness.files import atomic_write
 
 SCHEMA = 1
-STATUSES = ("complete", "failed", "oom", "preempted", "cancelled", "diverged")
+# not_applicable: an evaluation a model cannot make (harness.evaluate), e.g. learned positions past their length.
+STATUSES = ("complete", "failed", "oom", "preempted", "cancelled", "diverged", "not_applicable")
 
 
 def strict_json(obj: Any, **kwargs: Any) -> str:

@@ -20,6 +20,7 @@ from harness.device import resolve_device
 from harness.errors import ConfigError, UserError, is_oom
 from harness.files import RunLock, atomic_write, remove_stale_temps
 from harness.identity import run_id, semantic_config
+from harness.loggers import Loggers, log_config
 from harness.registry import MODELS, TASKS
 from harness.results import SCHEMA, Store
 from harness.task import Task
@@ -191,8 +192,10 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         task = build_task(cfg, dist)
         model = MODELS.build(cfg.model, task.spec)
         params = count_params(model)
+        loggers = Loggers.open(cfg.get("logger") if dist.is_main else None, log_config(cfg), rdir, rid, config,
+                               cfg.sweep)
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,
-                                identity=identity_of(rid, config, task.info))
+                                identity=identity_of(rid, config, task.info), loggers=loggers)
     except checkpoint.Preempted as exc:
         if exc.signum == signal.SIGTERM and env.slurm_cancelled():  # scancel: nothing will requeue it
             record("cancelled", params=params, error=f"cancelled by SLURM (scancel); {exc}; rerunning the sweep "
@@ -224,6 +227,7 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         throughput={"train_samples_per_s": result.train_samples_per_s,
                     "train_tokens_per_s": result.train_tokens_per_s},
         memory={"peak_bytes": result.peak_bytes, "kind": result.memory_kind},
+        cost=result.cost,
         data=task.info,
     )
     print(f"seqbench: {rid} {result.metric} val={result.val:.4f} test={result.test:.4f} "

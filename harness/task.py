@@ -64,6 +64,20 @@ class Task:
             raise ValueError(f"task {self.spec.name}: missing splits {sorted(missing)}")
 
 
+class LengthNotSupported(Exception):
+    """Raised by a model's `extend_length(L)` when it cannot run inputs of length L (e.g. learned positions end at
+    the length it was trained at); the message says why, in a few words."""
+
+
+def extend_length(model: torch.nn.Module, length: int) -> None:
+    """Ready a trained model for inputs of up to `length` positions, each layer in its natural way: every submodule
+    with an `extend_length(L)` method is asked (a kernel computed to L, a position table extended). Raises
+    LengthNotSupported from a layer that cannot."""
+    for module in model.modules():
+        if module is not model and callable(getattr(module, "extend_length", None)):
+            module.extend_length(length)
+
+
 class Metric(ABC):
     """Accumulates over the batches of a split; `compute` returns one number, `details` what else the record keeps."""
 

@@ -33,6 +33,7 @@ from harness.device import autocast_for, peak_bytes, set_precision
 from harness.distributed import Dist
 from harness.errors import ConfigError
 from harness.files import RunLock, atomic_write
+from harness.loggers import Loggers
 from harness.optim import lr_factor, make_optimizer
 from harness.progress import ProgressLog
 from harness.results import strict_json
@@ -58,6 +59,7 @@ class FitResult:
     train_tokens_per_s: float
     peak_bytes: int
     memory_kind: str
+    cost: dict[str, Any]  # summed over every piece of a resumed run: see `cost`
 
 
 def evaluate(model: nn.Module, task: Task, split: str, cfg: TrainConfig, device: torch.device) -> float:
@@ -195,6 +197,9 @@ class Fit:
     plan: Plan
     progress: dict[str, Any]
     log: ProgressLog
+    loggers: Loggers
+    started: float  # time.perf_counter() when this piece of the run began
+    earlier_s: float  # the wall time of the run's earlier pieces
     identity: checkpoint.Identity | None = None  # what the checkpoint names as its run and data
 
     @property
@@ -207,6 +212,8 @@ class Fit:
                 or patience_over(self.train, self.progress))
 
     def save(self) -> None:
+        self.progress["wall_s"] = self.earlier_s + time.perf_counter() - self.started
+        self.progress["peak_bytes"] = max(self.progress.get("peak_bytes", 0), peak_bytes(self.device)[0])
         if not self.dist.is_main:
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -220,17 +227,18 @@ class Fit:
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
         device: torch.device, dist: Dist | None = None, lock: RunLock | None = None,
-        identity: checkpoint.Identity | None = None) -> FitResult:
+        identity: checkpoint.Identity | None = None, loggers: Loggers | None = None) -> FitResult:
     """Train, validate each epoch (or every train.eval_every_steps steps), keep the best-validation state, test it.
     Resumes from run_dir/last.pt.
 
     With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
     rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. With `identity` (the
-    runner's), the checkpoints name their run and data, and only a checkpoint of the same is resumed. Raises
-    Diverged on a non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop
-    signal.
+    runner's), the checkpoints name their run and data, and only a checkpoint of the same is resumed. `loggers` get
+    the curves (harness.loggers). Raises Diverged on a non-finite training loss or validation metric,
+    checkpoint.Preempted after checkpointing on a stop signal.
     """
-    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock, identity)
+    state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock, identity,
+                   loggers or Loggers.none())
     stop = checkpoint.StopFlag()
     try:
         with stop.installed():
@@ -243,14 +251,17 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
                     stop_here(state, stop, f"after epoch {state.progress['epoch']}")
     finally:
         state.log.close()
+        state.loggers.close()
     return final_test(state)
 
 
 def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
-           device: torch.device, dist: Dist, lock: RunLock | None, identity: checkpoint.Identity | None = None) -> Fit:
+           device: torch.device, dist: Dist, lock: RunLock | None, identity: checkpoint.Identity | None = None,
+           loggers: Loggers | None = None) -> Fit:
     """The model on its device, the optimizer and schedule, and the progress: from run_dir/last.pt if there is one
     (then every RNG is where the checkpoint left it), else from the start, seeded. With `identity`, a checkpoint
     made for another run or other data is refused (checkpoint.CheckpointError), before anything of it is used."""
+    started = time.perf_counter()
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
     if train.compile:
@@ -277,12 +288,13 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
         checkpoint.seed_everything(seed)
         progress = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best": None, "best_state": None,
                     "train_time": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0}
+    progress["pieces"] = progress.get("pieces", 0) + 1  # checkpoints from before pieces were counted: one so far
     history = progress["history"]
     log = ProgressLog(train.progress, the_plan.epochs, the_plan.steps_per_epoch, the_plan.total_steps,
                       task.objective.metric().name, progress["step"], val=history[-1]["val"] if history else None,
                       active=dist.is_main)
     return Fit(model, net, optimizer, scheduler, task, train, optim, seed, run_dir, device, dist, lock, the_plan,
-               progress, log, identity)
+               progress, log, loggers or Loggers.none(), started, progress.get("wall_s", 0.0), identity)
 
 
 def restore(path: Path, state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -342,9 +354,12 @@ def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
         progress["samples"] += global_size if dist.enabled else int(batch["x"].shape[0])
         progress["tokens"] += tokens
         state.log.step(tokens)
-        if asked or progress["batch"] in plan_.checks:
+        due = state.loggers.due(progress["step"])
+        if asked or progress["batch"] in plan_.checks or due:
             progress["loss_sum"], progress["loss_n"] = read_loss(state, meter)
             state.log.check(progress["step"], progress["batch"], progress["loss_sum"] / progress["loss_n"])
+            if due:
+                state.loggers.train_point(progress, state.optimizer.param_groups[0]["lr"])
             if state.lock is not None:
                 state.lock.refresh()
         if validation_due(train, progress["step"]):  # before a stop: a resumed run would not validate here
@@ -396,6 +411,7 @@ def validate(state: Fit, epochs_done: float) -> None:
            "train_loss": progress["loss_sum"] / max(1, progress["loss_n"]),
            "val": val, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(row)
+    state.loggers.epoch_point(row, metric.name)  # before the checkpoint: a resumed run never logs it again
     best = None if progress["best"] is None else progress["best"]["val"]
     if improves(val, best, metric.higher_is_better, ties_later=state.train.best_tie == "later"):
         progress["best"] = {"val": val, "epoch": epochs_done, "step": progress["step"]}
@@ -411,15 +427,18 @@ def save_and_log(state: Fit) -> None:
 
 
 def final_test(state: Fit) -> FitResult:
-    """The best-validation state (or the last, train.test_on=last) scored on the test split, with the run's speed
-    and memory."""
+    """The best-validation state (or the last, train.test_on=last) scored on the test split, with the run's speed,
+    memory and cost; the best weights kept in the run folder (best.pt) for later evaluations (harness.evaluate)."""
     progress, metric = state.progress, state.task.objective.metric()
     tested, chosen = state.model, state.history[-1]
     if state.train.test_on == "best":
         tested, chosen = copy.deepcopy(state.model), progress["best"]
         tested.load_state_dict(progress["best_state"])
     test, test_details = score(tested, state.task, "test", state.train, state.device)
+    if state.dist.is_main:
+        checkpoint.save_weights(progress["best_state"], state.run_dir / checkpoint.BEST)
     peak, kind = peak_bytes(state.device)
+    peak = max(peak, progress.get("peak_bytes", 0))
     elapsed = max(progress["train_time"], 1e-9)
     early = progress["step"] < state.plan.total_steps and progress["epoch"] < state.plan.epochs
     return FitResult(metric=metric.name, higher_is_better=metric.higher_is_better,
@@ -427,7 +446,18 @@ def final_test(state: Fit) -> FitResult:
                      history=state.history, steps=progress["step"], epochs=progress["epoch"],
                      tested=state.train.test_on, stopped_early=early,
                      train_samples_per_s=progress["samples"] / elapsed,
-                     train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind)
+                     train_tokens_per_s=progress["tokens"] / elapsed, peak_bytes=peak, memory_kind=kind,
+                     cost=cost(state))
+
+
+def cost(state: Fit) -> dict[str, Any]:
+    """What the run cost, summed over its pieces (a preempted run resumed is several): the wall time from setting up
+    to the test (training, validation and checkpoints; what a piece computed after its last checkpoint and then lost
+    is not counted), in device-hours (wall time times the processes, one device each), and the training time."""
+    wall = state.earlier_s + time.perf_counter() - state.started
+    return {"wall_s": wall, "train_s": state.progress["train_time"], "pieces": state.progress["pieces"],
+            "devices": state.dist.world, "device": state.device.type,
+            "device_hours": wall * state.dist.world / 3600.0}
 
 
 def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:

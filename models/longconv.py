@@ -233,6 +233,11 @@ class ConvLayer(nn.Module):
     def kernel(self, L: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def extend_length(self, L: int) -> None:
+        """Run inputs of up to L positions (an evaluation beyond the training length): the step mode's kernel and,
+        where a layer's kernel is cut at l_max (S4, S4D), the kernel itself reach L."""
+        self.l_max = max(self.l_max, L)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         mask = length_mask(lengths, x.shape[1], x.device) if self.mask_lengths else None
         # The activation is fused into the FFT convolution unless an active dropout sits between them.

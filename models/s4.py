@@ -291,6 +291,22 @@ class S4Layer(SSMLayer):
         self._lk = L
         self.l_kernel.fill_(L)
 
+    @torch.no_grad()
+    def extend_length(self, L: int) -> None:
+        """The kernel computed to L: as the published kernel does when asked for more than it is attuned to
+        (state-spaces/s4 SSMKernelDPLR._setup_C), C-tilde is attuned to twice the length, C~ (I + A_bar^l), until
+        l >= L ((I - A^l)(I + A^l) = I - A^2l)."""
+        super().extend_length(L)
+        while self._lk < L:
+            p = self.params()
+            A_bar, _ = dense_discretisation(p["A"], p["P"], p["B"], p["dt"])
+            C = torch.view_as_complex(self.C).cdouble()
+            C_full = torch.cat([C, C.conj()], dim=-1)
+            C_new = C_full + torch.einsum("chn,hnm->chm", C_full, torch.linalg.matrix_power(A_bar, self._lk))
+            self.C.copy_(torch.view_as_real(C_new[..., : self.N2].to(torch.complex64)))
+            self._lk *= 2
+            self.l_kernel.fill_(self._lk)
+
     def ssm_kernel(self, L: int) -> torch.Tensor:
         """The first L taps of the kernel of length l_kernel the C-tilde is attuned to."""
         p = self.params()

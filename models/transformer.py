@@ -31,7 +31,7 @@ from torch import nn
 
 from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
-from harness.task import TaskSpec
+from harness.task import LengthNotSupported, TaskSpec
 from models import MODELS
 from models._validate import divides, probability
 from models.backbone import Backbone, Encoder, Norm, ResidualBlock, length_mask, masked_mean
@@ -112,6 +112,18 @@ class PositionalEncoder(nn.Module):
         elif kind == "sinusoidal":
             self.register_buffer("table", sinusoidal_positions(self.max_len, d_model), persistent=False)
 
+    def extend_length(self, L: int) -> None:
+        """Positions for inputs of up to L tokens: the sinusoidal table computed further; learned positions have no
+        rows past the training length (LengthNotSupported)."""
+        rows = L + (1 if self.cls is not None else 0)
+        if rows <= self.max_len or self.kind == "none":
+            self.max_len = max(self.max_len, rows)
+            return
+        if self.kind == "learned":
+            raise LengthNotSupported(f"learned positions end at {self.max_len}")
+        self.max_len = rows
+        self.table = sinusoidal_positions(rows, self.table.shape[1]).to(self.table.device)
+
     def _add_positions(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
         if self.kind == "none":
             return h
@@ -182,6 +194,11 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self._merge(y)
+
+    def extend_length(self, L: int) -> None:
+        """A step cache of up to L positions (causal models)."""
+        if self.max_len is not None:
+            self.max_len = max(self.max_len, L)
 
     def init_state(self, batch_size: int, device: torch.device | str) -> dict[str, Any]:
         """Position 0, no cache yet: the caches take batch, device and dtype from the first step's keys."""
@@ -284,6 +301,11 @@ class SequenceModel(Backbone):
             self.decoder = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, spec.n_outputs))
             lecun_normal_(self.decoder[0])
             lecun_normal_(self.decoder[2])
+
+    def extend_length(self, L: int) -> None:
+        """Fixed-length padding to L (the evaluation task's length), as the reference pads to its task's length."""
+        if self.pad_to is not None:
+            self.pad_to = max(self.pad_to, L)
 
     def _encode(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         length = x.shape[1]

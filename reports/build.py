@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, latex, plots, render
+from reports import cost, html, latex, lengths, plots, render
 from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
@@ -67,7 +67,7 @@ def comparison_strings(board: Board) -> pd.DataFrame:
     return table
 
 
-def board_section(board: Board, figdir: Path) -> Section:
+def board_section(board: Board, figdir: Path, evals: pd.DataFrame | None = None) -> Section:
     section = Section(f"Leaderboard: {board.title}")
     if len(board.rows):
         section.tables.append((f"{board.title}: our runs (ranked) and published numbers", board.table))
@@ -78,7 +78,8 @@ def board_section(board: Board, figdir: Path) -> Section:
     if not board.incomplete.empty:
         section.tables.append((f"{board.title}: runs that did not complete (not ranked)", board.incomplete))
     section.notes += board.notes
-    for figure in (plots.metric_vs_params(board, figdir), plots.training_curves(board, board.runs, figdir)):
+    for figure in (plots.metric_vs_params(board, figdir), plots.training_curves(board, board.runs, figdir),
+                   cost.figure(board, figdir), None if evals is None else lengths.figure(board, evals, figdir)):
         if figure is not None:
             section.figures.append(figure)
     return section
@@ -100,9 +101,9 @@ def sweep_names(tables: list[Ablation]) -> list[str]:
 
 
 def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
-             pool: bool = False) -> list[Section]:
+             pool: bool = False, evals: pd.DataFrame | None = None) -> list[Section]:
     figdir = out / "figures"
-    result = [board_section(b, figdir) for b in all_boards]
+    result = [board_section(b, figdir, evals) for b in all_boards]
     tables = ablations(runs, pool)
     for ab, name in zip(tables, sweep_names(tables), strict=True):
         result.append(Section(f"Ablation: {name}, {ab.task}",
@@ -209,7 +210,11 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
     with ReportFolder(out) as folder:
         stage = folder.staging
         all_boards = boards(runs, load_references())
-        secs = sections(runs, bench, all_boards, stage, pool)
+        evals = lengths.load_evals(store)
+        for b in all_boards:
+            cost.add_columns(b)
+            lengths.add_columns(b, evals)
+        secs = sections(runs, bench, all_boards, stage, pool, evals)
         for path in _figures(secs):
             folder.add(path)
         title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")

@@ -33,7 +33,7 @@ RUN_COLUMNS = [
     "run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "metric", "higher_is_better", "val", "test",
     "best_epoch", "params", "train_samples_per_s", "train_tokens_per_s", "peak_bytes", "wall_s", "error",
     "config", "flat_config", "config_key", "task_variant", "history", "data_sizes", "versions",
-    "machine",
+    "machine", "cost",
 ]
 VERSIONED = ("model", "task", "harness")  # a record's `versions`: the code versions of each (harness.versions)
 BENCH_COLUMNS = [
@@ -111,6 +111,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "data_sizes": sizes if isinstance(sizes := _section(record, "data").get("sizes"), dict) else None,
         "versions": {k: _section(record, "versions").get(k) for k in VERSIONED},
         "machine": machine(_section(record, "env")),
+        "cost": _section(record, "cost"),  # reports/cost.py
     }
 
 
@@ -197,6 +198,8 @@ def load(store: str | Path, sweep: str | None = None) -> tuple[pd.DataFrame, pd.
     for record in db.records():
         if sweep is not None and record.get("sweep") != sweep:
             continue
+        if record.get("kind") == "eval":
+            continue  # evaluations of trained runs: reports/lengths.py reads them
         if record.get("kind") == "bench":
             bench.append(bench_row(record))
         elif not _is_seed(record.get("seed")):

@@ -126,9 +126,23 @@ def length_bin_config(bin_name: str, n_test: int = 2_000, seed: int = 1, **optio
     ListOpsConfig fields: append_eos, max_depth, ...) say otherwise, and an l_max that holds its longest
     expression."""
     low, high = LENGTH_BINS[bin_name]
-    append_eos = options.get("append_eos", True)
-    return ListOpsConfig(n_train=0, n_val=0, n_test=n_test, min_length=low, max_length=high, seed=seed,
-                         **{"l_max": high - 1 + append_eos, **options})
+    fields = length_variant({**asdict(ListOpsConfig()), **options}, low, high, seed=seed, n_test=n_test)
+    return ListOpsConfig(**{k: v for k, v in fields.items() if k != "name"})
+
+
+def length_bins(fields: dict[str, Any], doublings: int = 3) -> list[tuple[int, int]]:
+    """`job=lengths`' default bins for a run trained on the config `fields`: doublings above its max_length (for LRA's
+    500-2,000 tokens 2-4K, 4-8K, 8-16K)."""
+    top = int(fields["max_length"])
+    return [(top * 2**i, top * 2 ** (i + 1)) for i in range(doublings)]
+
+
+def length_variant(fields: dict[str, Any], low: int, high: int, seed: int, n_test: int) -> dict[str, Any]:
+    """`job=lengths`' test-only set for a run trained on the config `fields`: its generator rules (depth, arguments,
+    tokenisation), lengths strictly between `low` and `high`, its own seed, test split only, and an l_max that holds
+    the longest expression (plus <eos>): nothing is cut."""
+    return {**fields, "root": None, "n_train": 0, "n_val": 0, "n_test": n_test, "min_length": low,
+            "max_length": high, "seed": seed, "l_max": high - 1 + bool(fields.get("append_eos", True))}
 
 
 # ----------------------------------------------------------------------------------------------------------------

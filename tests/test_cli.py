@@ -33,8 +33,9 @@ def test_list_shows_every_option_group_and_every_registered_task_and_model() -> 
     assert "model.d_model: int = 128" in text  # the transformer's option, with its default
     for group in ("train", "optim", "paths", "bench", "quickstart"):
         assert f"\n{group}:\n" in text
-    for option in ("seed: int = 0", "sweep: str = 'default'", "sweep_id: str | None = None", "train.epochs: int | None = 10",
-                   "optim.lr: float = 0.001", "paths.root: str = 'results'", "bench.lengths: list[int] | None = None",
+    for option in ("seed: int = 0", "sweep: str = 'default'", "sweep_id: str | None = None",
+                   "train.epochs: int | None = 10", "optim.lr: float = 0.001", "paths.root: str = 'results'",
+                   "bench.lengths: list[int] | None = None",
                    "quickstart.epochs: int = 5", "hydra.sweeper.wait: True", "hydra.sweeper.partial_keys: 'refuse'"):
         assert f"      {option}" in text, option
     assert "train.schedule: str = 'cosine'  # cosine | constant | rsqrt" in text  # what an option is for

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ def test_quickstart_trains_every_model_and_writes_the_leaderboard(tmp_path: Path
     text = leaderboard.read_text()
     for name in MODELS.names():
         assert f"| {name} |" in text
+    assert re.search(r"\| train [CG]PU-h \| train samples/s \| peak memory \|", text)  # what each row cost
     # Rerunning finds every run complete and trains nothing.
     again = run_py(tmp_path, *TINY, timeout=600)
     assert again.returncode == 0 and again.stdout.count("already complete, skipped") == len(MODELS.names())
