@@ -70,8 +70,11 @@ def optimizer_class(cfg: OptimConfig) -> type[torch.optim.Optimizer]:
 
 
 def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer over `param_groups`, in torch's foreach implementation (one multi-tensor operator per step of
+    the update instead of one per parameter): torch's default on CUDA, chosen here on every device, where it gives
+    the same numbers as the per-parameter loop (tests/test_compile.py)."""
     betas = (float(cfg.betas[0]), float(cfg.betas[1]))
-    return optimizer_class(cfg)(param_groups(model, cfg), lr=cfg.lr, betas=betas, eps=cfg.eps)
+    return optimizer_class(cfg)(param_groups(model, cfg), lr=cfg.lr, betas=betas, eps=cfg.eps, foreach=True)
 
 
 def _linear_warmup(step: int, warmup: int) -> float:

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -292,16 +293,31 @@ def dispatched_ops(step: Callable[[], None]) -> Counter[str]:
     (an operator that calls none other), views and bare allocations left out.
 
     A proxy for a GPU step's kernel launches that needs no GPU: a step launch-bound on the GPU (a Python loop of
-    small operators) shows as thousands here, and a change that batches them shows without a device."""
+    small operators) shows as thousands here, and a change that batches them shows without a device.
+    A multi-tensor operator (`_foreach_*`, `_fused_*`: AdamW's foreach and fused implementations) counts once, as
+    on CUDA, where it is one launch per list of up to ~100 tensors; on the CPU it loops over its tensors, each a
+    child operator, which are not counted."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], acc_events=True) as prof:
         step()
     counts: Counter[str] = Counter()
     for event in prof.events():
-        if not event.name.startswith("aten::") or any(c.name.startswith("aten::") for c in event.cpu_children):
+        if not event.name.startswith("aten::") or _inside_multi_tensor(event.cpu_parent):
             continue
         name = event.name.removeprefix("aten::")
-        if name not in _NOT_WORK and not _is_view(name):
+        leaf = not any(c.name.startswith("aten::") for c in event.cpu_children)
+        if (leaf or name.startswith(_MULTI_TENSOR)) and name not in _NOT_WORK and not _is_view(name):
             counts[name] += 1
     return counts
+
+
+_MULTI_TENSOR = ("_foreach_", "_fused_")
+
+
+def _inside_multi_tensor(event: Any) -> bool:
+    while event is not None:
+        if event.name.removeprefix("aten::").startswith(_MULTI_TENSOR):
+            return True
+        event = event.cpu_parent
+    return False

@@ -1,11 +1,19 @@
 """Long convolutions through the FFT, shared by S4, S4D, SGConv and MultiresNet.
 
-- `fft_conv`: act(conv(mask * x, kernel)) on [B, L, H] with one autograd Function (`FFTConv`) whose backward is
-  written out. Two kernel layouts: the circular [H, 2L] kernel of the S4 codebase (`circular_kernel`: a causal
-  part, an optional anti-causal part and the skip term D in one spectrum), or a causal kernel of Lk taps with
-  an FFT size n >= L + Lk - 1 (MultiresNet, its 1/n folded into the kernel).
+- `fft_conv`: act(conv(mask * x, kernel)) on [B, L, H] as one custom op (`seqbench::fft_conv`, torch.library)
+  whose backward is written out (`seqbench::fft_conv_backward`): torch.compile sees one opaque call with real
+  inputs and outputs, so no complex spectrum reaches Inductor. Kernel layouts: the circular [H, 2L] kernel of the
+  S4 codebase (`circular_kernel`), a causal kernel of Lk taps with an FFT size n >= L + Lk - 1 (MultiresNet, its
+  1/n folded into the kernel), or a layer's taps [Ch, H, Lk] with the skip term D, placed on the circle inside
+  the op (a causal part, an optional anti-causal part and D in one spectrum).
+- `opaque_kernel`: a kernel-generation function with complex arithmetic inside (S4's, S4D's) as a custom op too,
+  real tensors in and out: a compiled graph calls it as one node (its backward recomputes it under
+  `torch.func.vjp`: autograd proper is switched off inside a custom op); eager code calls the function itself,
+  autograd through its complex arithmetic, and torch's dispatch modes (FlopCounterMode, fake tensors) see its
+  operations as they always did.
 - `ConvLayer`: the sequence layer of S4, S4D and SGConv, "kernel (+ D u) -> dropout -> activation -> dropout",
-  as the published FFTConv module (state-spaces/s4 `models/s4/s4.py`); subclasses only say how the kernel is made.
+  as the published FFTConv module (state-spaces/s4 `models/s4/s4.py`); subclasses only say how the kernel is made,
+  for several layers at once (`share_taps`: a model's forward makes all its layers' kernels in one batch).
 - `ChannelDropout`: dropout of whole channels, one mask per (example, channel) for every position.
 - `next_fast_len`: FFT sizes cuFFT and pocketfft handle fastest.
 
@@ -15,14 +23,17 @@ dynamic range does not fit bf16.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from harness.errors import ConfigError
 from models.backbone import length_mask
+
+Tensor = torch.Tensor
 
 # Pointwise activations the FFT convolution applies on its way out: (forward .out op, backward .grad_input op).
 _ACTS = {
@@ -74,8 +85,16 @@ def _padded_spectrum(x: torch.Tensor, n: int, dtype: torch.dtype, mask: torch.Te
     return torch.fft.rfft(buf, dim=-1)
 
 
-class FFTConv(torch.autograd.Function):
+@torch.library.custom_op("seqbench::fft_conv", mutates_args=())
+def _fft_conv(x: Tensor, taps: Tensor, skip: Tensor | None, mask: Tensor | None, n: int, act: str,
+              scaled: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """y = act(circular_conv_n(mask * x, kernel)[:L]), x [B, L, H] -> [B, L, H], with a hand-written backward.
+
+    A custom op (`torch.library`) so that torch.compile sees one opaque call with real inputs and outputs: the
+    complex spectra inside never reach Inductor, which has no code generation for them. The kernel is
+    `_kernel_spectrum`'s: taps [Ch, H, Lk] and the skip term. Returns y and what the backward needs: U = rfft(u)
+    and K = the kernel's spectrum (real views, [..., n/2+1, 2]) and, for gelu/silu, the pre-activation buffer
+    [B, H, n] (else an empty tensor).
 
     Why not autograd through torch.fft: its rfft backward builds a two-sided complex [B, H, n] buffer (4 x the
     activation) and runs a C2C FFT on it, and every elementwise step around the FFTs is one more pass over
@@ -91,71 +110,188 @@ class FFTConv(torch.autograd.Function):
     rfft backward alone 16A through a two-sided complex buffer). Left on the table: cuFFT C2R overwrites its
     input, so torch clones it (4A per irfft); pairing two real signals in one C2C transform would avoid that.
     The gradients are correlations: grad_x = irfft(G conj(K)), grad_kernel = irfft(sum_b G conj(U)).
-    Saved for backward: U = rfft(u) (2A) and, for gelu/silu, the pre-activation (a view of a 2A buffer).
     The compute dtype is the kernel's (fp32 in the layers; fp64 in the gradient checks). `scaled`: the 1/n of
     the inverse FFT is already in the kernel (norm="forward"), which saves a pass over the output.
     """
+    B, L, H = x.shape
+    u_f = _padded_spectrum(x, n, taps.dtype, mask)  # [B, H, n/2+1]
+    k_f = _kernel_spectrum(taps, skip, n)  # [H, n/2+1]
+    z = torch.fft.irfft(u_f * k_f, n=n, norm=_norm(scaled))  # [B, H, n]; the pre-activation is z[..., :L]
+    y = x.new_empty(B, L, H, dtype=taps.dtype)
+    if act in _ACTS:
+        _ACTS[act][0](z[..., :L].transpose(1, 2), out=y)
+    else:
+        y.copy_(z[..., :L].transpose(1, 2))
+    return y, torch.view_as_real(u_f), torch.view_as_real(k_f), z if act in _ACTS else z.new_empty(0)
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kernel: torch.Tensor, mask: torch.Tensor | None,  # type: ignore[override]
-                n: int, act: str, scaled: bool) -> torch.Tensor:
-        B, L, H = x.shape
-        norm = "forward" if scaled else "backward"
-        u_f = _padded_spectrum(x, n, kernel.dtype, mask)  # [B, H, n/2+1]
-        k_f = torch.fft.rfft(kernel, n=n)  # [H, n/2+1]
-        z = torch.fft.irfft(u_f * k_f, n=n, norm=norm)[..., :L]  # [B, H, L] pre-activation, a view
-        out = x.new_empty(B, L, H, dtype=kernel.dtype)
-        if act in _ACTS:
-            _ACTS[act][0](z.transpose(1, 2), out=out)
+
+@_fft_conv.register_fake
+def _(x: Tensor, taps: Tensor, skip: Tensor | None, mask: Tensor | None, n: int, act: str,
+      scaled: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    B, L, H = x.shape
+    f = n // 2 + 1
+    z = x.new_empty((B, H, n) if act in _ACTS else (0,), dtype=taps.dtype)
+    return (x.new_empty(B, L, H, dtype=taps.dtype), x.new_empty(B, H, f, 2, dtype=taps.dtype),
+            x.new_empty(H, f, 2, dtype=taps.dtype), z)
+
+
+@torch.library.custom_op("seqbench::fft_conv_backward", mutates_args=())
+def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor | None, n: int, act: str,
+                       scaled: bool, taps_shape: list[int], x_dtype: torch.dtype,
+                       needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (x, taps, skip) of `_fft_conv` from the gradient g of y; those not in `needs` are empty."""
+    B, L, H = g.shape
+    u_f, k_f = torch.view_as_complex(u), torch.view_as_complex(k)
+    norm = _norm(scaled)
+    g_f = _padded_spectrum(g, n, u.dtype, act_backward=(_ACTS[act][1], z[..., :L]) if act in _ACTS else None)
+    grad_x = grad_taps = grad_skip = g.new_empty(0)
+    if needs[1] or needs[2]:
+        # dLoss/dkernel[m] = sum_{b,t} g[t] u[t-m]: a correlation, spectrum sum_b G conj(U).
+        cross = g_f[0] * u_f[0].conj() if B == 1 else (g_f * u_f.conj()).sum(0)
+        circle = torch.fft.irfft(cross, n=n, norm=norm)  # [H, n]: the gradient of the circular kernel
+        Ch, _, Lk = taps_shape
+        if needs[1]:
+            grad_taps = (circle[:, :Lk][None] if Ch == 1 else
+                         torch.stack([circle[:, :Lk], circle[:, n - Lk:].flip(-1)])).contiguous()
+        if needs[2]:
+            grad_skip = circle[:, 0].contiguous()  # the skip term sits at lag 0
+    if needs[0]:
+        # dLoss/du[s] = sum_t g[t] kernel[t-s]: correlation with the kernel, spectrum G conj(K).
+        gu = torch.fft.irfft(g_f.mul_(k_f.conj_physical()), n=n, norm=norm)[..., :L]
+        grad_x = g.new_empty(B, L, H, dtype=x_dtype)
+        if mask is None:
+            grad_x.transpose(1, 2).copy_(gu)
         else:
-            out.copy_(z.transpose(1, 2))
-        ctx.act, ctx.norm, ctx.n, ctx.x_dtype, ctx.kernel_len = act, norm, n, x.dtype, kernel.shape[-1]
-        ctx.save_for_backward(u_f, k_f, mask, z if act in _ACTS else None)
-        return out
+            torch.mul(gu, mask[:, None, :], out=grad_x.transpose(1, 2))
+    return grad_x, grad_taps, grad_skip
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        u_f, k_f, mask, z = ctx.saved_tensors
-        B, L, H = g.shape
-        n, norm = ctx.n, ctx.norm
-        g_f = _padded_spectrum(g, n, u_f.real.dtype, act_backward=(_ACTS[ctx.act][1], z) if ctx.act in _ACTS else None)
-        grad_x = grad_kernel = None
-        if ctx.needs_input_grad[1]:
-            # dLoss/dkernel[m] = sum_{b,t} g[t] u[t-m]: a correlation, spectrum sum_b G conj(U).
-            cross = g_f[0] * u_f[0].conj() if B == 1 else (g_f * u_f.conj()).sum(0)
-            grad_kernel = torch.fft.irfft(cross, n=n, norm=norm)[:, :ctx.kernel_len]
-        if ctx.needs_input_grad[0]:
-            # dLoss/du[s] = sum_t g[t] kernel[t-s]: correlation with the kernel, spectrum G conj(K).
-            gu = torch.fft.irfft(g_f.mul_(k_f.conj_physical()), n=n, norm=norm)[..., :L]
-            grad_x = g.new_empty(B, L, H, dtype=ctx.x_dtype)
-            if mask is None:
-                grad_x.transpose(1, 2).copy_(gu)
-            else:
-                torch.mul(gu, mask[:, None, :], out=grad_x.transpose(1, 2))
-        return grad_x, grad_kernel, None, None, None, None
+
+@_fft_conv_backward.register_fake
+def _(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor | None, n: int, act: str, scaled: bool,
+      taps_shape: list[int], x_dtype: torch.dtype, needs: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
+    B, L, H = g.shape
+    return (g.new_empty((B, L, H) if needs[0] else (0,), dtype=x_dtype),
+            u.new_empty(taps_shape if needs[1] else (0,)), u.new_empty((H,) if needs[2] else (0,)))
+
+
+def _setup_fft_conv(ctx: Any, inputs: tuple, output: tuple) -> None:
+    x, taps, skip, mask, ctx.n, ctx.act, ctx.scaled = inputs
+    _, u, k, z = output
+    ctx.taps_shape, ctx.x_dtype = list(taps.shape), x.dtype
+    ctx.save_for_backward(u, k, z, mask)
+    ctx.mark_non_differentiable(u, k, z)
+    ctx.set_materialize_grads(False)  # else autograd fills activation-sized zero gradients for u, k and z
+
+
+def _fft_conv_grad(ctx: Any, g: Tensor | None, *unused: Tensor | None) -> tuple[Tensor | None, ...]:
+    if g is None:  # y's gradient undefined: zero, and not materialised (set_materialize_grads)
+        return (None,) * 7
+    u, k, z, mask = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:3])
+    grads = _fft_conv_backward(g, u, k, z, mask, ctx.n, ctx.act, ctx.scaled, ctx.taps_shape, ctx.x_dtype, needs)
+    return (*(grad if need else None for grad, need in zip(grads, needs, strict=True)), None, None, None, None)
+
+
+_fft_conv.register_autograd(_fft_conv_grad, setup_context=_setup_fft_conv)
+
+
+def _norm(scaled: bool) -> str:
+    return "forward" if scaled else "backward"
+
+
+def _kernel_spectrum(taps: Tensor, skip: Tensor | None, n: int) -> Tensor:
+    """rfft (size n) of the circular kernel [H, n]: taps[0] at lags 0..Lk-1, taps[1] (when Ch = 2) at lags -1..-Lk
+    (positions n-1..n-Lk, the published off-by-one of the backward kernel), skip [H] added at lag 0."""
+    Ch, H, Lk = taps.shape
+    if Ch == 1:
+        circle = taps[0]  # rfft zero-pads it to n
+    else:
+        gap = [taps.new_zeros(H, n - 2 * Lk)] if n > 2 * Lk else []
+        circle = torch.cat([taps[0], *gap, taps[1].flip(-1)], dim=-1)
+    k_f = torch.fft.rfft(circle, n=n)
+    if skip is not None:  # a tap of skip at lag 0 adds skip to every frequency
+        k_f.add_(skip.to(taps.dtype)[:, None])
+    return k_f
 
 
 def fft_conv(x: torch.Tensor, kernel: torch.Tensor, mask: torch.Tensor | None = None, act: str = "id", *,
-             n: int | None = None, scaled: bool = False) -> torch.Tensor:
-    """act(convolution of mask * x [B, L, H] with kernel [H, Lk]) -> [B, L, H] in the kernel's dtype.
+             n: int | None = None, scaled: bool = False, skip: torch.Tensor | None = None) -> torch.Tensor:
+    """act(convolution of mask * x [B, L, H] with the kernel (+ skip * x)) -> [B, L, H] in the kernel's dtype.
 
-    n None: kernel is the circular [H, 2L] kernel of `circular_kernel` and the FFT size is 2L (a power of two for
-    power-of-two L, which cuFFT likes best). n given: kernel is causal (lag s at kernel[:, s]) and n >= L + Lk - 1
-    makes the convolution linear; `scaled` says the kernel already holds the inverse FFT's 1/n.
-    mask [B, L] (or None) multiplies x first; act is gelu, silu or id, applied in the same pass as the crop.
+    Three kernel layouts:
+    - [H, 2L], n None: the circular kernel of `circular_kernel`; the FFT size is 2L (a power of two for
+      power-of-two L, which cuFFT likes best).
+    - [H, Lk] with n given: causal (lag s at kernel[:, s]); n >= L + Lk - 1 makes the convolution linear;
+      `scaled` says the kernel already holds the inverse FFT's 1/n.
+    - [Ch, H, Lk] taps of a layer, Lk <= L, n None: channel 0 at lags 0..Lk-1, channel 1 (Ch = 2, bidirectional)
+      at lags -1..-Lk (as `circular_kernel` places it), zero beyond; FFT size 2L. `skip` [H] adds skip * x.
+    mask [B, L] (bool or float, or None) multiplies x first; act is gelu, silu or id, applied in the same pass as
+    the crop.
     """
     if act not in _ACTS and act != "id":
         raise ConfigError(f"fft_conv act must be one of gelu, silu, id, got {act!r}")
     B, L, H = x.shape
-    if n is None:
-        n = 2 * L
-        if kernel.shape != (H, n):
+    if kernel.dim() == 3:
+        if n is not None or kernel.shape[0] not in (1, 2) or kernel.shape[1] != H or kernel.shape[2] > L:
+            raise ConfigError(f"kernel taps {tuple(kernel.shape)} do not fit input {tuple(x.shape)}: "
+                              "need [1 or 2, H, Lk <= L] and no n")
+        taps, n = kernel, 2 * L
+    elif n is None:
+        if kernel.shape != (H, 2 * L):
             raise ConfigError(f"kernel shape {tuple(kernel.shape)} does not fit input {tuple(x.shape)}: need [H, 2L]")
+        taps, n = kernel[None], 2 * L
     elif kernel.shape[0] != H or n < L + kernel.shape[-1] - 1:
         raise ConfigError(f"kernel shape {tuple(kernel.shape)} and FFT size {n} do not fit input {tuple(x.shape)}: "
                           f"need [H, Lk] with n >= L + Lk - 1")
-    return FFTConv.apply(x, kernel, None if mask is None else mask.to(kernel.dtype), n, act, scaled)
+    else:
+        taps = kernel[None]
+    if skip is not None and scaled:
+        raise ConfigError("fft_conv: a skip term needs an unscaled kernel (scaled=False)")
+    return _fft_conv(x, taps, None if skip is None else skip.reshape(H), mask, n, act, scaled)[0]
+
+
+# Kernel generation with complex arithmetic inside (S4's and S4D's), kept from the compiler like the convolution.
+KernelFn = Callable[[list[Tensor], list[int], str], Tensor]
+
+
+def opaque_kernel(name: str, fn: KernelFn, shape: Callable[[list[Tensor], list[int], str], list[int]]) -> KernelFn:
+    """fn(tensors, sizes, mode) -> tensor, registered as the opaque op seqbench::<name> (with its backward) that
+    the returned function calls when torch.compile traces it.
+
+    `tensors` are real, the output is real, contiguous and of the first tensor's dtype; `shape` gives the output's
+    shape from the same arguments without computing it (for the compiler's fake tensors).
+    """
+
+    @torch.library.custom_op(f"seqbench::{name}", mutates_args=())
+    def forward(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
+        return fn(tensors, sizes, mode).contiguous()
+
+    @forward.register_fake
+    def _(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
+        return tensors[0].new_empty(shape(tensors, sizes, mode))
+
+    @torch.library.custom_op(f"seqbench::{name}_backward", mutates_args=())
+    def backward_op(grad: Tensor, tensors: list[Tensor], sizes: list[int], mode: str) -> list[Tensor]:
+        _, vjp = torch.func.vjp(lambda *ts: fn(list(ts), sizes, mode), *tensors)
+        return [g.contiguous() for g in vjp(grad)]
+
+    @backward_op.register_fake
+    def _(grad: Tensor, tensors: list[Tensor], sizes: list[int], mode: str) -> list[Tensor]:
+        return [t.new_empty(t.shape) for t in tensors]
+
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+        tensors, ctx.sizes, ctx.mode = inputs
+        ctx.save_for_backward(*tensors)
+
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple:
+        return backward_op(grad, list(ctx.saved_tensors), ctx.sizes, ctx.mode), None, None
+
+    forward.register_autograd(backward, setup_context=setup_context)
+
+    def kernel(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
+        return forward(tensors, sizes, mode) if torch.compiler.is_compiling() else fn(tensors, sizes, mode)
+
+    return kernel
 
 
 def circular_kernel(k: torch.Tensor, D: torch.Tensor, bidirectional: bool) -> torch.Tensor:
@@ -211,7 +347,10 @@ def s4_dropout(p: float, tie: bool) -> nn.Module:
 class ConvLayer(nn.Module):
     """Base of a long-convolution sequence layer: [B, L, H] -> conv (+ D u) -> dropout -> act -> dropout.
 
-    Subclasses provide `kernel(L) -> [C, H, L]` (C = 2 when bidirectional) and the parameter `D` [1, H].
+    Subclasses provide `stacked_taps(layers, L)`, the kernel taps of several layers at once, `batch_key` (what
+    layers must share to be computed together) and the parameter `D` [1, H]. A layer's own kernel is the batch of
+    one; a model's forward computes all its layers' kernels in one call first (`share_taps`, a few launches
+    instead of a few per layer) and each layer then finds its own in `given_taps`.
     `inner_dropout`: the published S4 FFTConv applies elementwise dropout to the conv output before the
     activation and S4Block a (tied) one after it; SGConv only the one after the activation.
     `mask_lengths`: zero the padding before the convolution (S4, S4D), so that a bidirectional kernel cannot
@@ -229,9 +368,26 @@ class ConvLayer(nn.Module):
         self.act = ACTIVATIONS[activation]()
         self.act_name = {"swish": "silu", "none": "id"}.get(activation, activation)
         self.drop = s4_dropout(dropout, tie_dropout)
+        self.given_taps: torch.Tensor | None = None  # set by share_taps for one forward of the model
+
+    @classmethod
+    def stacked_taps(cls, layers: list[Any], L: int) -> torch.Tensor:
+        """Kernel taps [len(layers), Ch, H, Lk] of layers with equal `batch_key`s for inputs of length L (Lk <= L:
+        lags from Lk on are zero), in fp32 (float64 for float64 layers)."""
+        raise NotImplementedError
+
+    def batch_key(self) -> tuple[Any, ...]:
+        """Layers with equal keys can share one `stacked_taps` call."""
+        return (type(self), self.d_model, self.l_max, self.bidirectional, self.D.dtype, self.D.device)
+
+    def taps(self, L: int) -> torch.Tensor:
+        """This layer's kernel taps [Ch, H, Lk] (Ch = 2 when bidirectional) for inputs of length L."""
+        return self.stacked_taps([self], L)[0]
 
     def kernel(self, L: int) -> torch.Tensor:
-        raise NotImplementedError
+        """The convolution kernel [Ch, H, L]: the taps, zero-padded to L."""
+        k = self.taps(L)
+        return k if k.shape[-1] == L else F.pad(k, (0, L - k.shape[-1]))
 
     def extend_length(self, L: int) -> None:
         """Run inputs of up to L positions (an evaluation beyond the training length): the step mode's kernel and,
@@ -244,10 +400,10 @@ class ConvLayer(nn.Module):
         inner = self.training and isinstance(self.drop_inner, nn.Dropout) and self.drop_inner.p > 0
         act = self.act_name if (self.act_name != "id" and not inner) else "id"
         # fp32 at least (bf16 autocast must not reach the FFT), float64 when the layer is float64.
-        dtype = torch.promote_types(self.D.dtype, torch.float32)
+        dtype = torch.float64 if self.D.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
-            kk = circular_kernel(self.kernel(x.shape[1]).to(dtype), self.D.to(dtype), self.bidirectional)
-            y = fft_conv(x, kk, mask, act).to(x.dtype)
+            taps = self.given_taps if self.given_taps is not None else self.taps(x.shape[1])
+            y = fft_conv(x, taps.to(dtype), mask, act, skip=self.D.to(dtype)).to(x.dtype)
         if act == "id":
             y = self.act(self.drop_inner(y))
         return self.drop(y)
@@ -270,3 +426,25 @@ class ConvLayer(nn.Module):
             raise ConfigError(f"step beyond the kernel length {k.shape[-1]}; build with a larger model.l_max")
         y = (hist.flip(-1) * k[None, :, :t]).sum(-1) + self.D.float()[0] * u_t
         return self.drop(self.act(self.drop_inner(y.to(x_t.dtype)))), {"u": hist, "k": k}
+
+
+def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack, or a view for a single tensor (no copy)."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+
+
+def share_taps(layers: list[Any], L: int) -> None:
+    """Give each ConvLayer among `layers` its kernel taps for length L in `given_taps`, computed in one
+    `stacked_taps` call per group of layers with equal `batch_key`s; the caller clears them after its forward.
+
+    Why: a layer's kernel comes from a few dozen small operations on [H, N]-sized tensors, each a kernel launch on
+    a GPU; a model of 8 layers launching them per layer is bound by the launches, not by the work."""
+    groups: dict[tuple[Any, ...], list[ConvLayer]] = {}
+    for layer in layers:
+        if isinstance(layer, ConvLayer):
+            groups.setdefault(layer.batch_key(), []).append(layer)
+    for group in groups.values():
+        if len(group) > 1:
+            with torch.autocast(device_type=group[0].D.device.type, enabled=False):
+                for layer, taps in zip(group, type(group[0]).stacked_taps(group, L).unbind(0), strict=True):
+                    layer.given_taps = taps

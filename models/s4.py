@@ -10,8 +10,11 @@ and `exp_sum` defined here.
 Speed without compiled extensions (the published code needs a CUDA extension or pykeops for long L):
 - Every kernel is a sum of damped complex exponentials K_l = 2 Re sum_n v_n lambda_n^l. We evaluate it
   with a two-level power split l = qT + j (T ~ sqrt(L)): K[q, j] = 2 Re sum_n (v_n lambda_n^{qT}) lambda_n^j,
-  i.e. one real batched matmul of shapes (R*L/T, 2N) x (2N, T) per feature. Nothing of size N x L is
-  materialised, autograd goes through the matmul, and the cost is that of a GEMM.
+  i.e. one complex batched matmul of shapes (R*L/T, N) x (N, T) per feature (and layer: the kernels of all
+  layers are made together, `models.longconv.share_taps`). Nothing of size N x L is materialised and the cost
+  is that of a GEMM.
+- The complex arithmetic runs inside a custom op (`models.longconv.opaque_kernel`), real parameters in and
+  real taps out, so that torch.compile never sees a complex tensor.
 - S4's Cauchy kernel 1/(z - w) at the L roots of unity is rewritten as the DFT of such an exponential
   sum: v/(z_k - w) = (1 + omega_k) * v/((2 - w)(1 - lambda^L)) * sum_{l<L} lambda^l omega_k^l with
   lambda = (2 + w)/(2 - w) the bilinear diagonal. So the four Cauchy sums of the Woodbury formula are
@@ -35,7 +38,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import divides, even
-from models.longconv import ConvLayer
+from models.longconv import ConvLayer, opaque_kernel, stacked
 from models.s4block import check_block_config, check_causal, s4_backbone
 
 
@@ -100,51 +103,53 @@ DT_TRANSFORMS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[
 
 
 def exp_sum(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
-    """K[r, h, l] = 2 Re sum_n v[r, h, n] exp(x[h, n] l), l < L, as one real batched matmul.
+    """K[..., r, h, l] = 2 Re sum_n v[..., r, h, n] exp(x[..., h, n] l), l < L, as one real batched matmul.
 
-    v [R, H, N] complex, x [H, N] complex (log of the discrete eigenvalues). Split l = q T + j:
-    K[r, h, q, j] = 2 Re sum_n (v exp(x q T))[r, h, n, q] exp(x j)[h, n, j]; with T ~ sqrt(L) both factors are
-    O(N sqrt(L)) and the product is a GEMM over 2N (real and imaginary parts).
+    v [..., R, H, N] complex, x [..., H, N] complex (log of the discrete eigenvalues), any leading (batch) dims.
+    Split l = q T + j: K[r, h, q, j] = 2 Re sum_n (v exp(x q T))[r, h, n, q] exp(x j)[h, n, j]; with T ~ sqrt(L)
+    both factors are O(N sqrt(L)) and the product is a GEMM over 2N (real and imaginary parts), half the work of
+    a complex one. Both sets of powers come from one exp.
     """
-    R, H, N = v.shape
+    *lead, R, H, N = v.shape
     T = 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
     Q = -(-L // T)
     real = x.real.dtype  # float32, or float64 for a float64 layer
-    j = torch.arange(T, device=x.device, dtype=real)
-    q = torch.arange(Q, device=x.device, dtype=real) * T
-    W = torch.exp(x[..., None] * j)  # [H, N, T]
-    U = v[..., None] * torch.exp(x[..., None] * q)  # [R, H, N, Q]
-    W_r = torch.cat([W.real, W.imag], dim=1)  # [H, 2N, T]
-    U_r = torch.cat([U.real, -U.imag], dim=2)  # [R, H, 2N, Q]: Re(u w) = Re u Re w - Im u Im w
-    U_r = U_r.permute(1, 0, 3, 2).reshape(H, R * Q, 2 * N)
-    out = torch.bmm(U_r, W_r).view(H, R, Q * T)[..., :L]
-    return 2.0 * out.transpose(0, 1)
+    steps = torch.cat([torch.arange(T, device=x.device, dtype=real), torch.arange(Q, device=x.device, dtype=real) * T])
+    powers = torch.exp(x[..., None] * steps)  # [..., H, N, T + Q]
+    W, Z = powers[..., :T], powers[..., T:]
+    U = v[..., None] * Z.unsqueeze(-4)  # [..., R, H, N, Q]
+    W_r = torch.cat([W.real, W.imag], dim=-2)  # [..., H, 2N, T]
+    U_r = torch.cat([U.real, -U.imag], dim=-2)  # [..., R, H, 2N, Q]: Re(u w) = Re u Re w - Im u Im w
+    U_r = U_r.transpose(-4, -3).transpose(-1, -2).reshape(*lead, H, R * Q, 2 * N)
+    out = torch.matmul(U_r, W_r).reshape(*lead, H, R, Q * T)[..., :L]
+    return 2.0 * out.transpose(-3, -2)
 
 
 def dplr_kernel(w: torch.Tensor, B: torch.Tensor, C: torch.Tensor, P: torch.Tensor, dt: torch.Tensor,
                 L: int) -> torch.Tensor:
-    """S4 kernel [C, H, L] of the bilinear-discretised SSM with state matrix diag(w/dt) - P P^*.
+    """S4 kernel [..., C, H, L] of the bilinear-discretised SSM with state matrix diag(w/dt) - P P^*.
 
-    w = dt * Lambda [H, N] (half of each conjugate pair), B [H, N], C [Ch, H, N] (the C-tilde attuned to L),
-    P [H, N], dt [H, 1]. The Cauchy sums r_xy(z_k) = sum_{n, conj} dt x_n y_n / (z_k - w_n) at
+    w = dt * Lambda [..., H, N] (half of each conjugate pair), B [..., H, N], C [..., Ch, H, N] (the C-tilde
+    attuned to L), P [..., H, N], dt [..., H, 1]; leading dims batch several layers. The Cauchy sums
+    r_xy(z_k) = sum_{n, conj} dt x_n y_n / (z_k - w_n) at
     z_k = 2 (1 - omega_k)/(1 + omega_k), omega_k = exp(-2 pi i k / L), equal (1 + omega_k) s_hat_xy[k] with
     s_xy[l] = 2 Re sum_n u_n lambda_n^l, u_n = dt x_n y_n / ((2 - w_n)(1 - lambda_n^L)), lambda = (2+w)/(2-w).
     Woodbury + the bilinear factor 2/(1 + omega) then give
     K_hat = 2 [s_CB - (1 + omega) s_CP s_QB / (1 + (1 + omega) s_QP)],  K = irfft(K_hat, L).
     """
-    Ch = C.shape[0]
+    Ch = C.shape[-3]
     Q = P.conj()
-    lam_log = torch.log((2 + w) / (2 - w))  # [H, N]
-    denom = (2 - w) * (1 - torch.exp(lam_log * L))  # [H, N]
-    left = torch.cat([C, Q[None]], dim=0)  # [Ch+1, H, N]: C-side rows
-    right = torch.stack([B, P], dim=0)  # [2, H, N]: B-side rows
-    v = (left[:, None] * right[None]) * (dt / denom)  # [Ch+1, 2, H, N]
-    s = exp_sum(v.reshape(-1, *w.shape), lam_log, L).view(Ch + 1, 2, w.shape[0], L)
-    s_f = torch.fft.rfft(s, n=L)  # [Ch+1, 2, H, L//2+1]
+    lam_log = torch.log((2 + w) / (2 - w))  # [..., H, N]
+    denom = (2 - w) * (1 - torch.exp(lam_log * L))  # [..., H, N]
+    left = torch.cat([C, Q.unsqueeze(-3)], dim=-3)  # [..., Ch+1, H, N]: C-side rows
+    right = torch.stack([B, P], dim=-3)  # [..., 2, H, N]: B-side rows
+    v = (left.unsqueeze(-3) * right.unsqueeze(-4)) * (dt / denom)[..., None, None, :, :]  # [..., Ch+1, 2, H, N]
+    s = exp_sum(v.flatten(-4, -3), lam_log, L).unflatten(-3, (Ch + 1, 2))  # [..., Ch+1, 2, H, L]
+    s_f = torch.fft.rfft(s, n=L)  # [..., Ch+1, 2, H, L//2+1]
     k = torch.arange(L // 2 + 1, device=w.device, dtype=torch.float64)
     one_plus_omega = (1 + torch.exp(-2j * math.pi * k / L)).to(s_f.dtype)  # complex64, or complex128 in float64
-    cb, cp = s_f[:Ch, 0], s_f[:Ch, 1]
-    qb, qp = s_f[Ch, 0], s_f[Ch, 1]
+    cb, cp = s_f[..., :Ch, 0, :, :], s_f[..., :Ch, 1, :, :]
+    qb, qp = s_f[..., Ch:, 0, :, :], s_f[..., Ch:, 1, :, :]
     k_f = 2 * (cb - one_plus_omega * cp * qb / (1 + one_plus_omega * qp))
     return torch.fft.irfft(k_f, n=L)
 
@@ -232,26 +237,31 @@ class SSMLayer(ConvLayer):
         self.C = _with_optim(torch.view_as_real(C).clone(), {"lr": cfg.c_lr} if cfg.c_lr is not None else None)
         self.D = nn.Parameter(torch.randn(1, H))
 
-    def kernel(self, L: int) -> torch.Tensor:
-        """[Ch, H, L] fp32 convolution kernel (Ch = 2 when bidirectional): the SSM's first l_max taps, zeros beyond.
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.N2, self.S, self.dt_transform, self.C.shape[0])
 
-        As published (state-spaces/s4 `models/s4/s4.py`, FFTConv.forward: l_kernel = min(L, l_max)): an input
-        longer than l_max sees no lag of l_max or more, and S4's C-tilde stays attuned to l_max.
-        """
-        k = self.ssm_kernel(min(L, self.l_max))
-        return k if k.shape[-1] == L else F.pad(k, (0, L - k.shape[-1]))
-
-    def ssm_kernel(self, L: int) -> torch.Tensor:
-        """The SSM's kernel [Ch, H, L] for L <= l_max."""
-        raise NotImplementedError
+    @classmethod
+    def stacked_params(cls, layers: list[SSMLayer], names: tuple[str, ...]) -> list[torch.Tensor]:
+        """dt [Y, H, 1] and the named parameters of the Y layers, stacked (a view for a single layer)."""
+        dt = DT_TRANSFORMS[layers[0].dt_transform][0](stacked([layer.inv_dt for layer in layers]))
+        return [dt] + [stacked([getattr(layer, name) for layer in layers]) for name in names]
 
     def params(self) -> dict[str, torch.Tensor]:
         """dt [H, 1], A [H, N/2], B [H, N/2], C [Ch, H, N/2] in complex form, broadcast to the H features."""
-        rep = self.H // self.S
         dt = DT_TRANSFORMS[self.dt_transform][0](self.inv_dt)  # [H, 1]
-        A = -torch.exp(self.A_real) - 1j * self.A_imag  # [S, N/2]
-        return {"dt": dt, "A": A.repeat(rep, 1), "B": torch.view_as_complex(self.B).repeat(rep, 1),
-                "C": torch.view_as_complex(self.C)}
+        return {"dt": dt, "A": tile(state_matrix(self.A_real, self.A_imag), self.H),
+                "B": tile(torch.view_as_complex(self.B), self.H), "C": torch.view_as_complex(self.C)}
+
+
+def state_matrix(A_real: torch.Tensor, A_imag: torch.Tensor) -> torch.Tensor:
+    """The diagonal of A (complex) from its stored parameters: A = -exp(A_real) - i A_imag."""
+    return -torch.exp(A_real) - 1j * A_imag
+
+
+def tile(z: torch.Tensor, H: int) -> torch.Tensor:
+    """[..., S, N] -> [..., H, N]: feature h uses copy h % S (torch.repeat's order)."""
+    S = z.shape[-2]
+    return z if S == H else z.repeat(*([1] * (z.dim() - 2)), H // S, 1)
 
 
 def _sync_attuned_length(module: S4Layer, incompatible_keys: Any) -> None:
@@ -277,7 +287,7 @@ class S4Layer(SSMLayer):
 
     def params(self) -> dict[str, torch.Tensor]:
         """`SSMLayer.params` and the low-rank term P [H, N/2]."""
-        return super().params() | {"P": torch.view_as_complex(self.P).repeat(self.H // self.S, 1)}
+        return super().params() | {"P": tile(torch.view_as_complex(self.P), self.H)}
 
     @torch.no_grad()
     def _attune(self, L: int) -> None:
@@ -307,11 +317,32 @@ class S4Layer(SSMLayer):
             self._lk *= 2
             self.l_kernel.fill_(self._lk)
 
-    def ssm_kernel(self, L: int) -> torch.Tensor:
-        """The first L taps of the kernel of length l_kernel the C-tilde is attuned to."""
-        p = self.params()
-        k = dplr_kernel(p["dt"] * p["A"], p["B"], p["C"], p["P"], p["dt"], self._lk)
-        return k[..., :L]
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self._lk)
+
+    @classmethod
+    def stacked_taps(cls, layers: list[S4Layer], L: int) -> torch.Tensor:
+        """The first min(L, l_max) taps of each layer's kernel of length l_kernel, the one its C-tilde is attuned
+        to (as published: an input longer than l_max sees no lag of l_max or more)."""
+        tensors = cls.stacked_params(layers, ("A_real", "A_imag", "B", "P", "C"))
+        return s4_taps(tensors, [min(L, layers[0].l_max), layers[0]._lk], "")
+
+
+def _s4_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> torch.Tensor:
+    """[Y, Ch, H, L] taps of Y stacked S4 layers (see `s4_taps`)."""
+    dt, A_real, A_imag, B, P, C = tensors
+    L, l_kernel = sizes
+    H = dt.shape[-2]
+    w = dt * tile(state_matrix(A_real, A_imag), H)
+    k = dplr_kernel(w, tile(torch.view_as_complex(B), H), torch.view_as_complex(C),
+                    tile(torch.view_as_complex(P), H), dt, l_kernel)
+    return k[..., :L]
+
+
+# S4's kernel: real parameters in, real taps out, complex arithmetic inside (opaque to torch.compile).
+# tensors: dt [Y, H, 1], A_real, A_imag [Y, S, N/2], B, P [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2];
+# sizes: (taps L, attuned length l_kernel); out [Y, Ch, H, L].
+s4_taps = opaque_kernel("s4_taps", _s4_taps, lambda ts, sizes, mode: [*ts[-1].shape[:3], sizes[0]])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models._validate import probability
 from models.backbone import NORMS, Backbone, ResidualBlock
-from models.longconv import ACTIVATIONS, s4_dropout
+from models.longconv import ACTIVATIONS, s4_dropout, share_taps
 
 FINAL_ACTS = ("glu", "gelu", "id", None)
 
@@ -59,6 +59,20 @@ class OutputLinear(nn.Module):
         return y
 
 
+class ConvBackbone(Backbone):
+    """The backbone of long-convolution layers (`models.longconv.ConvLayer`): before the blocks run, the kernels
+    of all layers come from one batched computation (`share_taps`), a few launches instead of a few per layer."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        layers = [block.mixer for block in self.blocks]
+        try:
+            share_taps(layers, x.shape[1])
+            return super().forward(x, lengths)
+        finally:
+            for layer in layers:
+                layer.given_taps = None
+
+
 def s4_backbone(cfg: Any, spec: TaskSpec, mixers: list[nn.Module]) -> Backbone:
     """The blocks around the given sequence layers; the residual dropout is tied over the length with
     `tie_dropout` (the codebase's DropoutNd)."""
@@ -67,4 +81,4 @@ def s4_backbone(cfg: Any, spec: TaskSpec, mixers: list[nn.Module]) -> Backbone:
                       cfg.final_act), dropout_module=s4_dropout(cfg.dropout, cfg.tie_dropout))
         for mixer in mixers
     ]
-    return Backbone(spec, cfg.d_model, blocks, final_norm=cfg.norm if cfg.prenorm else "none")
+    return ConvBackbone(spec, cfg.d_model, blocks, final_norm=cfg.norm if cfg.prenorm else "none")

@@ -21,7 +21,8 @@ from torch import nn
 from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
-from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, hippo_legs_nplr
+from models.longconv import opaque_kernel
+from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, hippo_legs_nplr, state_matrix, tile
 from models.s4block import check_causal, s4_backbone
 
 
@@ -70,18 +71,19 @@ class S4DLayer(SSMLayer):
         super().__init__(cfg, l_max, (lam, torch.zeros_like(B), B), low_rank=False)
         self.disc = cfg.disc
 
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.disc)
+
+    @classmethod
+    def stacked_taps(cls, layers: list[S4DLayer], L: int) -> torch.Tensor:
+        """K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l for l < min(L, l_max), of each layer."""
+        tensors = cls.stacked_params(layers, ("A_real", "A_imag", "B", "C"))
+        return s4d_taps(tensors, [min(L, layers[0].l_max)], layers[0].disc)
+
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log A_bar [H, N/2], B_bar [H, N/2], C [Ch, H, N/2] (ZOH or bilinear per diagonal mode)."""
         p = self.params()
-        dtA = p["dt"] * p["A"]
-        if self.disc == "zoh":
-            return dtA, p["B"] * torch.expm1(dtA) / p["A"], p["C"]
-        return torch.log((1 + dtA / 2) / (1 - dtA / 2)), p["B"] * p["dt"] / (1 - dtA / 2), p["C"]
-
-    def ssm_kernel(self, L: int) -> torch.Tensor:
-        """K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l for l < L, [Ch, H, L]."""
-        log_a, b_bar, C = self.discrete()
-        return exp_sum(C * b_bar, log_a, L)
+        return (*discretise(p["dt"], p["A"], p["B"], self.disc), p["C"])
 
     def init_state(self, batch_size: int, device: torch.device | str) -> torch.Tensor:
         """The SSM state s [B, H, N/2] (complex), zero before position 0."""
@@ -96,6 +98,28 @@ class S4DLayer(SSMLayer):
         state = torch.exp(log_a) * state + b_bar * u[..., None]
         y = 2 * (C[0] * state).sum(-1).real + self.D[0] * u
         return self.drop(self.act(self.drop_inner(y.to(x_t.dtype)))), state
+
+
+def discretise(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, disc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """log A_bar and B_bar of each diagonal mode, ZOH or bilinear; dt [..., H, 1], A and B [..., H, N/2]."""
+    dtA = dt * A
+    if disc == "zoh":
+        return dtA, B * torch.expm1(dtA) / A
+    return torch.log((1 + dtA / 2) / (1 - dtA / 2)), B * dt / (1 - dtA / 2)
+
+
+def _s4d_taps(tensors: list[torch.Tensor], sizes: list[int], disc: str) -> torch.Tensor:
+    """[Y, Ch, H, L] taps of Y stacked S4D layers (see `s4d_taps`)."""
+    dt, A_real, A_imag, B, C = tensors
+    H = dt.shape[-2]
+    log_a, b_bar = discretise(dt, tile(state_matrix(A_real, A_imag), H), tile(torch.view_as_complex(B), H), disc)
+    return exp_sum(torch.view_as_complex(C) * b_bar.unsqueeze(-3), log_a, sizes[0])
+
+
+# S4D's kernel: real parameters in, real taps out, complex arithmetic inside (opaque to torch.compile).
+# tensors: dt [Y, H, 1], A_real, A_imag [Y, S, N/2], B [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2]; sizes: (L,);
+# mode: the discretisation; out [Y, Ch, H, L].
+s4d_taps = opaque_kernel("s4d_taps", _s4d_taps, lambda ts, sizes, mode: [*ts[-1].shape[:3], sizes[0]])
 
 
 @MODELS.register("s4d", S4DConfig)

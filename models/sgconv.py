@@ -9,14 +9,16 @@ alpha = 1/m) and concatenated; n = 1 + ceil(log2(l_max / K)). The full-length ke
 initialisation (a frozen buffer, as published).
 
 Speed: only the scales that start before the batch length are built (the others still get zero gradients, as in
-the published layer, which builds every scale and crops the kernel), the kernel is assembled in fp32 and the
-convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.longconv`).
+the published layer, which builds every scale and crops the kernel), the kernels of all layers are assembled
+together, one interpolation and one product per scale for the whole model (`models.longconv.share_taps`), in fp32,
+and the convolution is one fp32 rfft/irfft of size 2L (autocast disabled), shared with S4 (`models.longconv`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import at_least
-from models.longconv import ConvLayer
+from models.longconv import ConvLayer, stacked
 from models.s4block import check_block_config, check_causal, s4_backbone
 
 
@@ -118,33 +120,46 @@ class SGConvLayer(ConvLayer):
             return f, start
         return 2 ** (i + self.s0), 0
 
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*super().batch_key(), self.n, self.K, self.s0, self.mode)
+
     def raw_kernel(self, L: int) -> torch.Tensor:
         """Un-normalised kernel [C, H, min(L, full_length)], building only the scales that start before L."""
-        L = min(L, self.full_length)
-        dtype = torch.promote_types(self.kernel_list[0].dtype, torch.float32)  # float64 only for a float64 layer
+        return self.stacked_raw_kernels([self], L)[0]
+
+    @classmethod
+    def stacked_raw_kernels(cls, layers: list[SGConvLayer], L: int) -> torch.Tensor:
+        """`raw_kernel` of Y layers with equal `batch_key`s at once: [Y, C, H, min(L, full_length)]."""
+        first, Y = layers[0], len(layers)
+        L = min(L, first.full_length)
+        dtype = torch.promote_types(first.kernel_list[0].dtype, torch.float32)  # float64 only for a float64 layer
+        # Scale-major, so that each scale's sub-kernels of all layers are one contiguous [Y, C, H, K] block.
+        scales = stacked([layer.kernel_list[i] for i in range(first.n) for layer in layers]).to(dtype)
+        multiplier = stacked([layer.multiplier for layer in layers])  # [Y, 1, H, 1]
         parts = []
-        for i, w in enumerate(self.kernel_list):
-            f, start = self._scale(i)
+        # A scale that starts past L is left out; unbind's backward still gives its sub-kernels a zero gradient
+        # (not None), as the published layer, which builds every scale and crops: AdamW's weight decay and
+        # moments act on it.
+        for i, w in enumerate(scales.unflatten(0, (first.n, Y)).unbind(0)):
+            f, start = first._scale(i)
             if start >= L:
-                # Kept in the graph with no taps, so its gradient is zeros rather than None: the published layer
-                # builds every scale and crops, and AdamW's weight decay and moments act on a zero gradient.
-                parts.append((start, w.to(dtype)[..., :0]))
                 continue
-            up = F.interpolate(w.to(dtype), scale_factor=f, mode=self.interp) if f > 1 else w.to(dtype)
-            parts.append((start, up * self.multiplier ** (self.n - 1 - i)))
-        if "cat" in self.mode:
-            total = torch.cat([p for _, p in parts], dim=-1)
+            up = F.interpolate(w.flatten(0, 1), scale_factor=f, mode=first.interp).unflatten(0, (Y, -1)) if f > 1 else w
+            parts.append(up * multiplier ** (first.n - 1 - i))
+        if "cat" in first.mode:
+            total = torch.cat(parts, dim=-1)
         else:
-            total = sum(F.pad(p, (0, self.full_length - p.shape[-1])) for _, p in parts)  # type: ignore[assignment]
+            total = sum(F.pad(p, (0, first.full_length - p.shape[-1])) for p in parts)  # type: ignore[assignment]
         total = total[..., :L]
-        if "learnable" in self.mode:
+        if "learnable" in first.mode:
             t = torch.arange(L, device=total.device, dtype=dtype)
-            total = total * torch.exp(-self.decay.to(dtype)[None, :, None] * torch.log1p(t))
+            decay = stacked([layer.decay for layer in layers]).to(dtype)  # [Y, H]
+            total = total * torch.exp(-decay[:, None, :, None] * torch.log1p(t))
         return total
 
-    def kernel(self, L: int) -> torch.Tensor:
-        k = self.raw_kernel(L) / self.kernel_norm
-        return F.pad(k, (0, L - k.shape[-1])) if k.shape[-1] < L else k
+    @classmethod
+    def stacked_taps(cls, layers: list[SGConvLayer], L: int) -> torch.Tensor:
+        return cls.stacked_raw_kernels(layers, L) / stacked([layer.kernel_norm for layer in layers])
 
 
 @MODELS.register("sgconv", SGConvConfig)

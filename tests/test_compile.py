@@ -1,0 +1,124 @@
+"""Faster paths give what the plain ones give: every model family compiled with torch.compile (Inductor, as
+`train.compile=true` does) against eager, and AdamW's foreach implementation (harness.optim.make_optimizer)
+against its per-parameter loop."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from harness.optim import make_optimizer, param_groups
+from harness.preflight import task_spec
+from harness.registry import MODELS, compose_config
+from models import s4d  # noqa: F401  (imports models.longconv and models.s4: the seqbench ops)
+
+# Each family's ListOps preset, shrunk (its options kept: bidirectional, post-BatchNorm, GLU, pooling, ...).
+PRESETS = {"s4": "s4_listops", "s4d": "s4d_listops", "sgconv": "sgconv_listops", "wavspa": "wavspa_ada_listops",
+           "transformer": "transformer_lra_listops", "multires": "multires_listops"}
+SMALL = {"d_model": 16, "n_layers": 2, "d_state": 8, "n_heads": 2, "qkv_dim": 8, "d_ff": 32, "wlen": 4,
+         "dropout": 0.0, "attn_dropout": 0.0}  # no dropout: eager and compiled code draw different masks
+LENGTH = 32
+
+
+def tiny_preset_model(family: str) -> tuple[torch.nn.Module, object]:
+    preset = PRESETS[family]
+    fields = OmegaConf.to_container(compose_config([f"+experiment={preset}"]).model)
+    cfg = compose_config([f"+experiment={preset}"] + [f"model.{k}={v}" for k, v in SMALL.items() if k in fields])
+    spec = dataclasses.replace(task_spec(cfg), seq_len=LENGTH)
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model, spec), spec
+
+
+def forward_backward(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor, call: Callable | None = None,
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Output and parameter gradients of model (run as `call`, its compiled form, when given) on a loss."""
+    model.zero_grad(set_to_none=True)
+    out = (model if call is None else call)(x, lengths=lengths)
+    out.square().sum().backward()
+    return out.detach(), {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, what: str, floor: float = 0.0) -> None:
+    """Inductor fuses the element-wise chains and reorders reductions (norms, softmax, the sums of the backward):
+    fp32 rounding of 1e-7 per operation, grown through two layers and the backward to ~1e-5 of a tensor's scale,
+    so 1e-4 of it. A wrong graph (a missing term, a dropped gradient) is off by its own size. `floor`: the scale
+    below which a tensor is rounding noise in both (a bias gradient that BatchNorm makes zero in exact arithmetic)."""
+    scale = max(float(expected.abs().max()), floor)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4 * scale, msg=lambda m: f"{what}: {m}")
+
+
+def test_custom_ops_pass_opcheck() -> None:
+    """The ops that keep complex arithmetic from the compiler (the FFT convolution, S4D's and S4's kernels) have
+    schemas, fake (meta) implementations and autograd registrations that agree with what they compute
+    (torch.library.opcheck: fake tensors and AOT autograd against eager, outputs and gradients)."""
+    torch.manual_seed(0)
+    x, taps, skip = torch.randn(2, 8, 3), torch.randn(2, 3, 8), torch.randn(3)
+    mask = torch.arange(8)[None] < torch.tensor([[8], [5]])
+    cases = {torch.ops.seqbench.fft_conv.default: [(x, taps, skip, mask, 16, "gelu", False),
+                                                   (x, taps[:1, :, :5], None, None, 13, "id", True)]}
+    for family, names in (("s4d", ("A_real", "A_imag", "B", "C")), ("s4", ("A_real", "A_imag", "B", "P", "C"))):
+        layers = [block.mixer for block in tiny_preset_model(family)[0].blocks]
+        tensors = [t.detach().requires_grad_() for t in type(layers[0]).stacked_params(layers, names)]
+        sizes = [LENGTH] if family == "s4d" else [LENGTH, layers[0]._lk]
+        mode = getattr(layers[0], "disc", "")
+        cases[getattr(torch.ops.seqbench, f"{family}_taps").default] = [(tensors, sizes, mode)]
+    for op, calls in cases.items():
+        for args in calls:
+            args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                         for a in args)
+            results = torch.library.opcheck(op, args)
+            assert set(results.values()) == {"SUCCESS"}, (op, results)
+
+
+FAMILIES = sorted(PRESETS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_model_equals_eager(family: str) -> None:
+    """A tiny model of each family in training mode, compiled by Inductor (CPU): outputs and every parameter
+    gradient as in eager, on a padded batch (lengths 32 and 19)."""
+    model, spec = tiny_preset_model(family)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(1, spec.vocab_size, (2, LENGTH), generator=g)
+    lengths = torch.tensor([LENGTH, 19])
+    eager = copy.deepcopy(model)
+    torch._dynamo.reset()
+    out, grads = forward_backward(model, x, lengths, call=torch.compile(model, fullgraph=True))
+    out_ref, grads_ref = forward_backward(eager, x, lengths)
+    close(out, out_ref, "output")
+    assert grads.keys() == grads_ref.keys()
+    floor = 1e-3 * max(float(g.abs().max()) for g in grads_ref.values())
+    for name, grad in grads.items():
+        close(grad, grads_ref[name], f"gradient of {name}", floor)
+
+
+def test_foreach_adamw_equals_the_per_parameter_loop() -> None:
+    """make_optimizer's foreach AdamW against torch's per-parameter loop (the CPU default before), bit for bit, over
+    steps with the preset's parameter groups (S4D: SSM lr 1e-3 without weight decay on A, B; the global lr and
+    weight decay elsewhere) and a warm-up schedule, as harness.train steps them."""
+    (model, spec), (twin, _) = tiny_preset_model("s4d"), tiny_preset_model("s4d")  # deepcopy would drop p._optim
+    cfg = compose_config(["+experiment=s4d_listops"]).optim
+    before = copy.deepcopy(model)
+    models = {"foreach": model, "loop": twin}
+    opts = {"foreach": make_optimizer(models["foreach"], cfg),
+            "loop": torch.optim.AdamW(param_groups(models["loop"], cfg), lr=cfg.lr, betas=tuple(cfg.betas),
+                                      eps=cfg.eps, foreach=False)}
+    assert opts["foreach"].defaults["foreach"] and len(opts["foreach"].param_groups) >= 3
+    schedules = {name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / 5) for name, opt in opts.items()}
+    g = torch.Generator().manual_seed(2)
+    for _ in range(5):
+        x = torch.randint(1, spec.vocab_size, (2, LENGTH), generator=g)
+        for name in models:
+            forward_backward(models[name], x, torch.tensor([LENGTH, 19]))
+            opts[name].step()
+            schedules[name].step()
+    params = zip(models["foreach"].named_parameters(), models["loop"].parameters(), before.parameters(), strict=True)
+    for (name, p), q, p0 in params:
+        assert torch.equal(p, q), name
+        assert not torch.equal(p, p0), f"{name} did not train"
