@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import MissingConfigException, OverrideParseException
@@ -36,6 +36,9 @@ class ModelConfig:
     """Base of every model's config."""
 
     name: str = MISSING
+    # Can torch.compile trace the model for inputs of any length (dynamic shapes)? A model whose Python code
+    # computes sizes from the length (MultiresNet's FFT and tree sizes) recompiles at every new length instead.
+    compiles_any_length: ClassVar[bool] = True
 
 
 # Checks for a config's __post_init__; `key` is the option as the user types it, e.g. "task.norm".
@@ -224,7 +227,10 @@ class TrainConfig:
     # Transformer's --test_only run on its final checkpoint).
     test_on: str = "best"
     grad_clip: float = 0.0  # max global grad norm; 0 disables
-    compile: bool = False  # torch.compile the model for training (about a minute of compiling first)
+    compile: bool = False  # torch.compile the model for training (compiling takes the first steps)
+    # torch.compile's mode: default, or reduce-overhead (CUDA graphs: one captured graph replayed each step, for
+    # batches of one shape: fixed-length tasks, or ListOps with task.pad_to_max=true), or max-autotune.
+    compile_mode: str = "default"
     # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 (fp32 matmuls and convolutions) | tf32 (fp32 with
     # TF32 matmuls and convolutions on CUDA, as the published S4, SGConv and MultiresNet trainers set)
     precision: str = "auto"
@@ -250,6 +256,7 @@ class TrainConfig:
         non_negative("train.num_workers", self.num_workers, integer=True)
         one_of("train.best_tie", self.best_tie, ("later", "earlier"))
         one_of("train.test_on", self.test_on, ("best", "last"))
+        one_of("train.compile_mode", self.compile_mode, ("default", "reduce-overhead", "max-autotune"))
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"train.device={self.device!r} must be auto, cpu, cuda or cuda:N")
         self._check_stop()
@@ -529,6 +536,7 @@ NON_SEMANTIC_KEYS = (
     "train.num_workers",
     "train.device",
     "train.compile",
+    "train.compile_mode",
 )
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -46,6 +46,23 @@ def check(cfg: DictConfig) -> None:
     autocast_for(torch.device("cpu"), cfg.train.precision)
     optimizer_class(cfg.optim)
     loggers.check_available(cfg.get("logger"))
+    if cfg.train.compile:
+        check_compilable(cfg, task_spec(cfg))
+
+
+def check_compilable(cfg: DictConfig, spec: TaskSpec) -> None:
+    """torch.compile needs inputs of one shape where the model cannot trace any length, and CUDA graphs always."""
+    one_shape = not spec.variable_length or spec.padded_to_seq_len
+    if one_shape:
+        return
+    if not MODELS.from_node(cfg.model).compiles_any_length:
+        raise ConfigError(f"model={cfg.model.name} compiles for one input length (its sizes follow the length), and "
+                          f"task={cfg.task.name}'s batches vary in length: pad them to one (task.pad_to_max=true, "
+                          f"as the published MultiresNet ListOps run does) or leave train.compile=false")
+    if cfg.train.compile_mode == "reduce-overhead":
+        raise ConfigError(f"train.compile_mode=reduce-overhead (CUDA graphs) captures one graph per batch shape, and "
+                          f"task={cfg.task.name}'s batches vary in length: pad them to one (task.pad_to_max=true) or "
+                          f"use train.compile_mode=default")
 
 
 def task_spec(cfg: DictConfig) -> TaskSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -124,6 +125,13 @@ def identity_of(rid: str, config: dict[str, Any], data_info: dict[str, Any]) -> 
     return checkpoint.Identity.of(rid, {**semantic_config(config), "versions": versions.of_config(config)}, data)
 
 
+def use_compile_cache(root: Path) -> None:
+    """torch.compile's caches (Inductor's graphs and kernels, AOT autograd's) under paths.root: a resumed run, or one
+    requeued on another node of a cluster with a shared filesystem, reads what was compiled instead of compiling it
+    all again. A TORCHINDUCTOR_CACHE_DIR set by the user wins; torch reads it at its first compile."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((root / "cache" / "torchinductor").resolve()))
+
+
 def build_task(cfg: DictConfig, dist: distributed.Dist) -> Task:
     """The task; with several processes rank 0 first (it prepares the data), the others after it (they read what it
     wrote), and none waits for a rank 0 that failed."""
@@ -187,6 +195,8 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         return rec
 
     params = None
+    if cfg.train.compile:
+        use_compile_cache(Path(cfg.paths.root))
     try:
         checkpoint.seed_everything(cfg.seed)
         task = build_task(cfg, dist)

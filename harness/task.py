@@ -44,6 +44,7 @@ class TaskSpec:
     causal: bool = False  # the model must not look ahead (autoregressive tasks)
     pad_id: int = 0  # tokens only
     variable_length: bool = False  # batches carry `lengths`
+    padded_to_seq_len: bool = False  # every batch padded to seq_len, so all have one shape (e.g. task.pad_to_max)
 
 
 @dataclass

@@ -265,8 +265,9 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
     model.to(device)
     net = dist.wrap(model, device)  # the model itself when there is one process
     if train.compile:
-        # Fuses the many small element-wise kernels (launch-bound at short lengths); the first steps compile.
-        net = torch.compile(net)
+        # Fuses the many small element-wise kernels (launch-bound at short lengths); the first steps compile. A
+        # second batch length makes the lengths dynamic (torch's default), so variable-length batches compile twice.
+        net = torch.compile(net, mode=None if train.compile_mode == "default" else train.compile_mode)
     set_precision(device, train.precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,7 @@ class MultiresConfig(ModelConfig):
     """MultiresNet: causal multiresolution (wavelet-tree) convolutions, post-norm GLU blocks."""
 
     name: str = "multires"
+    compiles_any_length: ClassVar[bool] = False  # its FFT and tree sizes are Python ints of the length
     d_model: int = 128
     n_layers: int = 4
     kernel_size: int = 2  # K, taps of h0/h1 (published default 2); must equal the wavelet's length with wavelet_init

@@ -29,7 +29,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import at_least
-from models.longconv import ConvLayer, stacked
+from models.longconv import ConvLayer, opaque_kernel, stacked
 from models.s4block import check_block_config, check_causal, s4_backbone
 
 
@@ -112,14 +112,6 @@ class SGConvLayer(ConvLayer):
     def full_length(self) -> int:
         return self.K * 2 ** (self.n - 1 + self.s0)
 
-    def _scale(self, i: int) -> tuple[int, int]:
-        """(upsampling factor, start position) of sub-kernel i."""
-        if "cat" in self.mode:
-            f = 2 ** (max(0, i - 1) + self.s0)
-            start = 0 if i == 0 else self.K * 2 ** (self.s0 + i - 1)
-            return f, start
-        return 2 ** (i + self.s0), 0
-
     def batch_key(self) -> tuple[Any, ...]:
         return (*super().batch_key(), self.n, self.K, self.s0, self.mode)
 
@@ -130,36 +122,58 @@ class SGConvLayer(ConvLayer):
     @classmethod
     def stacked_raw_kernels(cls, layers: list[SGConvLayer], L: int) -> torch.Tensor:
         """`raw_kernel` of Y layers with equal `batch_key`s at once: [Y, C, H, min(L, full_length)]."""
-        first, Y = layers[0], len(layers)
-        L = min(L, first.full_length)
-        dtype = torch.promote_types(first.kernel_list[0].dtype, torch.float32)  # float64 only for a float64 layer
+        first = layers[0]
         # Scale-major, so that each scale's sub-kernels of all layers are one contiguous [Y, C, H, K] block.
-        scales = stacked([layer.kernel_list[i] for i in range(first.n) for layer in layers]).to(dtype)
-        multiplier = stacked([layer.multiplier for layer in layers])  # [Y, 1, H, 1]
-        parts = []
-        # A scale that starts past L is left out; unbind's backward still gives its sub-kernels a zero gradient
-        # (not None), as the published layer, which builds every scale and crops: AdamW's weight decay and
-        # moments act on it.
-        for i, w in enumerate(scales.unflatten(0, (first.n, Y)).unbind(0)):
-            f, start = first._scale(i)
-            if start >= L:
-                continue
-            up = F.interpolate(w.flatten(0, 1), scale_factor=f, mode=first.interp).unflatten(0, (Y, -1)) if f > 1 else w
-            parts.append(up * multiplier ** (first.n - 1 - i))
-        if "cat" in first.mode:
-            total = torch.cat(parts, dim=-1)
-        else:
-            total = sum(F.pad(p, (0, first.full_length - p.shape[-1])) for p in parts)  # type: ignore[assignment]
-        total = total[..., :L]
+        tensors = [stacked([layer.kernel_list[i] for i in range(first.n) for layer in layers]),
+                   stacked([layer.multiplier for layer in layers])]  # [n Y, C, H, K], [Y, 1, H, 1]
         if "learnable" in first.mode:
-            t = torch.arange(L, device=total.device, dtype=dtype)
-            decay = stacked([layer.decay for layer in layers]).to(dtype)  # [Y, H]
-            total = total * torch.exp(-decay[:, None, :, None] * torch.log1p(t))
-        return total
+            tensors.append(stacked([layer.decay for layer in layers]))  # [Y, H]
+        return sgconv_taps(tensors, [min(L, first.full_length), first.n, first.K, first.s0, len(layers)], first.mode)
 
     @classmethod
     def stacked_taps(cls, layers: list[SGConvLayer], L: int) -> torch.Tensor:
         return cls.stacked_raw_kernels(layers, L) / stacked([layer.kernel_norm for layer in layers])
+
+
+def scale_of(i: int, K: int, s0: int, mode: str) -> tuple[int, int]:
+    """(upsampling factor, start position) of sub-kernel i of K taps (s0: the first scale's exponent)."""
+    if "cat" in mode:
+        return 2 ** (max(0, i - 1) + s0), (0 if i == 0 else K * 2 ** (s0 + i - 1))
+    return 2 ** (i + s0), 0
+
+
+def _sgconv_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> torch.Tensor:
+    """[Y, C, H, L] un-normalised kernels of Y stacked layers from their n scales' sub-kernels (see `sgconv_taps`)."""
+    L, n, K, s0, Y = sizes
+    scales, multiplier = tensors[0], tensors[1]
+    dtype = torch.promote_types(scales.dtype, torch.float32)  # float64 only for a float64 layer
+    interp = "nearest" if "nearest" in mode else "linear"
+    parts = []
+    # A scale that starts past L is left out; unbind's backward still gives its sub-kernels a zero gradient (not
+    # None), as the published layer, which builds every scale and crops: AdamW's weight decay and moments act on it.
+    for i, w in enumerate(scales.to(dtype).unflatten(0, (n, Y)).unbind(0)):
+        f, start = scale_of(i, K, s0, mode)
+        if start >= L:
+            continue
+        up = F.interpolate(w.flatten(0, 1), scale_factor=f, mode=interp).unflatten(0, (Y, -1)) if f > 1 else w
+        parts.append(up * multiplier ** (n - 1 - i))
+    full_length = K * 2 ** (n - 1 + s0)
+    if "cat" in mode:
+        total = torch.cat(parts, dim=-1)
+    else:
+        total = sum(F.pad(p, (0, full_length - p.shape[-1])) for p in parts)  # type: ignore[assignment]
+    total = total[..., :L]
+    if "learnable" in mode:
+        t = torch.arange(L, device=total.device, dtype=dtype)
+        total = total * torch.exp(-tensors[2].to(dtype)[:, None, :, None] * torch.log1p(t))
+    return total
+
+
+# SGConv's kernels from their sub-kernels: opaque to torch.compile (Inductor's CPU code for the interpolation's
+# backward fails on some shapes), plain autograd in eager. tensors: sub-kernels [n Y, C, H, K], multipliers
+# [Y, 1, H, 1] (and decays [Y, H] in the learnable modes); sizes: (L, n, K, s0, Y); out [Y, C, H, L].
+sgconv_taps = opaque_kernel("sgconv_taps", _sgconv_taps,
+                            lambda ts, sizes, mode: [sizes[4], *ts[0].shape[1:3], sizes[0]])
 
 
 @MODELS.register("sgconv", SGConvConfig)

@@ -551,7 +551,7 @@ def generated_fingerprint(settings: GeneratorSettings, splits: dict[str, SplitFi
 def task_spec(cfg: ListOpsConfig) -> TaskSpec:
     """18 tokens, 10 classes, at most l_max tokens: fixed by the config, whatever the data."""
     return TaskSpec(name="listops", input="tokens", seq_len=cfg.l_max, n_outputs=10, metric="accuracy",
-                    vocab_size=len(VOCAB), pad_id=PAD, variable_length=True)
+                    vocab_size=len(VOCAB), pad_id=PAD, variable_length=True, padded_to_seq_len=cfg.pad_to_max)
 
 
 @TASKS.register("listops", ListOpsConfig)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from harness import preflight
+from harness.errors import ConfigError
 from harness.optim import make_optimizer, param_groups
 from harness.preflight import task_spec
 from harness.registry import MODELS, compose_config
@@ -122,3 +125,18 @@ def test_foreach_adamw_equals_the_per_parameter_loop() -> None:
     for (name, p), q, p0 in params:
         assert torch.equal(p, q), name
         assert not torch.equal(p, p0), f"{name} did not train"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model=multires"], "model=multires compiles for one input length"),
+    (["model=s4d", "train.compile_mode=reduce-overhead"], "train.compile_mode=reduce-overhead (CUDA graphs) captures"),
+])
+def test_compiling_for_batches_of_many_lengths_is_refused_where_it_cannot_work(overrides: list[str],
+                                                                               message: str) -> None:
+    """Before any work: a model whose sizes follow the length, or CUDA graphs, on batches of varying length; both
+    run once the batches have one length (task.pad_to_max=true)."""
+    base = ["task=listops", "task.n_train=64", "task.min_length=10", "task.max_length=40", "task.l_max=48",
+            "train.compile=true", *overrides]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        preflight.check(compose_config(base))
+    preflight.check(compose_config([*base, "task.pad_to_max=true"]))

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import multiprocessing as mp
+import os
 import random
 import re
 import signal
@@ -277,20 +278,32 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, stop_at_call
         reference.val, reference.test, reference.best_epoch, reference.steps)
 
 
-@pytest.mark.slow  # about a minute of compiling
+@pytest.mark.slow  # about half a minute of compiling
 def test_compiled_training_computes_what_eager_training_computes(tmp_path: Path) -> None:
-    task = toy.build(toy.ToyConfig(n=64), tmp_path)
+    """A tiny S4D on variable-length ListOps batches (BatchNorm sees each batch's padding, as published): compiled as
+    train.compile=true compiles it, the same losses as eager, and at most two compilations for many lengths (the
+    second makes the length dynamic) rather than one a length."""
+    from torch._dynamo.utils import counters
+
+    from tasks import listops
+
+    task = listops.build(listops.ListOpsConfig(n_train=96, n_val=16, n_test=16, min_length=10, max_length=60,
+                                               max_depth=4, l_max=64), tmp_path / "data")
+    lengths = {min(int(task.splits["train"][i][0].shape[0]), 64) for i in range(96)}
     results = []
     for compile in (False, True):
         checkpoint.seed_everything(0)
+        torch._dynamo.reset()
+        counters.clear()
         # Without dropout: compiled code draws its random numbers differently.
-        model = MODELS.build(MODELS.config("transformer", d_model=16, n_layers=1, n_heads=2, d_ff=32, dropout=0.0),
+        model = MODELS.build(MODELS.config("s4d", d_model=16, n_layers=2, d_state=8, norm="batch", dropout=0.0),
                              task.spec)
         train = TrainConfig(epochs=1, batch_size=16, progress=False, compile=compile)
         results.append(fit(model, task, train, OptimConfig(lr=3e-3), 0, tmp_path / str(compile), torch.device("cpu")))
     eager, compiled = results
     assert compiled.history[0]["train_loss"] == pytest.approx(eager.history[0]["train_loss"], rel=1e-4)
     assert compiled.val == pytest.approx(eager.val, abs=1 / 16)
+    assert len(lengths) > 10 and counters["stats"]["unique_graphs"] <= 2  # evaluation runs the model uncompiled
 
 
 def test_runner_writes_a_record_then_skips_the_completed_run(tmp_path: Path) -> None:
@@ -586,3 +599,13 @@ def test_one_process_at_a_time_runs_a_run_id(tmp_path: Path, capsys: pytest.Capt
     assert record["status"] == "complete"
     assert runner.run(cfg) == record and "already complete, skipped" in capsys.readouterr().out
     assert not (runner.run_dir_for(cfg, rid) / runner.LOCK).exists()
+
+
+def test_compiled_runs_keep_torch_s_compile_cache_under_paths_root(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    runner.use_compile_cache(tmp_path / "results")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "results" / "cache" / "torchinductor").resolve())
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/mine")  # the user's wins
+    runner.use_compile_cache(tmp_path / "results")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/mine"
