@@ -237,7 +237,7 @@ class StopFlag:
                 raise KeyboardInterrupt
             self.requested = signum
 
-        with _handling(handler):
+        with stop_signals_handled(handler):
             yield self
 
 
@@ -251,12 +251,12 @@ def stopping_at_once() -> Iterator[None]:
         raise Preempted(f"stopped by signal {signum} ({signal.Signals(signum).name}) outside training (preparing "
                         f"the data or the model, or testing the best state)", signum, checkpointed=False)
 
-    with _handling(handler):
+    with stop_signals_handled(handler):
         yield
 
 
 @contextmanager
-def _handling(handler: Callable[[int], None]) -> Iterator[None]:
+def stop_signals_handled(handler: Callable[[int], None]) -> Iterator[None]:
     """`handler(signum)` for every stop signal while inside; the previous handlers after."""
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
         yield

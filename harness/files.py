@@ -105,7 +105,7 @@ def atomic_write(path: Path, content: str | bytes | Callable[[Path], None]) -> N
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_dir(path.parent)  # the rename itself survives a crash of the machine
+        fsync_dir(path.parent)  # the rename itself survives a crash of the machine
     except OSError as exc:
         error = write_error(exc, path)
         if error is None:
@@ -129,7 +129,8 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """A folder's entries (its renames) on the disk, so that they survive a crash of the machine."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

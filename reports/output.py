@@ -37,7 +37,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from harness.errors import UserError
-from harness.files import HOST_TAG, DiskFull, RunLock, atomic_write
+from harness.files import HOST_TAG, DiskFull, RunLock, atomic_write, fsync_dir
 
 MANIFEST = ".seqbench-report.json"  # the files the report in this folder consists of
 LOCK = ".seqbench-report.lock"
@@ -276,7 +276,7 @@ class ReportFolder:
                     raise
                 raise
             self.committed = True
-            _fsync_dir(self.out)
+            fsync_dir(self.out)
         self._prune(old)
 
     def _move_aside(self, old: list[str], journal: Journal) -> None:
@@ -325,20 +325,6 @@ class ReportFolder:
                 except OSError:
                     break  # not empty
                 parent = parent.parent
-
-
-def _fsync_dir(directory: Path) -> None:
-    """The renames survive a crash of the machine (where the filesystem can flush a folder)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _requested: list[int] = []  # stop signals that arrived inside `stops_raise`

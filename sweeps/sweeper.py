@@ -50,7 +50,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from harness import runner
-from harness.checkpoint import STOP_SIGNALS
+from harness.checkpoint import stop_signals_handled
 from harness.config import closest, composition_error, one_of
 from harness.errors import ConfigError, UserError, exit_with
 from harness.preflight import describe
@@ -172,17 +172,13 @@ def one_line(exc: Exception) -> str:
 def stop_ends_sweep() -> Iterator[None]:
     """While points run in this process: a stop signal between trainings ends the sweep at once (during one, the
     trainer checkpoints first and run.py ends it), with 128 + the signal as the exit status."""
-    def stop(signum: int, frame: Any) -> None:
+    def stop(signum: int) -> None:
         print(f"seqbench: stopped by {signal.Signals(signum).name}; rerun the same command to go on (points "
               f"already complete are skipped)", file=sys.stderr, flush=True)
         raise SystemExit(128 + signum)
 
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
-    try:
+    with stop_signals_handled(stop):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def job_config(sweep_config: DictConfig) -> DictConfig:
