@@ -80,8 +80,8 @@ def test_a_long_cpu_run_says_what_it_costs_within_a_minute(clock: Clock, monkeyp
     # After the third step: 7h30m an epoch (3,000 x 9 s), 9 s x 29,997 steps = 269,973 s = 3 days 2 h 59 m left.
     assert lines[0] == ("seqbench: no GPU found: this run trains on the CPU, 9.0 s a step: 30,000 steps (3,000 steps "
                         "an epoch), about 7h30m an epoch and 3d02h to the end. To try it in about 10m00s: "
-                        f"train.max_steps={600 // 9} train.limit_eval_batches=10, or shrink the task (its options: "
-                        "`python -m harness list`), or run it on a GPU")
+                        f"train.epochs=null train.max_steps={600 // 9} train.limit_eval_batches=10, or shrink the task "
+                        "(its options: `python -m harness list`), or run it on a GPU")
     # Printed at the third step; the first progress line once a minute has passed (step 7, 63 s), the next ten
     # minutes after it (step 74, 666 s).
     assert (seen.index(1), seen.index(2), seen.index(3), seen[-1]) == (2, 6, 73, 3)
