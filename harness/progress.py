@@ -165,7 +165,8 @@ class ProgressLog:
         self._print(f"seqbench: no GPU found: this run trains on the CPU, {per_step:.1f} s a step: "
                     f"{plural(self.total, 'step')} ({plural(self.steps_per_epoch, 'step')} an epoch), about "
                     f"{duration(per_step * self.steps_per_epoch)} an epoch and {duration(left)} to the end. To try it "
-                    f"in about {duration(self.LONG_RUN_S)}: train.epochs=null train.max_steps={small} train.limit_eval_batches=10, or "
+                    f"in about {duration(self.LONG_RUN_S)}: train.epochs=null train.max_steps={small} "
+                    f"train.limit_eval_batches=10, or "
                     f"shrink the task (its options: `python -m harness list`), or run it on a GPU")
 
     def _line(self, step: int, loss: float | None, train_s: float, done: bool = False) -> None:
