@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import cost, html, latex, lengths, plots, render
+from reports import cost, html, latex, lengths, plots, render, train_step
 from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
@@ -101,13 +101,16 @@ def sweep_names(tables: list[Ablation]) -> list[str]:
 
 
 def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
-             pool: bool = False, evals: pd.DataFrame | None = None) -> list[Section]:
+             pool: bool = False, evals: pd.DataFrame | None = None, steps: pd.DataFrame | None = None) -> list[Section]:
     figdir = out / "figures"
     result = [board_section(b, figdir, evals) for b in all_boards]
     tables = ablations(runs, pool)
     for ab, name in zip(tables, sweep_names(tables), strict=True):
         result.append(Section(f"Ablation: {name}, {ab.task}",
                               [(f"{name}, {ab.task}: varied {', '.join(ab.keys)}", ab.table)]))
+    if steps is not None and not steps.empty:
+        result.append(Section("Training steps", [("whole optimizer steps of the paper presets, by device", steps)],
+                              lead=[train_step.LEGEND]))
     if not bench.empty:  # the figures show our models; published code is in its own table
         result.append(Section("Scaling benchmark", bench_tables(bench), figures=plots.scaling(
             bench[bench["impl"] == "ours"], figdir), lead=[*bench_settings(bench), LEGEND]))
@@ -207,6 +210,8 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
     `pool`: sweeps of one name are one ablation, not one per invocation (sweep_id)."""
     store, out = Path(store), Path(out)
     runs, bench = load(store, sweep)  # before touching `out`: a missing store leaves the last report as it was
+    steps = train_step.frame(train_step.load(store, sweep))  # training steps: their own table, not the scaling's
+    bench = bench[bench["pass"] != train_step.PASS]
     with ReportFolder(out) as folder:
         stage = folder.staging
         all_boards = boards(runs, load_references())
@@ -214,7 +219,7 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
         for b in all_boards:
             cost.add_columns(b)
             lengths.add_columns(b, evals)
-        secs = sections(runs, bench, all_boards, stage, pool, evals)
+        secs = sections(runs, bench, all_boards, stage, pool, evals, steps)
         for path in _figures(secs):
             folder.add(path)
         title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")

@@ -5,14 +5,21 @@ each published run. One device per table: steps timed on different machines do n
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness.results import Store
 from reports import render
 from reports.leaderboard import fmt_bytes
 
 PASS = "train_step"
+
+
+def load(store: str | Path, sweep: str | None = None) -> list[dict[str, Any]]:
+    """The train-step records of a store (of one sweep, if given)."""
+    return [r for r in Store(store).records() if is_train_step(r) and (sweep is None or r.get("sweep") == sweep)]
 
 
 def is_train_step(record: dict[str, Any]) -> bool:
@@ -21,6 +28,11 @@ def is_train_step(record: dict[str, Any]) -> bool:
 
 def _num(value: Any, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
+
+
+def _peak(metrics: dict[str, Any], mode: str | None) -> str:
+    # CUDA graphs allocate their pool at capture, before the timed steps: their rise over those steps is not a peak.
+    return "n/a" if mode == "graphs" or metrics.get("peak_bytes") is None else fmt_bytes(metrics["peak_bytes"])
 
 
 def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -37,7 +49,8 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         done = r["status"] == "complete"
         proj = m.get("projection") or {}
         out.append({
-            "device": device, "preset": preset, "impl": m["impl"], "mode": r["config"].get("mode"),
+            "device": device, "code": (r["env"].get("git_commit") or "")[:7], "preset": preset, "impl": m["impl"],
+            "mode": r["config"].get("mode"),
             "precision": m["dtype"], "batch x L": f"{m['batch_size']} x {m['length']}",
             "ms/step": _num(m["time_ms"], ".1f") if done else r["status"],
             "samples/s": _num(m.get("samples_per_s"), ",.0f"),
@@ -45,7 +58,7 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "speed-up vs published": f"{base / m['time_ms']:.2f}x" if done and base and m["impl"] == "ours" else "",
             "compile s": _num(m.get("compile_s"), ".0f"),
             "ops/step": _num(m.get("dispatched_ops"), ","),
-            "peak": fmt_bytes(m.get("peak_bytes")) if done else "",
+            "peak": _peak(m, r["config"].get("mode")) if done else "",
             "run steps": _num(proj.get("steps"), ","),
             "run GPU-h": _num(proj.get("hours"), ".2f"),
         })
@@ -65,4 +78,6 @@ def table(records: Iterable[dict[str, Any]]) -> str:
 LEGEND = ("ms/step: median of whole optimizer steps (forward, loss, backward, AdamW, schedule) on a random full-length "
           "batch already on the device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
           "count). compile s: the first compiled step's extra time. ops/step: operators dispatched by an eager step "
-          "(a proxy for kernel launches). run GPU-h: the published run's steps at this rate plus its evaluations.")
+          "(a proxy for kernel launches). peak: the rise of allocated memory over the timed steps (n/a with CUDA "
+          "graphs, whose pool is allocated at capture). code: the commit the step ran. run GPU-h: the published run's "
+          "steps at this rate plus its evaluations.")

@@ -186,6 +186,12 @@ def task_spec(cfg: CifarBpdConfig) -> TaskSpec:
                     metric="bpd", d_input=3, output="sequence", causal=True)
 
 
+def release_sizes(cfg: CifarBpdConfig) -> dict[str, int]:
+    """Rows per split, from the config alone: CIFAR-10's 50,000 training images less the validation split, and its
+    10,000 test images (for projecting a run's steps without the data)."""
+    return {"train": 50_000 - cfg.val_size, "val": cfg.val_size, "test": 10_000}
+
+
 @TASKS.register("cifar_bpd", CifarBpdConfig)
 def build(cfg: CifarBpdConfig, data_root: Path) -> Task:
     """CIFAR-10 autoregressive density (1024 steps x 3 channels, bits per dim)."""

@@ -554,6 +554,12 @@ def task_spec(cfg: ListOpsConfig) -> TaskSpec:
                     vocab_size=len(VOCAB), pad_id=PAD, variable_length=True, padded_to_seq_len=cfg.pad_to_max)
 
 
+def release_sizes(cfg: ListOpsConfig) -> dict[str, int]:
+    """Rows per split, from the config alone: the generated set's, which are the LRA release's by default (96,000 /
+    2,000 / 2,000, also the sizes of `task.root`'s listops-1000)."""
+    return {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+
+
 @TASKS.register("listops", ListOpsConfig)
 def build(cfg: ListOpsConfig, data_root: Path) -> Task:
     """LRA ListOps: generated with the LRA generator unless `root` points at the official release."""

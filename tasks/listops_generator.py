@@ -35,6 +35,7 @@ import bisect
 import ctypes
 import functools
 import multiprocessing
+import multiprocessing.pool
 import os
 import random
 import signal
@@ -359,7 +360,8 @@ def _worker_init(parent: int) -> None:
     parent installed must not keep the pool's SIGTERM from ending a worker. A parent killed outright (SIGTERM's
     default, SIGKILL) cannot end the pool: the kernel then kills the workers (Linux), which would otherwise finish
     their segment and print a broken pipe."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also discards a Ctrl-C that came while blocked (_pool)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_DFL)
     try:
@@ -371,6 +373,17 @@ def _worker_init(parent: int) -> None:
 
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _pool(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of forked workers that Ctrl-C cannot reach before `_worker_init` ignores it: a worker forked with
+    SIGINT blocked holds a Ctrl-C of that moment pending, which ignoring it discards. The parent's own Ctrl-C of
+    that moment is delivered once it unblocks."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return multiprocessing.get_context("fork").Pool(workers, _worker_init, (os.getpid(),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def default_workers() -> int:
@@ -401,7 +414,7 @@ def _pooled_segments(settings: GeneratorSettings, workers: int, position: int) -
     drawn by a pool, continuing the true sequence of expressions from `position`."""
     s = settings
     master, master_at = random.Random(s.seed), 0  # the generator's state at the start of each segment handed out
-    with multiprocessing.get_context("fork").Pool(workers, _worker_init, (os.getpid(),)) as pool:
+    with _pool(workers) as pool:
         pending: deque[tuple[int, int, tuple[Any, ...], Any]] = deque()
         k = position // SEGMENT_WORDS
         while True:

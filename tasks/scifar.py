@@ -132,6 +132,12 @@ def task_spec(cfg: SCifarConfig) -> TaskSpec:
                     d_input=1 if cfg.grayscale else 3)
 
 
+def release_sizes(cfg: SCifarConfig) -> dict[str, int]:
+    """Rows per split, from the config alone: CIFAR-10's 50,000 training images less the validation split, and its
+    10,000 test images (for projecting a run's steps without the data)."""
+    return {"train": 50_000 - cfg.val_size, "val": cfg.val_size, "test": 10_000}
+
+
 @TASKS.register("scifar", SCifarConfig)
 def build(cfg: SCifarConfig, data_root: Path) -> Task:
     """Sequential CIFAR-10 classification (1024 steps x 3 channels, 10 classes, accuracy)."""

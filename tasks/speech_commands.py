@@ -287,6 +287,17 @@ def task_spec(cfg: SpeechCommandsConfig) -> TaskSpec:
                     metric="accuracy", d_input=1)
 
 
+# Speech Commands v0.02's split lists: utterances of the 35 words in training (the rest), validation_list.txt and
+# testing_list.txt (the counts torchaudio's SPEECHCOMMANDS gives for each subset).
+RELEASE_35 = {"train": 84_843, "val": 9_981, "test": 11_005}
+
+
+def release_sizes(cfg: SpeechCommandsConfig) -> dict[str, int] | None:
+    """Rows per split, from the config alone, for projecting a run's steps without the data: the 35-word release's;
+    None for the ten-word subset (not counted here)."""
+    return dict(RELEASE_35) if cfg.all_classes else None
+
+
 @TASKS.register("speech_commands", SpeechCommandsConfig)
 def build(cfg: SpeechCommandsConfig, data_root: Path) -> Task:
     """Speech Commands raw audio (16,000 steps x 1 channel, 35 words or the ten of SC10, accuracy)."""

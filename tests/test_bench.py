@@ -30,6 +30,7 @@ from harness.timing import PeakMemory, fit_exponent, time_calls
 from reports import bench as tables
 from reports import build
 from sweeps.studies import compare_published as study
+from sweeps.studies import train_step
 from tests.helpers import ROOT, compose_run
 
 CPU = torch.device("cpu")
@@ -487,26 +488,37 @@ def test_the_study_records_published_and_our_layers_the_same_way(tmp_path: Path,
     assert "published code against ours" in text and "| compare_published | multires | layer | fwd_bwd |" in text
 
 
-def test_the_study_times_train_steps_as_the_preset_sets_them_up(tmp_path: Path, checkout: Path) -> None:
+def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(tmp_path: Path, checkout: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """sweeps/studies/train_step.py on the CPU: the sCIFAR MultiresNet preset, shrunk, and the published model set
+    as the preset says, each an ordinary benchmark record of a whole optimizer step with the study's figures."""
     root = tmp_path / "results"
-    small = ["model.d_model=8", "model.n_layers=1", "train.batch_size=2", "train.compile=false"]
-    assert study.main(["--multires-conv", str(checkout), "--train-step", f"paths.root={root}", "bench.device=cpu",
-                       "bench.warmup=1", "bench.repeats=3", *small]) == 0
+    small = ["model.d_model=8", "model.n_layers=1", "train.batch_size=2", "bench.device=cpu", "bench.warmup=1",
+             "bench.repeats=3", f"paths.root={root}"]
+    args = ["--presets", "multires_scifar", "--modes", "eager", "--multires-conv", str(checkout)]
+    assert train_step.main([*args, *small]) == 0
     records = {r["metrics"]["impl"]: r for r in Store(root / "store").records()}
     assert set(records) == {"ours", "published"}
     for rec in records.values():
         m = rec["metrics"]
         assert rec["status"] == "complete" and (m["scope"], m["pass"], m["length"], m["batch_size"]) == (
             "model", "train_step", 1024, 2)
-        assert len(m["time_ms_all"]) == 3
-        # The optimizer of sweeps/experiment/multires_scifar.yaml, for both.
-        assert rec["config"]["optim"]["lr"] == 0.0045 and rec["config"]["optim"]["weight_decay"] == 0.01
+        assert rec["config"]["preset"] == "multires_scifar" and rec["config"]["mode"] == "eager"
+        assert rec["config"]["optim"]["lr"] == 0.0045 and rec["config"]["optim"]["weight_decay"] == 0.01  # preset's
+        assert m["samples_per_s"] == pytest.approx(2 / (m["time_ms"] / 1e3))
+        assert m["dispatched_ops"] > 0 and m["gpu_busy"] is None and m["compile_s"] is None  # eager, on a CPU
+        # 250 epochs of 45,000 training images at the overridden batch of 2, and an evaluation batch each epoch.
+        proj = m["projection"]
+        assert (proj["steps"], proj["epochs"]) == (250 * 22_500, 250)
+        assert proj["hours"] == pytest.approx((proj["steps"] * m["time_ms"] + proj["eval_batches"] * m["eval_ms"])
+                                              / 3.6e6)
     assert records["published"]["config"]["model"]["d_model"] == 8  # the preset's model, overridden here
-    # Another learning rate is another point.
-    assert study.main(["--multires-conv", str(checkout), "--train-step", f"paths.root={root}", "bench.device=cpu",
-                       "bench.warmup=1", "bench.repeats=3", "optim.lr=0.01", *small]) == 0
-    lrs = sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records())
-    assert lrs == [0.0045, 0.0045, 0.01, 0.01]
+    ours_ms, published_ms = (records[k]["metrics"]["time_ms"] for k in ("ours", "published"))
+    assert f"{published_ms / ours_ms:.2f}x" in capsys.readouterr().out  # the speed-up column
+    # Another learning rate is another point; the same command again overwrites its points.
+    assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
+    assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
+    assert sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records()) == [0.0045, 0.0045, 0.01, 0.01]
 
 
 def test_the_study_needs_published_code(tmp_path: Path, sandbox: None, capsys: pytest.CaptureFixture[str]) -> None:

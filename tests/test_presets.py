@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import preflight
 from harness.config import TrainConfig
 from harness.errors import UserError
+from harness.registry import TASKS
 from harness.train import plan
 from tests.helpers import ROOT, compose_run
 from tests.published_runs import RUNS
@@ -144,13 +145,9 @@ def train_config(cfg: DictConfig) -> TrainConfig:
 
 
 def release_train_size(cfg: DictConfig) -> int:
-    """The training split of the task's release, from the config alone: LRA ListOps 96,000 (the generator's
-    default, the release's size); CIFAR-10's 50,000 less the validation split; Speech Commands v0.02, 35 words,
-    without the validation and test lists: 84,843 (reports/references.yaml)."""
-    task = cfg.task
-    sizes = {"listops": lambda: task.n_train, "scifar": lambda: 50_000 - task.val_size,
-             "cifar_bpd": lambda: 50_000 - task.val_size, "speech_commands": lambda: 84_843}
-    return sizes[task.name]()
+    """The training split of the task's release, from the config alone (the task module's `release_sizes`)."""
+    module = sys.modules[TASKS.get(cfg.task.name).builder.__module__]
+    return module.release_sizes(TASKS.from_node(cfg.task))["train"]
 
 
 def ours(name: str, *overrides: str, n_train: int | None = None) -> Run:

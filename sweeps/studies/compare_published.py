@@ -4,7 +4,6 @@ The published code never enters this repository: pass checkouts of the published
 elsewhere. Each option names one; the models compared are those whose code is given (narrow with bench.models):
 
     python -m sweeps.studies.compare_published --multires-conv DIR --s4 DIR --sgconv DIR paths.root=results
-    python -m sweeps.studies.compare_published --multires-conv DIR --train-step bench.repeats=20 bench.warmup=5
 
 Layers (default): each model's sequence layer, forward + backward (`bench.scope=[layer]`,
 `bench.passes=[fwd_bwd]`, `bench.dtypes=[fp32]` unless overridden), on random [B, L, D] input with B x L held
@@ -14,16 +13,12 @@ at `bench.tokens_per_batch`. Ours is the registered model, set as the published 
   diag-lin init). Its CUDA kernels are used when built in the checkout (`extensions/kernels`).
 - sgconv: ctlllll/SGConv `gconv_standalone.py` (GConv, kernel_dim 64, cat_randn, GELU, GLU), ours' defaults.
 
-`--train-step`: whole optimizer steps (forward, backward, AdamW) of the sCIFAR MultiresNet, the published
-`classification.py` model and ours, both set up as sweeps/experiment/multires_scifar.yaml says (width, depth,
-dropout, learning rate, weight decay, batch, precision, compile), on a random batch already on the device (no
-data loading). Records: scope `model`, pass `train_step`, length 1024.
+Whole training steps, the published MultiresNet's beside ours: sweeps/studies/train_step.py.
 
 Every point is an ordinary benchmark record (sweep `compare_published` unless `sweep=` says otherwise) whose
 `metrics.impl` is ours or published, so `python -m reports --store <paths.root>/store --out DIR --sweep
 compare_published` tabulates published against ours with the speed-up; this script prints those tables too.
-Further arguments are run-config overrides, as for `python run.py` (paths.root, sweep, bench.*, and with
---train-step the preset's keys, e.g. train.compile=false).
+Further arguments are run-config overrides, as for `python run.py` (paths.root, sweep, bench.*).
 """
 
 from __future__ import annotations
@@ -36,27 +31,19 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness import bench
-from harness.config import BenchConfig, OptimConfig
-from harness.device import autocast_for, set_precision
 from harness.errors import ConfigError, UserError, exit_with
-from harness.optim import make_optimizer
-from harness.registry import MODELS, compose_config
-from harness.task import TaskSpec
-from harness.timing import PeakMemory, time_after_warmup
+from harness.registry import compose_config
 from reports.bench import frame, speedup_table, summary
 from reports.render import markdown
 
 SWEEP = "compare_published"
-SCIFAR = TaskSpec("scifar", "signal", 1024, 10, "accuracy", d_input=3)  # as tasks/scifar.py states it (RGB)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -200,90 +187,16 @@ def compare_layers(checkouts: dict[str, Path], overrides: list[str]) -> bench.Be
     return session.result()
 
 
-class ChannelsLast(nn.Module):
-    """Our model fed the published layout [B, 3, L], so that both read the same batch."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.transpose(1, 2))
-
-
-def time_train_step(model: nn.Module, optim: OptimConfig, precision: str, compiled: bool, batch_size: int,
-                    opts: BenchConfig, memory: PeakMemory) -> bench.Outcome:
-    """Optimizer steps on one random batch already on the device, timed as the benchmark times a call."""
-    device = next(model.parameters()).device
-    optimizer = make_optimizer(model, optim)
-    net = torch.compile(model) if compiled else model  # as train.compile does in harness/train.py
-    x = torch.randn(batch_size, SCIFAR.d_input, SCIFAR.seq_len, device=device)
-    set_precision(device, precision)  # TF32 on or off, as a run's set_up sets it
-    y = torch.randint(0, SCIFAR.n_outputs, (batch_size,), device=device)
-
-    def step() -> None:
-        with autocast_for(device, precision):
-            loss = nn.functional.cross_entropy(net(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    t = time_after_warmup(step, device, opts.warmup, opts.repeats, memory, opts.point_budget_s)
-    return bench.Outcome("complete", times_ms=t.times_ms, peak_bytes=t.peak_bytes, warmup=t.warmup)
-
-
-def compare_train_step(checkout: Path, overrides: list[str]) -> bench.BenchResult:
-    cfg = compose_config(["+experiment=multires_scifar", "job=bench", f"sweep={SWEEP}", *overrides])
-    m, train = cfg.model, cfg.train
-    classification = load_classification(checkout)
-    opts = bench.options(cfg)
-    optim = OmegaConf.to_object(cfg.optim)
-    session = bench.Session(opts, Path(cfg.paths.root), cfg.sweep, cfg.seed)
-    device = session.device
-    published_args = {"d_input": SCIFAR.d_input, "d_output": SCIFAR.n_outputs, "max_length": SCIFAR.seq_len,
-                      "d_model": m.d_model, "n_layers": m.n_layers, "dropout": m.dropout, "kernel_size": m.kernel_size,
-                      "depth": m.depth, "tree_select": m.tree_select, "hinit": m.wavelet_init, "d_mem": m.memory_size,
-                      "indep_res_init": m.indep_res_init, "batchnorm": m.norm == "batch"}
-    precision = train.precision if train.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    # (impl, build, precision, compile, the model's recorded config); the published code runs in fp32 with TF32
-    # matmuls (classification.py turns them on), as the preset's `tf32`
-    runs = [
-        (bench.PUBLISHED, lambda: classification.MultiresNet(**published_args), "tf32", False,
-         {"name": "multires", "source": "thjashin/multires-conv classification.py", **published_args}),
-        (bench.OURS, lambda: ChannelsLast(MODELS.build(cfg.model, SCIFAR)), precision, train.compile,
-         OmegaConf.to_container(cfg.model)),
-    ]
-    for impl, build, dtype, compiled, model_config in runs:
-        point = bench.Point("multires", "model", "train_step", dtype, SCIFAR.seq_len, train.batch_size, impl)
-        if not session.admit([point]):
-            continue
-        config = {"model": model_config, "optim": dataclasses.asdict(optim),
-                  "train": {"batch_size": train.batch_size, "precision": dtype, "compile": compiled}}
-        torch.manual_seed(cfg.seed)
-        model = build().to(device).train()
-        params = sum(p.numel() for p in model.parameters())
-        session.run_point(point, config, partial(time_train_step, model, optim, dtype, compiled, train.batch_size,
-                                                 opts, session.memory), params)
-        del model
-        bench.release(device)
-    return session.result()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.studies.compare_published",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for repo in sorted({p.repo for p in LAYERS.values()}):
         parser.add_argument(f"--{repo.replace('_', '-')}", type=Path, dest=repo, help="checkout of the repository")
-    parser.add_argument("--train-step", action="store_true", help="time sCIFAR MultiresNet optimizer steps instead")
     parser.add_argument("overrides", nargs="*", help="run-config overrides, e.g. bench.lengths=[1024,2048]")
     args = parser.parse_args(argv)
     checkouts = {repo: getattr(args, repo) for repo in {p.repo for p in LAYERS.values()} if getattr(args, repo)}
     try:
-        if args.train_step:
-            if "multires_conv" not in checkouts:
-                raise UserError("--train-step needs --multires-conv, a checkout of thjashin/multires-conv")
-            result = compare_train_step(checkouts["multires_conv"], args.overrides)
-        elif not checkouts:
+        if not checkouts:
             raise UserError("name at least one checkout of published code: --multires-conv, --s4 or --sgconv")
         else:
             result = compare_layers(checkouts, args.overrides)

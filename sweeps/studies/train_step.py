@@ -156,15 +156,10 @@ def kernel_ms(step: Callable[[], None], device: torch.device, n: int = PROFILED_
 
 
 def release_sizes(cfg: DictConfig) -> dict[str, int] | None:
-    """Rows per split of the data the published run trained on, from the task's module (`release_sizes(cfg)`),
-    or the generated set's own sizes for ListOps; None where the task does not say."""
-    task_module = sys.modules[TASKS.get(cfg.task.name).builder.__module__]
-    sizes = getattr(task_module, "release_sizes", None)
-    if callable(sizes):
-        return dict(sizes(TASKS.from_node(cfg.task)))
-    if all(k in cfg.task for k in ("n_train", "n_val", "n_test")):
-        return {"train": cfg.task.n_train, "val": cfg.task.n_val, "test": cfg.task.n_test}
-    return None
+    """Rows per split of the data the published run trained on, from the task module's `release_sizes(cfg)`; None
+    where the task cannot say without its data (e.g. PTB-XL, whose sizes follow the label set)."""
+    sizes = getattr(sys.modules[TASKS.get(cfg.task.name).builder.__module__], "release_sizes", None)
+    return sizes(TASKS.from_node(cfg.task)) if callable(sizes) else None
 
 
 def projection(cfg: DictConfig, step_ms: float, eval_ms: float) -> dict[str, Any] | None:
@@ -228,7 +223,9 @@ def measure(session: bench.Session, cfg: DictConfig, spec: TaskSpec, subject: Su
         "tf32" if precision == "tf32" and session.device.type == "cuda" else "fp32")
     point = bench.Point(cfg.model.name, "model", "train_step", dtype, spec.seq_len, cfg.train.batch_size,
                         subject.impl)
+    # The code's commit is part of the point: the same preset timed on two versions of the code is two records.
     config = {"model": subject.model_config, "preset": subject.preset, "mode": mode,
+              "code": session.env.get("git_commit"),
               "optim": OmegaConf.to_container(cfg.optim), "train": {
                   k: cfg.train[k] for k in ("batch_size", "precision", "grad_clip", "schedule")}}
     torch.manual_seed(cfg.seed)
@@ -264,8 +261,10 @@ def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor]
              "dispatched_ops": None if ops is None else sum(ops.values()),
              "dispatched_top": None if ops is None else dict(ops.most_common(8)),
              "eval_ms": eval_ms, "projection": projection(cfg, median, eval_ms)}
-    return bench.Outcome("complete", times_ms=timing.times_ms, peak_bytes=timing.peak_bytes, warmup=timing.warmup,
-                         extra=extra)
+    # CUDA graphs allocate their memory pool when they capture (in the warm-up), so the rise over the timed steps
+    # says nothing of their memory: not recorded.
+    peak = None if mode == "graphs" else timing.peak_bytes
+    return bench.Outcome("complete", times_ms=timing.times_ms, peak_bytes=peak, warmup=timing.warmup, extra=extra)
 
 
 def run(presets: list[str], modes: list[str], checkouts: dict[str, Path], overrides: list[str]) -> bench.BenchResult:
