@@ -6,7 +6,7 @@
   S4 codebase (`circular_kernel`), a causal kernel of Lk taps with an FFT size n >= L + Lk - 1 (MultiresNet, its
   1/n folded into the kernel), or a layer's taps [Ch, H, Lk] with the skip term D, placed on the circle inside
   the op (a causal part, an optional anti-causal part and D in one spectrum).
-- `opaque_kernel`: a kernel-generation function with complex arithmetic inside (S4's, S4D's) as a custom op too,
+- `opaque_kernel`: a kernel-generation function with complex arithmetic inside (S4's) as a custom op too,
   real tensors in and out: a compiled graph calls it as one node (its backward recomputes it under
   `torch.func.vjp`: autograd proper is switched off inside a custom op); eager code calls the function itself,
   autograd through its complex arithmetic, and torch's dispatch modes (FlopCounterMode, fake tensors) see its
@@ -250,7 +250,7 @@ def fft_conv(x: torch.Tensor, kernel: torch.Tensor, mask: torch.Tensor | None = 
     return _fft_conv(x, taps, None if skip is None else skip.reshape(H), mask, n, act, scaled)[0]
 
 
-# Kernel generation with complex arithmetic inside (S4's and S4D's), kept from the compiler like the convolution.
+# Kernel generation with complex arithmetic inside (S4's), kept from the compiler like the convolution.
 KernelFn = Callable[[list[Tensor], list[int], str], Tensor]
 
 

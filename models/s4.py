@@ -13,8 +13,9 @@ Speed without compiled extensions (the published code needs a CUDA extension or 
   i.e. one complex batched matmul of shapes (R*L/T, N) x (N, T) per feature (and layer: the kernels of all
   layers are made together, `models.longconv.share_taps`). Nothing of size N x L is materialised and the cost
   is that of a GEMM.
-- The complex arithmetic runs inside a custom op (`models.longconv.opaque_kernel`), real parameters in and
-  real taps out, so that torch.compile never sees a complex tensor.
+- Inductor takes no complex tensors. Under torch.compile, S4's complex arithmetic runs inside a custom op
+  (`models.longconv.opaque_kernel`), real parameters in and real taps out; S4D's short chain runs on pairs of real
+  tensors instead (`exp_sum_pairs`), which the compiler fuses and differentiates itself.
 - S4's Cauchy kernel 1/(z - w) at the L roots of unity is rewritten as the DFT of such an exponential
   sum: v/(z_k - w) = (1 + omega_k) * v/((2 - w)(1 - lambda^L)) * sum_{l<L} lambda^l omega_k^l with
   lambda = (2 + w)/(2 - w) the bilinear diagonal. So the four Cauchy sums of the Woodbury formula are
@@ -24,6 +25,7 @@ Speed without compiled extensions (the published code needs a CUDA extension or 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,16 +112,41 @@ def exp_sum(v: torch.Tensor, x: torch.Tensor, L: int) -> torch.Tensor:
     both factors are O(N sqrt(L)) and the product is a GEMM over 2N (real and imaginary parts), half the work of
     a complex one. Both sets of powers come from one exp.
     """
-    *lead, R, H, N = v.shape
-    T = 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
-    Q = -(-L // T)
-    real = x.real.dtype  # float32, or float64 for a float64 layer
-    steps = torch.cat([torch.arange(T, device=x.device, dtype=real), torch.arange(Q, device=x.device, dtype=real) * T])
+    T, steps = _power_steps(L, x.real)
     powers = torch.exp(x[..., None] * steps)  # [..., H, N, T + Q]
     W, Z = powers[..., :T], powers[..., T:]
     U = v[..., None] * Z.unsqueeze(-4)  # [..., R, H, N, Q]
-    W_r = torch.cat([W.real, W.imag], dim=-2)  # [..., H, 2N, T]
-    U_r = torch.cat([U.real, -U.imag], dim=-2)  # [..., R, H, 2N, Q]: Re(u w) = Re u Re w - Im u Im w
+    return _power_gemm(W.real, W.imag, U.real, U.imag, L)
+
+
+def exp_sum_pairs(v: tuple[torch.Tensor, torch.Tensor], x: tuple[torch.Tensor, torch.Tensor], L: int) -> torch.Tensor:
+    """`exp_sum` with v and x given as (real part, imaginary part) and no complex tensor anywhere, for
+    torch.compile (Inductor takes no complex tensors): exp(x s) = exp(Re x s) (cos(Im x s) + i sin(Im x s))."""
+    (v_re, v_im), (x_re, x_im) = v, x
+    T, steps = _power_steps(L, x_re)
+    size, angle = torch.exp(x_re[..., None] * steps), x_im[..., None] * steps  # [..., H, N, T + Q]
+    p_re, p_im = size * torch.cos(angle), size * torch.sin(angle)
+    z_re, z_im = p_re[..., T:].unsqueeze(-4), p_im[..., T:].unsqueeze(-4)
+    v_re, v_im = v_re[..., None], v_im[..., None]
+    return _power_gemm(p_re[..., :T], p_im[..., :T], v_re * z_re - v_im * z_im, v_re * z_im + v_im * z_re, L)
+
+
+def _power_steps(L: int, like: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """T ~ sqrt(L) and the exponents [0, 1, ..., T-1, 0, T, 2T, ..., (Q-1) T] (Q T >= L) of `exp_sum`."""
+    T = 1 << max(0, math.ceil(math.log2(max(L, 1)) / 2))
+    Q = -(-L // T)
+    arange = functools.partial(torch.arange, device=like.device, dtype=like.dtype)  # float64 for a float64 layer
+    return T, torch.cat([arange(T), arange(Q) * T])
+
+
+def _power_gemm(w_re: torch.Tensor, w_im: torch.Tensor, u_re: torch.Tensor, u_im: torch.Tensor,
+                L: int) -> torch.Tensor:
+    """2 Re sum_n U[..., r, h, n, q] W[..., h, n, j] at l = q T + j < L, as a real GEMM over 2N:
+    W [..., H, N, T] and U [..., R, H, N, Q] by parts."""
+    *lead, R, H, N, Q = u_re.shape
+    T = w_re.shape[-1]
+    W_r = torch.cat([w_re, w_im], dim=-2)  # [..., H, 2N, T]
+    U_r = torch.cat([u_re, -u_im], dim=-2)  # [..., R, H, 2N, Q]: Re(u w) = Re u Re w - Im u Im w
     U_r = U_r.transpose(-4, -3).transpose(-1, -2).reshape(*lead, H, R * Q, 2 * N)
     out = torch.matmul(U_r, W_r).reshape(*lead, H, R, Q * T)[..., :L]
     return 2.0 * out.transpose(-3, -2)

@@ -21,8 +21,7 @@ from torch import nn
 from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
-from models.longconv import opaque_kernel
-from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, hippo_legs_nplr, state_matrix, tile
+from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, exp_sum_pairs, hippo_legs_nplr, state_matrix, tile
 from models.s4block import check_causal, s4_backbone
 
 
@@ -78,7 +77,7 @@ class S4DLayer(SSMLayer):
     def stacked_taps(cls, layers: list[S4DLayer], L: int) -> torch.Tensor:
         """K_l = 2 Re sum_n C_n B_bar_n A_bar_n^l for l < min(L, l_max), of each layer."""
         tensors = cls.stacked_params(layers, ("A_real", "A_imag", "B", "C"))
-        return s4d_taps(tensors, [min(L, layers[0].l_max)], layers[0].disc)
+        return s4d_taps(tensors, L, layers[0].l_max, layers[0].disc)
 
     def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log A_bar [H, N/2], B_bar [H, N/2], C [Ch, H, N/2] (ZOH or bilinear per diagonal mode)."""
@@ -108,18 +107,63 @@ def discretise(dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, disc: str) ->
     return torch.log((1 + dtA / 2) / (1 - dtA / 2)), B * dt / (1 - dtA / 2)
 
 
-def _s4d_taps(tensors: list[torch.Tensor], sizes: list[int], disc: str) -> torch.Tensor:
-    """[Y, Ch, H, L] taps of Y stacked S4D layers (see `s4d_taps`)."""
+def s4d_taps(tensors: list[torch.Tensor], L: int, l_max: int, disc: str) -> torch.Tensor:
+    """Taps [Y, Ch, H, min(L, l_max)] of Y stacked S4D layers from their real parameters: dt [Y, H, 1], A_real,
+    A_imag [Y, S, N/2], B [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2]; disc the discretisation.
+
+    Eager code computes them in complex arithmetic, as the published kernel does. Under torch.compile the same
+    maths runs on pairs of real tensors (`_s4d_taps_pairs`), which Inductor traces, fuses and differentiates
+    itself (an opaque op, as S4's kernel is, recomputes the kernel in its backward in many small launches: that
+    made the compiled S4D step slower than the eager one). The compiled kernel is always l_max long, then cut:
+    a batch's length may be symbolic there (variable-length tasks), and the power split of `exp_sum_pairs` needs
+    a number."""
+    if torch.compiler.is_compiling():
+        return _s4d_taps_pairs(tensors, l_max, disc)[..., :L]
+    return _s4d_taps_complex(tensors, min(L, l_max), disc)
+
+
+def _s4d_taps_complex(tensors: list[torch.Tensor], L: int, disc: str) -> torch.Tensor:
     dt, A_real, A_imag, B, C = tensors
     H = dt.shape[-2]
     log_a, b_bar = discretise(dt, tile(state_matrix(A_real, A_imag), H), tile(torch.view_as_complex(B), H), disc)
-    return exp_sum(torch.view_as_complex(C) * b_bar.unsqueeze(-3), log_a, sizes[0])
+    return exp_sum(torch.view_as_complex(C) * b_bar.unsqueeze(-3), log_a, L)
 
 
-# S4D's kernel: real parameters in, real taps out, complex arithmetic inside (opaque to torch.compile).
-# tensors: dt [Y, H, 1], A_real, A_imag [Y, S, N/2], B [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2]; sizes: (L,);
-# mode: the discretisation; out [Y, Ch, H, L].
-s4d_taps = opaque_kernel("s4d_taps", _s4d_taps, lambda ts, sizes, mode: [*ts[-1].shape[:3], sizes[0]])
+def _s4d_taps_pairs(tensors: list[torch.Tensor], L: int, disc: str) -> torch.Tensor:
+    """`_s4d_taps_complex` with every complex number held as (real part, imaginary part)."""
+    dt, A_real, A_imag, B, C = tensors
+    H = dt.shape[-2]
+    a = tile(-torch.exp(A_real), H), tile(-A_imag, H)  # A = -exp(A_real) - i A_imag (state_matrix)
+    x = dt * a[0], dt * a[1]  # dt A
+    if disc == "zoh":  # log A_bar = dt A, B_bar = B (exp(dt A) - 1) / A
+        log_a = x
+        grown = torch.expm1(x[0])
+        # exp(dt A) - 1 by parts; cos - 1 = -2 sin^2(./2) keeps its precision for a small angle
+        step = grown * torch.cos(x[1]) - 2 * torch.sin(x[1] / 2) ** 2, (grown + 1) * torch.sin(x[1])
+        b_bar = _times(_over(step, a), (tile(B[..., 0], H), tile(B[..., 1], H)))
+    else:  # bilinear: log A_bar = log(1 + dt A/2) - log(1 - dt A/2) (equal powers A_bar^l), B_bar = B dt / (1 - dt A/2)
+        ahead, behind = (1 + x[0] / 2, x[1] / 2), (1 - x[0] / 2, -x[1] / 2)
+        log_a = (0.5 * torch.log((ahead[0] ** 2 + ahead[1] ** 2) / (behind[0] ** 2 + behind[1] ** 2)),
+                 torch.atan2(ahead[1], ahead[0]) - torch.atan2(behind[1], behind[0]))
+        b_bar = _over((dt * tile(B[..., 0], H), dt * tile(B[..., 1], H)), behind)
+    return exp_sum_pairs(_times(_parts(C), (b_bar[0].unsqueeze(-3), b_bar[1].unsqueeze(-3))), log_a, L)
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex tensor
+
+
+def _parts(z: torch.Tensor) -> Pair:
+    """A parameter stored as torch.view_as_real ([..., 2]) as a pair."""
+    return z[..., 0], z[..., 1]
+
+
+def _times(u: Pair, v: Pair) -> Pair:
+    return u[0] * v[0] - u[1] * v[1], u[0] * v[1] + u[1] * v[0]
+
+
+def _over(u: Pair, v: Pair) -> Pair:
+    size = v[0] ** 2 + v[1] ** 2
+    return (u[0] * v[0] + u[1] * v[1]) / size, (u[1] * v[0] - u[0] * v[1]) / size
 
 
 @MODELS.register("s4d", S4DConfig)

@@ -18,7 +18,7 @@ from harness.errors import ConfigError
 from harness.optim import make_optimizer, param_groups
 from harness.preflight import task_spec
 from harness.registry import MODELS, compose_config
-from models import s4d  # noqa: F401  (imports models.longconv and models.s4: the seqbench ops)
+from models import s4  # noqa: F401  (imports models.longconv: the seqbench ops)
 
 # Each family's ListOps preset, shrunk (its options kept: bidirectional, post-BatchNorm, GLU, pooling, ...).
 PRESETS = {"s4": "s4_listops", "s4d": "s4d_listops", "sgconv": "sgconv_listops", "wavspa": "wavspa_ada_listops",
@@ -56,7 +56,7 @@ def close(actual: torch.Tensor, expected: torch.Tensor, what: str, floor: float 
 
 
 def test_custom_ops_pass_opcheck() -> None:
-    """The ops that keep complex arithmetic from the compiler (the FFT convolution, S4D's and S4's kernels) have
+    """The ops that keep complex arithmetic from the compiler (the FFT convolution, S4's kernel) have
     schemas, fake (meta) implementations and autograd registrations that agree with what they compute
     (torch.library.opcheck: fake tensors and AOT autograd against eager, outputs and gradients)."""
     torch.manual_seed(0)
@@ -64,12 +64,10 @@ def test_custom_ops_pass_opcheck() -> None:
     mask = torch.arange(8)[None] < torch.tensor([[8], [5]])
     cases = {torch.ops.seqbench.fft_conv.default: [(x, taps, skip, mask, 16, "gelu", False),
                                                    (x, taps[:1, :, :5], None, None, 13, "id", True)]}
-    for family, names in (("s4d", ("A_real", "A_imag", "B", "C")), ("s4", ("A_real", "A_imag", "B", "P", "C"))):
-        layers = [block.mixer for block in tiny_preset_model(family)[0].blocks]
-        tensors = [t.detach().requires_grad_() for t in type(layers[0]).stacked_params(layers, names)]
-        sizes = [LENGTH] if family == "s4d" else [LENGTH, layers[0]._lk]
-        mode = getattr(layers[0], "disc", "")
-        cases[getattr(torch.ops.seqbench, f"{family}_taps").default] = [(tensors, sizes, mode)]
+    layers = [block.mixer for block in tiny_preset_model("s4")[0].blocks]
+    names = ("A_real", "A_imag", "B", "P", "C")
+    tensors = [t.detach().requires_grad_() for t in type(layers[0]).stacked_params(layers, names)]
+    cases[torch.ops.seqbench.s4_taps.default] = [(tensors, [LENGTH, layers[0]._lk], "")]
     for op, calls in cases.items():
         for args in calls:
             args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a

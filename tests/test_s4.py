@@ -19,6 +19,7 @@ from harness.preflight import task_spec
 from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
 from harness.timing import dispatched_ops
+from models import s4d
 from models.longconv import circular_kernel, fft_conv, next_fast_len
 from models.s4 import S4Config, S4Layer, dense_discretisation, exp_sum, hippo_legs_nplr
 from models.s4d import S4DConfig, S4DLayer
@@ -75,6 +76,23 @@ def test_s4d_kernel_equals_unrolled_recurrence(init, disc):
                      l_max=40)
     with torch.no_grad():
         assert torch.allclose(layer.kernel(40).double(), recurrent_s4d_kernel(layer, 40), atol=1e-5)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+def test_s4d_kernel_in_real_pairs_equals_the_recurrence_and_the_complex_kernel(disc):
+    """What torch.compile traces (`_s4d_taps_pairs`: no complex tensor) against the unrolled recurrence, and its
+    gradients against those of the complex arithmetic eager code runs, in float64, bidirectional (two C rows)."""
+    torch.manual_seed(0)
+    layers = [S4DLayer(S4DConfig(d_model=4, d_state=8, disc=disc, n_ssm=2, dt_min=0.01, dt_max=0.5,
+                                 bidirectional=True), l_max=40).double() for _ in range(2)]
+    tensors = [t.detach().requires_grad_() for t in S4DLayer.stacked_params(layers, ("A_real", "A_imag", "B", "C"))]
+    pairs, complex_ = s4d._s4d_taps_pairs(tensors, 40, disc), s4d._s4d_taps_complex(tensors, 40, disc)
+    for i, layer in enumerate(layers):
+        assert torch.allclose(pairs[i], recurrent_s4d_kernel(layer, 40), rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(pairs)
+    for got, want in zip(torch.autograd.grad((pairs * weights).sum(), tensors),
+                         torch.autograd.grad((complex_ * weights).sum(), tensors), strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
