@@ -35,6 +35,12 @@ def _peak(metrics: dict[str, Any], mode: str | None) -> str:
     return "n/a" if mode == "graphs" or metrics.get("peak_bytes") is None else fmt_bytes(metrics["peak_bytes"])
 
 
+def _same(same: dict[str, Any] | None) -> str:
+    if not same:
+        return ""
+    return f"{same['difference']:.1e} ({same['rounding']:.1e}) after {same['steps']:,}"
+
+
 def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per train-step record, in the order preset, published first, then eager, compiled, graphs."""
     steps = [r for r in records if is_train_step(r)]
@@ -59,6 +65,7 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "compile s": _num(m.get("compile_s"), ".0f"),
             "ops/step": _num(m.get("dispatched_ops"), ","),
             "peak": _peak(m, r["config"].get("mode")) if done else "",
+            "same training: loss Δ (rounding)": _same(m.get("same_training")),
             "run steps": _num(proj.get("steps"), ","),
             "run GPU-h": _num(proj.get("hours"), ".2f"),
         })
@@ -79,5 +86,7 @@ LEGEND = ("ms/step: median of whole optimizer steps (forward, loss, backward, Ad
           "batch already on the device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
           "count). compile s: the first compiled step's extra time. ops/step: operators dispatched by an eager step "
           "(a proxy for kernel launches). peak: the rise of allocated memory over the timed steps (n/a with CUDA "
-          "graphs, whose pool is allocated at capture). code: the commit the step ran. run GPU-h: the published run's "
-          "steps at this rate plus its evaluations.")
+          "graphs, whose pool is allocated at capture). code: the commit the step ran. same training: |loss "
+          "compiled - loss eager| after that many steps of one training (same initialisation and batches, dropout "
+          "off), and in brackets the same for eager against eager from weights nudged by 1e-6, what rounding alone "
+          "explains. run GPU-h: the published run's steps at this rate plus its evaluations.")

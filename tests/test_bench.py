@@ -29,6 +29,7 @@ from harness.results import Store
 from harness.timing import PeakMemory, fit_exponent, time_calls
 from reports import bench as tables
 from reports import build
+from reports.train_step import table as train_step_table
 from sweeps.studies import compare_published as study
 from sweeps.studies import train_step
 from tests.helpers import ROOT, compose_run
@@ -519,6 +520,24 @@ def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(t
     assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
     assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
     assert sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records()) == [0.0045, 0.0045, 0.01, 0.01]
+
+
+@pytest.mark.slow  # compiles a small S4D (about 20 s)
+def test_the_train_step_study_trains_eager_and_compiled_alike(tmp_path: Path) -> None:
+    """--same-training: a few steps of one training eager and compiled (dropout off, which the preset has on) give
+    the same losses up to rounding, beside eager from nudged weights; the table shows both differences."""
+    root = tmp_path / "results"
+    small = ["model.d_model=8", "model.n_layers=1", "model.d_state=4", "model.dropout=0.1", "train.batch_size=2",
+             "task.l_max=256", "task.min_length=100", "task.max_length=250",
+             "bench.device=cpu", "bench.warmup=1", "bench.repeats=2", f"paths.root={root}"]
+    assert train_step.main(["--presets", "s4d_listops", "--modes", "compiled", "--same-training", "4", *small]) == 0
+    (record,) = Store(root / "store").records()
+    same = record["metrics"]["same_training"]
+    assert record["config"]["mode"] == "compiled" and same["steps"] == 4 and same["mode"] == "compiled"
+    assert same["max_rounding"] > 0  # the nudge reached the losses: the yardstick is not zero
+    assert same["max_difference"] < 1e-4 * same["loss_eager"]  # within rounding, not within dropout's reach
+    assert same["difference"] == abs(same["loss"] - same["loss_eager"])
+    assert f"{same['difference']:.1e} ({same['rounding']:.1e}) after 4" in train_step_table([record])
 
 
 def test_the_study_needs_published_code(tmp_path: Path, sandbox: None, capsys: pytest.CaptureFixture[str]) -> None:

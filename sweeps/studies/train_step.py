@@ -3,6 +3,7 @@
     python -m sweeps.studies.train_step                                  every ListOps preset and multires_scifar
     python -m sweeps.studies.train_step --presets multires_listops,s4d_listops --modes eager,compiled,graphs
     python -m sweeps.studies.train_step --multires-conv DIR              the published MultiresNet step beside ours
+    python -m sweeps.studies.train_step --same-training 200              and the loss of 200 steps, eager and compiled
 
 A step is what `harness.train.train_step` does: forward under the preset's precision, the task's loss, backward,
 gradient clipping where the preset clips, AdamW with the preset's parameter groups, the schedule. It runs at the
@@ -22,6 +23,9 @@ Per (preset, mode) one benchmark record (scope `model`, pass `train_step`), whos
 - `eval_ms`: a forward pass of one evaluation batch (no gradients), for the projection.
 - `projection`: the whole published run at this rate: its steps (harness.train.plan of the preset at the data's
   release sizes) times the step, plus its evaluations, in hours.
+- `same_training` (compiled modes, with `--same-training STEPS`): the loss after STEPS steps of the same training
+  (same initialisation, same batches, dropout off) eager and in this mode, and the yardstick of rounding: eager
+  again from weights nudged by one part in 10^6 (`same_training`).
 
 `--multires-conv DIR` (a checkout of thjashin/multires-conv, never copied here) adds the published
 `classification.py` MultiresNet for multires_listops and multires_scifar, built as its scripts build it and fed the
@@ -107,7 +111,8 @@ class Step:
     precision: str
     grad_clip: float
 
-    def __call__(self) -> None:
+    def __call__(self) -> torch.Tensor:
+        """One step; its loss (detached, on the device: reading it would synchronise)."""
         with autocast_for(self.batch["x"].device, self.precision):
             out = self.forward(self.batch)
         loss = self.loss(out, self.batch)
@@ -117,6 +122,7 @@ class Step:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        return loss.detach()
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -134,6 +140,49 @@ def make_step(model: nn.Module, forward: Callable[[Batch], torch.Tensor], cfg: D
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 10**6, 1_000, cfg.train.schedule))
     return Step(model.train(), forward, batch, task_loss(spec), optimizer, scheduler, cfg.train.precision,
                 cfg.train.grad_clip)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The same training, eager and compiled
+
+
+def without_dropout(model_cfg: DictConfig) -> DictConfig:
+    """The model config with every dropout probability (a float option named *dropout*) at 0."""
+    zeros = {k: 0.0 for k, v in model_cfg.items() if "dropout" in str(k) and isinstance(v, float)}
+    return OmegaConf.merge(model_cfg, zeros)
+
+
+def same_training(cfg: DictConfig, spec: TaskSpec, mode: str, steps: int, device: torch.device) -> dict[str, Any]:
+    """The loss over `steps` training steps of the preset's model from one initialisation on the same random
+    batches (a new one each step), eager and in `mode`, and eager again from the initialisation nudged by one part
+    in 10^6 (about eight float32 roundings): how far rounding alone carries the loss over these steps, the
+    yardstick for the compiled run's difference. Every dropout is at 0: compiled code draws random numbers in another order (Inductor reorders
+    random operators, even with `fallback_random`), so with dropout the runs would differ by their masks."""
+    model_cfg = without_dropout(cfg.model)
+
+    def train(compiled: bool, nudge: float) -> list[float]:
+        torch.manual_seed(cfg.seed)
+        model = MODELS.build(model_cfg, spec).to(device)
+        if nudge:
+            g = torch.Generator().manual_seed(cfg.seed + 1)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(1 + nudge * torch.randn(p.shape, generator=g, dtype=p.dtype).to(device))
+        net = torch.compile(model, **MODES[mode]) if compiled else model  # type: ignore[arg-type]
+        step = make_step(model, lambda b: net(b["x"], lengths=b.get("lengths")), cfg, spec,
+                         random_batch(spec, cfg.train.batch_size, device, cfg.seed))
+        set_precision(device, cfg.train.precision)
+        losses = []
+        for i in range(steps):
+            step.batch = random_batch(spec, cfg.train.batch_size, device, cfg.seed + i)
+            losses.append(step())
+        return torch.stack(losses).float().tolist()
+
+    eager, nudged, other = train(False, 0.0), train(False, 1e-6), train(True, 0.0)
+    return {"steps": steps, "mode": mode, "loss_eager": eager[-1], "loss": other[-1], "loss_nudged": nudged[-1],
+            "difference": abs(other[-1] - eager[-1]), "rounding": abs(nudged[-1] - eager[-1]),
+            "max_difference": max(abs(a - b) for a, b in zip(other, eager, strict=True)),
+            "max_rounding": max(abs(a - b) for a, b in zip(nudged, eager, strict=True))}
 
 
 def kernel_ms(step: Callable[[], None], device: torch.device, n: int = PROFILED_STEPS) -> float | None:
@@ -217,7 +266,8 @@ def published_multires(cfg: DictConfig, spec: TaskSpec, preset: str, checkout: P
                                              **args}, build)
 
 
-def measure(session: bench.Session, cfg: DictConfig, spec: TaskSpec, subject: Subject, mode: str) -> None:
+def measure(session: bench.Session, cfg: DictConfig, spec: TaskSpec, subject: Subject, mode: str,
+            same_steps: int = 0) -> None:
     precision = cfg.train.precision
     dtype = "bf16" if precision == "bf16" or (precision == "auto" and session.device.type == "cuda") else (
         "tf32" if precision == "tf32" and session.device.type == "cuda" else "fp32")
@@ -232,14 +282,16 @@ def measure(session: bench.Session, cfg: DictConfig, spec: TaskSpec, subject: Su
     model, read = subject.build()
     model.to(session.device)
     params = sum(p.numel() for p in model.parameters())
-    session.run_point(point, config, partial(time_step, model, read, cfg, spec, mode, session), params)
+    same = same_steps if subject.impl == bench.OURS and mode != "eager" else 0
+    session.run_point(point, config, partial(time_step, model, read, cfg, spec, mode, session, same), params)
     del model
     bench.release(session.device)
 
 
 def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor], cfg: DictConfig, spec: TaskSpec,
-              mode: str, session: bench.Session) -> bench.Outcome:
-    """Time the step of `model` in `mode`; the extra figures (module docstring) go into the record's metrics."""
+              mode: str, session: bench.Session, same_steps: int = 0) -> bench.Outcome:
+    """Time the step of `model` in `mode`; the extra figures (module docstring) go into the record's metrics, and
+    with `same_steps` the loss of the same training eager and in `mode` (`same_training`)."""
     device, opts = session.device, session.opts
     options = MODES[mode]
     net = model if options is None else torch.compile(model, **options)
@@ -260,14 +312,16 @@ def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor]
              "compile_s": None if first_s is None else max(0.0, first_s - median * 1e-3),
              "dispatched_ops": None if ops is None else sum(ops.values()),
              "dispatched_top": None if ops is None else dict(ops.most_common(8)),
-             "eval_ms": eval_ms, "projection": projection(cfg, median, eval_ms)}
+             "eval_ms": eval_ms, "projection": projection(cfg, median, eval_ms),
+             "same_training": same_training(cfg, spec, mode, same_steps, device) if same_steps else None}
     # CUDA graphs allocate their memory pool when they capture (in the warm-up), so the rise over the timed steps
     # says nothing of their memory: not recorded.
     peak = None if mode == "graphs" else timing.peak_bytes
     return bench.Outcome("complete", times_ms=timing.times_ms, peak_bytes=peak, warmup=timing.warmup, extra=extra)
 
 
-def run(presets: list[str], modes: list[str], checkouts: dict[str, Path], overrides: list[str]) -> bench.BenchResult:
+def run(presets: list[str], modes: list[str], checkouts: dict[str, Path], overrides: list[str],
+        same_steps: int = 0) -> bench.BenchResult:
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ConfigError(f"--modes {unknown} not among {', '.join(MODES)}")
@@ -285,7 +339,7 @@ def run(presets: list[str], modes: list[str], checkouts: dict[str, Path], overri
         for subject in subjects:
             for mode in modes if subject.impl == bench.OURS else ["eager"]:  # the published code as it runs
                 started = time.perf_counter()
-                measure(session, cfg, spec, subject, mode)
+                measure(session, cfg, spec, subject, mode, same_steps)
                 print(f"seqbench: train_step {preset} {subject.impl} {mode}: {time.perf_counter() - started:.0f} s",
                       flush=True)
     return session.result()
@@ -297,11 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets of sweeps/experiment/")
     parser.add_argument("--modes", default="eager,compiled", help="eager, compiled, graphs (comma-separated)")
     parser.add_argument("--multires-conv", type=Path, dest="multires_conv", help="checkout of thjashin/multires-conv")
+    parser.add_argument("--same-training", type=int, default=0, dest="same_steps", metavar="STEPS",
+                        help="also train STEPS steps eager and in each other mode and record both losses")
     parser.add_argument("overrides", nargs="*", help="run-config overrides for every preset, e.g. bench.repeats=20")
     args = parser.parse_args(argv)
     checkouts = {"multires_conv": args.multires_conv} if args.multires_conv else {}
     try:
-        result = run(args.presets.split(","), args.modes.split(","), checkouts, args.overrides)
+        result = run(args.presets.split(","), args.modes.split(","), checkouts, args.overrides, args.same_steps)
     except UserError as exc:
         exit_with(exc)
     from reports.train_step import table
