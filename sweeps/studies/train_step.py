@@ -16,7 +16,8 @@ Per (preset, mode) one benchmark record (scope `model`, pass `train_step`), whos
 - `samples_per_s`: batch / median step time.
 - `gpu_busy`: the kernels' summed time in one step (torch.profiler, CUDA activity) over the median step time,
   measured with CUDA events around each step, so launch gaps count. Near 1: the GPU works all along; far below:
-  the step waits for Python and kernel launches. None on a CPU.
+  the step waits for Python and kernel launches. None on a CPU. `kernel_top`: the costliest kernels of that
+  profile, ms a step each, to say where the GPU's time goes.
 - `compile_s`: the first step's wall time less a step's (compiled modes: what compiling cost).
 - `dispatched_ops`: the operators one step dispatches (harness.timing.dispatched_ops: leaf aten operators seen by
   torch.profiler on the host, views and allocations left out), a proxy for kernel launches that needs no GPU.
@@ -156,8 +157,9 @@ def same_training(cfg: DictConfig, spec: TaskSpec, mode: str, steps: int, device
     """The loss over `steps` training steps of the preset's model from one initialisation on the same random
     batches (a new one each step), eager and in `mode`, and eager again from the initialisation nudged by one part
     in 10^6 (about eight float32 roundings): how far rounding alone carries the loss over these steps, the
-    yardstick for the compiled run's difference. Every dropout is at 0: compiled code draws random numbers in another order (Inductor reorders
-    random operators, even with `fallback_random`), so with dropout the runs would differ by their masks."""
+    yardstick for the compiled run's difference. Every dropout is at 0: compiled code draws random numbers in
+    another order (Inductor reorders random operators, even with `fallback_random`), so with dropout the runs would
+    differ by their masks."""
     model_cfg = without_dropout(cfg.model)
 
     def train(compiled: bool, nudge: float) -> list[float]:
@@ -185,10 +187,15 @@ def same_training(cfg: DictConfig, spec: TaskSpec, mode: str, steps: int, device
             "max_rounding": max(abs(a - b) for a, b in zip(nudged, eager, strict=True))}
 
 
-def kernel_ms(step: Callable[[], None], device: torch.device, n: int = PROFILED_STEPS) -> float | None:
-    """The summed time of the kernels one step runs (profiled over n steps), or None off CUDA."""
+KERNELS_KEPT = 12  # the costliest kernels of a step named in its record: where the GPU's time goes
+
+
+def kernel_ms(step: Callable[[], Any], device: torch.device, n: int = PROFILED_STEPS,
+              ) -> tuple[float | None, dict[str, float] | None]:
+    """The summed time of the kernels one step runs (profiled over n steps), and the KERNELS_KEPT costliest of
+    them (name, first 120 characters: ms a step); (None, None) off CUDA."""
     if device.type != "cuda":
-        return None
+        return None, None
     from torch.profiler import ProfilerActivity, profile
 
     synchronize(device)
@@ -196,8 +203,9 @@ def kernel_ms(step: Callable[[], None], device: torch.device, n: int = PROFILED_
         for _ in range(n):
             step()
         synchronize(device)
-    total_us = sum(e.self_device_time_total for e in prof.key_averages())
-    return total_us / 1e3 / n
+    per_kernel = sorted(((e.self_device_time_total / 1e3 / n, e.key) for e in prof.key_averages()), reverse=True)
+    top = {name[:120]: round(ms, 4) for ms, name in per_kernel[:KERNELS_KEPT] if ms > 0}
+    return sum(ms for ms, _ in per_kernel), top
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -304,11 +312,12 @@ def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor]
     timing = time_after_warmup(step, device, opts.warmup, opts.repeats, session.memory, opts.point_budget_s,
                                allow_tf32=tf32)
     median = timing.median_ms
-    busy_ms = kernel_ms(step, device)
+    busy_ms, top_kernels = kernel_ms(step, device)
     step.evaluate()  # compiles the evaluation graph first, when compiled
     eval_ms = statistics.median(wall_call_s(step.evaluate, device) * 1e3 for _ in range(max(3, opts.repeats // 2)))
     extra = {"samples_per_s": cfg.train.batch_size / (median * 1e-3),
              "gpu_busy": None if busy_ms is None else busy_ms / median, "kernel_ms": busy_ms,
+             "kernel_top": top_kernels,
              "compile_s": None if first_s is None else max(0.0, first_s - median * 1e-3),
              "dispatched_ops": None if ops is None else sum(ops.values()),
              "dispatched_top": None if ops is None else dict(ops.most_common(8)),
