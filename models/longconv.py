@@ -6,11 +6,6 @@
   S4 codebase (`circular_kernel`), a causal kernel of Lk taps with an FFT size n >= L + Lk - 1 (MultiresNet, its
   1/n folded into the kernel), or a layer's taps [Ch, H, Lk] with the skip term D, placed on the circle inside
   the op (a causal part, an optional anti-causal part and D in one spectrum).
-- `opaque_kernel`: a kernel-generation function with complex arithmetic inside (S4's) as a custom op too,
-  real tensors in and out: a compiled graph calls it as one node (its backward recomputes it under
-  `torch.func.vjp`: autograd proper is switched off inside a custom op); eager code calls the function itself,
-  autograd through its complex arithmetic, and torch's dispatch modes (FlopCounterMode, fake tensors) see its
-  operations as they always did.
 - `ConvLayer`: the sequence layer of S4, S4D and SGConv, "kernel (+ D u) -> dropout -> activation -> dropout",
   as the published FFTConv module (state-spaces/s4 `models/s4/s4.py`); subclasses only say how the kernel is made,
   for several layers at once (`share_taps`: a model's forward makes all its layers' kernels in one batch).
@@ -23,7 +18,6 @@ dynamic range does not fit bf16.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -248,50 +242,6 @@ def fft_conv(x: torch.Tensor, kernel: torch.Tensor, mask: torch.Tensor | None = 
     if skip is not None and scaled:
         raise ConfigError("fft_conv: a skip term needs an unscaled kernel (scaled=False)")
     return _fft_conv(x, taps, None if skip is None else skip.reshape(H), mask, n, act, scaled)[0]
-
-
-# Kernel generation with complex arithmetic inside (S4's), kept from the compiler like the convolution.
-KernelFn = Callable[[list[Tensor], list[int], str], Tensor]
-
-
-def opaque_kernel(name: str, fn: KernelFn, shape: Callable[[list[Tensor], list[int], str], list[int]]) -> KernelFn:
-    """fn(tensors, sizes, mode) -> tensor, registered as the opaque op seqbench::<name> (with its backward) that
-    the returned function calls when torch.compile traces it.
-
-    `tensors` are real, the output is real, contiguous and of the first tensor's dtype; `shape` gives the output's
-    shape from the same arguments without computing it (for the compiler's fake tensors).
-    """
-
-    @torch.library.custom_op(f"seqbench::{name}", mutates_args=())
-    def forward(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
-        return fn(tensors, sizes, mode).contiguous()
-
-    @forward.register_fake
-    def _(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
-        return tensors[0].new_empty(shape(tensors, sizes, mode))
-
-    @torch.library.custom_op(f"seqbench::{name}_backward", mutates_args=())
-    def backward_op(grad: Tensor, tensors: list[Tensor], sizes: list[int], mode: str) -> list[Tensor]:
-        _, vjp = torch.func.vjp(lambda *ts: fn(list(ts), sizes, mode), *tensors)
-        return [g.contiguous() for g in vjp(grad)]
-
-    @backward_op.register_fake
-    def _(grad: Tensor, tensors: list[Tensor], sizes: list[int], mode: str) -> list[Tensor]:
-        return [t.new_empty(t.shape) for t in tensors]
-
-    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
-        tensors, ctx.sizes, ctx.mode = inputs
-        ctx.save_for_backward(*tensors)
-
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple:
-        return backward_op(grad, list(ctx.saved_tensors), ctx.sizes, ctx.mode), None, None
-
-    forward.register_autograd(backward, setup_context=setup_context)
-
-    def kernel(tensors: list[Tensor], sizes: list[int], mode: str) -> Tensor:
-        return forward(tensors, sizes, mode) if torch.compiler.is_compiling() else fn(tensors, sizes, mode)
-
-    return kernel
 
 
 def circular_kernel(k: torch.Tensor, D: torch.Tensor, bidirectional: bool) -> torch.Tensor:

@@ -13,9 +13,9 @@ Speed without compiled extensions (the published code needs a CUDA extension or 
   i.e. one complex batched matmul of shapes (R*L/T, N) x (N, T) per feature (and layer: the kernels of all
   layers are made together, `models.longconv.share_taps`). Nothing of size N x L is materialised and the cost
   is that of a GEMM.
-- Inductor takes no complex tensors. Under torch.compile, S4's complex arithmetic runs inside a custom op
-  (`models.longconv.opaque_kernel`), real parameters in and real taps out; S4D's short chain runs on pairs of real
-  tensors instead (`exp_sum_pairs`), which the compiler fuses and differentiates itself.
+- Inductor takes no complex arithmetic. Under torch.compile the kernels of S4 and S4D run on pairs of real
+  tensors (`_s4_taps_pairs`, `exp_sum_pairs`; complex values only inside the FFTs, through torch.view_as_real),
+  which the compiler fuses and differentiates itself; eager code runs the complex arithmetic.
 - S4's Cauchy kernel 1/(z - w) at the L roots of unity is rewritten as the DFT of such an exponential
   sum: v/(z_k - w) = (1 + omega_k) * v/((2 - w)(1 - lambda^L)) * sum_{l<L} lambda^l omega_k^l with
   lambda = (2 + w)/(2 - w) the bilinear diagonal. So the four Cauchy sums of the Woodbury formula are
@@ -40,7 +40,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import divides, even
-from models.longconv import ConvLayer, opaque_kernel, stacked
+from models.longconv import ConvLayer, stacked
 from models.s4block import check_block_config, check_causal, s4_backbone
 
 
@@ -352,24 +352,72 @@ class S4Layer(SSMLayer):
         """The first min(L, l_max) taps of each layer's kernel of length l_kernel, the one its C-tilde is attuned
         to (as published: an input longer than l_max sees no lag of l_max or more)."""
         tensors = cls.stacked_params(layers, ("A_real", "A_imag", "B", "P", "C"))
-        return s4_taps(tensors, [min(L, layers[0].l_max), layers[0]._lk], "")
+        return s4_taps(tensors, min(L, layers[0].l_max), layers[0]._lk)
 
 
-def _s4_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> torch.Tensor:
-    """[Y, Ch, H, L] taps of Y stacked S4 layers (see `s4_taps`)."""
+def s4_taps(tensors: list[torch.Tensor], L: int, l_kernel: int) -> torch.Tensor:
+    """Taps [Y, Ch, H, L] of Y stacked S4 layers (L <= l_kernel) from their real parameters: dt [Y, H, 1], A_real,
+    A_imag [Y, S, N/2], B, P [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2]; l_kernel the length C-tilde is attuned to.
+
+    Eager code computes them in complex arithmetic, as the published kernel does. Under torch.compile, which
+    takes no complex arithmetic, the same maths runs on pairs of real tensors (`_s4_taps_pairs`; the FFTs'
+    complex values pass through torch.view_as_real), which Inductor traces, fuses and differentiates: an opaque
+    op would recompute the kernel in its backward."""
+    if torch.compiler.is_compiling():
+        return _s4_taps_pairs(tensors, l_kernel)[..., :L]
+    return _s4_taps_complex(tensors, l_kernel)[..., :L]
+
+
+def _s4_taps_complex(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
     dt, A_real, A_imag, B, P, C = tensors
-    L, l_kernel = sizes
     H = dt.shape[-2]
     w = dt * tile(state_matrix(A_real, A_imag), H)
-    k = dplr_kernel(w, tile(torch.view_as_complex(B), H), torch.view_as_complex(C),
-                    tile(torch.view_as_complex(P), H), dt, l_kernel)
-    return k[..., :L]
+    return dplr_kernel(w, tile(torch.view_as_complex(B), H), torch.view_as_complex(C),
+                       tile(torch.view_as_complex(P), H), dt, L)
 
 
-# S4's kernel: real parameters in, real taps out, complex arithmetic inside (opaque to torch.compile).
-# tensors: dt [Y, H, 1], A_real, A_imag [Y, S, N/2], B, P [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2];
-# sizes: (taps L, attuned length l_kernel); out [Y, Ch, H, L].
-s4_taps = opaque_kernel("s4_taps", _s4_taps, lambda ts, sizes, mode: [*ts[-1].shape[:3], sizes[0]])
+def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
+    """`dplr_kernel` of `_s4_taps_complex` with every complex number held as (real part, imaginary part)."""
+    dt, A_real, A_imag, B, P, C = tensors
+    H = dt.shape[-2]
+    w = dt * tile(-torch.exp(A_real), H), dt * tile(-A_imag, H)  # dt A (state_matrix)
+    B, P = (tile(B[..., 0], H), tile(B[..., 1], H)), (tile(P[..., 0], H), tile(P[..., 1], H))
+    C = C[..., 0], C[..., 1]
+    ahead, behind = (2 + w[0], w[1]), (2 - w[0], -w[1])
+    # log lambda, lambda = (2 + w)/(2 - w): both real parts are positive (Re w < 0), so the difference of the two
+    # arguments is the principal one the complex log gives
+    lam_log = (0.5 * torch.log((ahead[0] ** 2 + ahead[1] ** 2) / (behind[0] ** 2 + behind[1] ** 2)),
+               torch.atan2(ahead[1], ahead[0]) - torch.atan2(behind[1], behind[0]))
+    size, angle = torch.exp(lam_log[0] * L), lam_log[1] * L
+    denom = pair_times(behind, (1 - size * torch.cos(angle), -size * torch.sin(angle)))
+    scale = pair_over((dt.expand_as(denom[0]), torch.zeros_like(denom[0])), denom)  # dt / denom
+    left = [torch.cat([c, q.unsqueeze(-3)], dim=-3).unsqueeze(-3) for c, q in zip(C, (P[0], -P[1]), strict=True)]
+    right = [torch.stack([b, p], dim=-3).unsqueeze(-4) for b, p in zip(B, P, strict=True)]
+    v = pair_times(pair_times(left, right), (scale[0][..., None, None, :, :], scale[1][..., None, None, :, :]))
+    Ch = C[0].shape[-3]
+    s = exp_sum_pairs((v[0].flatten(-4, -3), v[1].flatten(-4, -3)), lam_log, L).unflatten(-3, (Ch + 1, 2))
+    s_f = torch.view_as_real(torch.fft.rfft(s, n=L))  # [..., Ch+1, 2, H, L//2+1, 2]
+    k = torch.arange(L // 2 + 1, device=s.device, dtype=torch.float64) * (-2 * math.pi / L)
+    opo = (1 + torch.cos(k)).to(s.dtype), torch.sin(k).to(s.dtype)  # 1 + omega_k
+    cb, cp = (s_f[..., :Ch, 0, :, :, i] for i in (0, 1)), (s_f[..., :Ch, 1, :, :, i] for i in (0, 1))
+    qb, qp = (s_f[..., Ch:, 0, :, :, i] for i in (0, 1)), (s_f[..., Ch:, 1, :, :, i] for i in (0, 1))
+    cb, cp, qb, qp = tuple(cb), tuple(cp), tuple(qb), tuple(qp)
+    opo_qp = pair_times(opo, qp)
+    woodbury = pair_over(pair_times(pair_times(opo, cp), qb), (1 + opo_qp[0], opo_qp[1]))
+    k_f = torch.stack([2 * (cb[0] - woodbury[0]), 2 * (cb[1] - woodbury[1])], dim=-1)
+    return torch.fft.irfft(torch.view_as_complex(k_f), n=L)
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex tensor
+
+
+def pair_times(u: Pair, v: Pair) -> Pair:
+    return u[0] * v[0] - u[1] * v[1], u[0] * v[1] + u[1] * v[0]
+
+
+def pair_over(u: Pair, v: Pair) -> Pair:
+    size = v[0] ** 2 + v[1] ** 2
+    return (u[0] * v[0] + u[1] * v[1]) / size, (u[1] * v[0] - u[0] * v[1]) / size
 
 
 # ----------------------------------------------------------------------------------------------------------

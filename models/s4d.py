@@ -21,7 +21,18 @@ from torch import nn
 from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
-from models.s4 import S4Config, SSMLayer, check_ssm_config, exp_sum, exp_sum_pairs, hippo_legs_nplr, state_matrix, tile
+from models.s4 import (
+    S4Config,
+    SSMLayer,
+    check_ssm_config,
+    exp_sum,
+    exp_sum_pairs,
+    hippo_legs_nplr,
+    pair_over,
+    pair_times,
+    state_matrix,
+    tile,
+)
 from models.s4block import check_causal, s4_backbone
 
 
@@ -113,10 +124,10 @@ def s4d_taps(tensors: list[torch.Tensor], L: int, l_max: int, disc: str) -> torc
 
     Eager code computes them in complex arithmetic, as the published kernel does. Under torch.compile the same
     maths runs on pairs of real tensors (`_s4d_taps_pairs`), which Inductor traces, fuses and differentiates
-    itself (an opaque op, as S4's kernel is, recomputes the kernel in its backward in many small launches: that
-    made the compiled S4D step slower than the eager one). The compiled kernel is always l_max long, then cut:
-    a batch's length may be symbolic there (variable-length tasks), and the power split of `exp_sum_pairs` needs
-    a number."""
+    itself (an opaque custom op, as this kernel was before, recomputed the kernel in its backward in many small
+    launches: that made the compiled S4D step slower than the eager one). The compiled kernel is always l_max
+    long, then cut: a batch's length may be symbolic there (variable-length tasks), and the power split of
+    `exp_sum_pairs` needs a number."""
     if torch.compiler.is_compiling():
         return _s4d_taps_pairs(tensors, l_max, disc)[..., :L]
     return _s4d_taps_complex(tensors, min(L, l_max), disc)
@@ -140,30 +151,13 @@ def _s4d_taps_pairs(tensors: list[torch.Tensor], L: int, disc: str) -> torch.Ten
         grown = torch.expm1(x[0])
         # exp(dt A) - 1 by parts; cos - 1 = -2 sin^2(./2) keeps its precision for a small angle
         step = grown * torch.cos(x[1]) - 2 * torch.sin(x[1] / 2) ** 2, (grown + 1) * torch.sin(x[1])
-        b_bar = _times(_over(step, a), (tile(B[..., 0], H), tile(B[..., 1], H)))
+        b_bar = pair_times(pair_over(step, a), (tile(B[..., 0], H), tile(B[..., 1], H)))
     else:  # bilinear: log A_bar = log(1 + dt A/2) - log(1 - dt A/2) (equal powers A_bar^l), B_bar = B dt / (1 - dt A/2)
         ahead, behind = (1 + x[0] / 2, x[1] / 2), (1 - x[0] / 2, -x[1] / 2)
         log_a = (0.5 * torch.log((ahead[0] ** 2 + ahead[1] ** 2) / (behind[0] ** 2 + behind[1] ** 2)),
                  torch.atan2(ahead[1], ahead[0]) - torch.atan2(behind[1], behind[0]))
-        b_bar = _over((dt * tile(B[..., 0], H), dt * tile(B[..., 1], H)), behind)
-    return exp_sum_pairs(_times(_parts(C), (b_bar[0].unsqueeze(-3), b_bar[1].unsqueeze(-3))), log_a, L)
-
-
-Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex tensor
-
-
-def _parts(z: torch.Tensor) -> Pair:
-    """A parameter stored as torch.view_as_real ([..., 2]) as a pair."""
-    return z[..., 0], z[..., 1]
-
-
-def _times(u: Pair, v: Pair) -> Pair:
-    return u[0] * v[0] - u[1] * v[1], u[0] * v[1] + u[1] * v[0]
-
-
-def _over(u: Pair, v: Pair) -> Pair:
-    size = v[0] ** 2 + v[1] ** 2
-    return (u[0] * v[0] + u[1] * v[1]) / size, (u[1] * v[0] - u[0] * v[1]) / size
+        b_bar = pair_over((dt * tile(B[..., 0], H), dt * tile(B[..., 1], H)), behind)
+    return exp_sum_pairs(pair_times((C[..., 0], C[..., 1]), (b_bar[0].unsqueeze(-3), b_bar[1].unsqueeze(-3))), log_a, L)
 
 
 @MODELS.register("s4d", S4DConfig)

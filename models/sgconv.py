@@ -29,7 +29,7 @@ from harness.errors import ConfigError
 from harness.task import TaskSpec
 from models import MODELS
 from models._validate import at_least
-from models.longconv import ConvLayer, opaque_kernel, stacked
+from models.longconv import ConvLayer, stacked
 from models.s4block import check_block_config, check_causal, s4_backbone
 
 
@@ -155,7 +155,7 @@ def _sgconv_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> to
         f, start = scale_of(i, K, s0, mode)
         if start >= L:
             continue
-        up = F.interpolate(w.flatten(0, 1), scale_factor=f, mode=interp).unflatten(0, (Y, -1)) if f > 1 else w
+        up = upsample(w.flatten(0, 1), f, interp).unflatten(0, (Y, -1)) if f > 1 else w
         parts.append(up * multiplier ** (n - 1 - i))
     full_length = K * 2 ** (n - 1 + s0)
     if "cat" in mode:
@@ -169,11 +169,25 @@ def _sgconv_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> to
     return total
 
 
-# SGConv's kernels from their sub-kernels: opaque to torch.compile (Inductor's CPU code for the interpolation's
-# backward fails on some shapes), plain autograd in eager. tensors: sub-kernels [n Y, C, H, K], multipliers
-# [Y, 1, H, 1] (and decays [Y, H] in the learnable modes); sizes: (L, n, K, s0, Y); out [Y, C, H, L].
-sgconv_taps = opaque_kernel("sgconv_taps", _sgconv_taps,
-                            lambda ts, sizes, mode: [sizes[4], *ts[0].shape[1:3], sizes[0]])
+# SGConv's kernels from their sub-kernels. tensors: sub-kernels [n Y, C, H, K], multipliers [Y, 1, H, 1] (and
+# decays [Y, H] in the learnable modes); sizes: (L, n, K, s0, Y); out [Y, C, H, L].
+sgconv_taps = _sgconv_taps
+
+
+def upsample(w: torch.Tensor, f: int, interp: str) -> torch.Tensor:
+    """F.interpolate(w, scale_factor=f, mode=interp) along the last dim (linear: align_corners=False) for an integer
+    f. Under torch.compile the same as shifted copies of w and constant weights: Inductor's CPU code for
+    F.interpolate's backward (a scatter) fails on some shapes. Equal up to the rounding of the weights."""
+    if not torch.compiler.is_compiling():
+        return F.interpolate(w, scale_factor=f, mode=interp)
+    if interp == "nearest":
+        return w.unsqueeze(-1).expand(*w.shape, f).flatten(-2)
+    # Output r of each input sits t_r inputs after it; at the ends the neighbour is the input itself (the clamp).
+    t = ((torch.arange(f, dtype=torch.float64) + 0.5) / f - 0.5).to(device=w.device, dtype=w.dtype)
+    before, after = (-t).clamp(min=0), t.clamp(min=0)
+    previous = torch.cat([w[..., :1], w[..., :-1]], dim=-1)[..., None]
+    following = torch.cat([w[..., 1:], w[..., -1:]], dim=-1)[..., None]
+    return (previous * before + w[..., None] * (1 - before - after) + following * after).flatten(-2)
 
 
 @MODELS.register("sgconv", SGConvConfig)

@@ -19,7 +19,7 @@ from harness.preflight import task_spec
 from harness.registry import MODELS, compose_config
 from harness.task import TaskSpec
 from harness.timing import dispatched_ops
-from models import s4d
+from models import s4, s4d
 from models.longconv import circular_kernel, fft_conv, next_fast_len
 from models.s4 import S4Config, S4Layer, dense_discretisation, exp_sum, hippo_legs_nplr
 from models.s4d import S4DConfig, S4DLayer
@@ -108,6 +108,24 @@ def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
         ks.append((C * x).sum(-1).real)
         x = torch.einsum("hnm,hm->hn", A_bar, x)
     return torch.stack(ks, -1)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_s4_kernel_in_real_pairs_equals_the_dense_ssm_and_the_complex_kernel(bidirectional):
+    """What torch.compile traces (`_s4_taps_pairs`: complex values only inside the FFTs) against the materialised
+    SSM, and its gradients against those of the complex arithmetic eager code runs, in float64."""
+    torch.manual_seed(1)
+    layers = [S4Layer(S4Config(d_model=3, d_state=8, bidirectional=bidirectional, n_ssm=None, dt_min=0.01,
+                               dt_max=0.3), l_max=32).double() for _ in range(2)]
+    names = ("A_real", "A_imag", "B", "P", "C")
+    tensors = [t.detach().requires_grad_() for t in S4Layer.stacked_params(layers, names)]
+    pairs, complex_ = s4._s4_taps_pairs(tensors, 32), s4._s4_taps_complex(tensors, 32)
+    for i, layer in enumerate(layers):
+        assert torch.allclose(pairs[i], dense_s4_kernel(layer, 32), rtol=1e-8, atol=1e-10)
+    weights = torch.randn_like(pairs)
+    for got, want in zip(torch.autograd.grad((pairs * weights).sum(), tensors),
+                         torch.autograd.grad((complex_ * weights).sum(), tensors), strict=True):
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("N,L,bidirectional", [(4, 16, False), (8, 32, True), (16, 20, False)])

@@ -67,6 +67,23 @@ def test_linear_upsampling_matches_align_corners_false_formula():
 
 
 @pytest.mark.parametrize("mode", ["cat_randn", "sum_cos", "cat_randn_learnable_fixed", "cat_randn_nearest"])
+def test_compiled_kernel_equals_the_eager_kernel(mode):
+    """Under torch.compile the upsampling is shifted copies and weights (`upsample`): the same kernel and
+    gradients as eager's F.interpolate (which the test above holds to the formula), in float64."""
+    torch.manual_seed(0)
+    sg = layer(2, 64, kernel_dim=4, mode=mode, decay_min=0.5, decay_max=0.8).double()
+    compiled = torch.compile(sg.raw_kernel, fullgraph=True)
+    torch._dynamo.reset()
+    weights = torch.randn(1, 2, 64, dtype=torch.float64)
+    got, want = compiled(64), sg.raw_kernel(64)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-14)
+    params = [p for name, p in sg.named_parameters() if name != "D" and p.requires_grad]  # D: not in the kernel
+    for g, w in zip(torch.autograd.grad((got * weights).sum(), params),
+                    torch.autograd.grad((want * weights).sum(), params), strict=True):
+        assert torch.allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["cat_randn", "sum_cos", "cat_randn_learnable_fixed", "cat_randn_nearest"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_full_kernel_has_unit_norm_at_init(mode, bidirectional):
     torch.manual_seed(0)
