@@ -78,6 +78,14 @@ def test_s4d_kernel_equals_unrolled_recurrence(init, disc):
         assert torch.allclose(layer.kernel(40).double(), recurrent_s4d_kernel(layer, 40), atol=1e-5)
 
 
+def assert_same_gradients(got: torch.Tensor, want: torch.Tensor, inputs: list[torch.Tensor]) -> None:
+    """The gradients of two float64 computations of one function with respect to `inputs`, under one random loss."""
+    weights = torch.randn_like(want)
+    for g, w in zip(torch.autograd.grad((got * weights).sum(), inputs),
+                    torch.autograd.grad((want * weights).sum(), inputs), strict=True):
+        assert torch.allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("disc", ["zoh", "bilinear"])
 def test_s4d_kernel_in_real_pairs_equals_the_recurrence_and_the_complex_kernel(disc):
     """What torch.compile traces (`_s4d_taps_pairs`: no complex tensor) against the unrolled recurrence, and its
@@ -89,10 +97,7 @@ def test_s4d_kernel_in_real_pairs_equals_the_recurrence_and_the_complex_kernel(d
     pairs, complex_ = s4d._s4d_taps_pairs(tensors, 40, disc), s4d._s4d_taps_complex(tensors, 40, disc)
     for i, layer in enumerate(layers):
         assert torch.allclose(pairs[i], recurrent_s4d_kernel(layer, 40), rtol=1e-10, atol=1e-12)
-    weights = torch.randn_like(pairs)
-    for got, want in zip(torch.autograd.grad((pairs * weights).sum(), tensors),
-                         torch.autograd.grad((complex_ * weights).sum(), tensors), strict=True):
-        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert_same_gradients(pairs, complex_, tensors)
 
 
 def dense_s4_kernel(layer: S4Layer, L: int) -> torch.Tensor:
@@ -122,10 +127,7 @@ def test_s4_kernel_in_real_pairs_equals_the_dense_ssm_and_the_complex_kernel(bid
     pairs, complex_ = s4._s4_taps_pairs(tensors, 32), s4._s4_taps_complex(tensors, 32)
     for i, layer in enumerate(layers):
         assert torch.allclose(pairs[i], dense_s4_kernel(layer, 32), rtol=1e-8, atol=1e-10)
-    weights = torch.randn_like(pairs)
-    for got, want in zip(torch.autograd.grad((pairs * weights).sum(), tensors),
-                         torch.autograd.grad((complex_ * weights).sum(), tensors), strict=True):
-        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert_same_gradients(pairs, complex_, tensors)
 
 
 @pytest.mark.parametrize("N,L,bidirectional", [(4, 16, False), (8, 32, True), (16, 20, False)])
