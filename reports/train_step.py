@@ -73,7 +73,9 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame(rows(records))
+    """The rows as a table, less the columns no record fills (no published step, no compiled mode, a CPU)."""
+    df = pd.DataFrame(rows(records))
+    return df.loc[:, (df != "").any()] if not df.empty else df
 
 
 def table(records: Iterable[dict[str, Any]]) -> str:
