@@ -290,22 +290,26 @@ class Sweeper(BasicSweeper):
         for p in points:
             first.setdefault(p.info["run_id"], p)
         todo = [p for p in first.values() if not p.done]
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        sweep_id = manifest.sweep_id(sweep_dir)
-        job_nums = {p.info["run_id"]: i for i, p in enumerate(todo)}  # the launcher numbers them 0, 1, ...
-        manifest.write_points(sweep_dir, [p.manifest_entry(job_nums.get(p.info["run_id"]), sweep_id) for p in points])
-        same = len(points) - len(first)
-        print(f"seqbench: sweep {sweep_id} of {plural(len(points), 'point')}: "
-              + (f"{same} the same run as another, " if same else "")
-              + f"{len(first) - len(todo)} already complete (skipped), {len(todo)} to run; "
-              f"`python -m sweeps status {sweep_dir}`", flush=True)
-        if isinstance(self.launcher, SlurmLauncher):
-            self.launcher.wait = self.wait
-        returns: list[Sequence[JobReturn]] = []
-        size = self.max_batch_size or len(todo) or 1
-        with contextlib.nullcontext() if isinstance(self.launcher, SlurmLauncher) else stop_ends_sweep():
+        # A stop signal from the moment the manifest exists ends the sweep cleanly (128 + the signal), also before
+        # the first point starts; under SLURM the jobs are the scheduler's to stop.
+        local = not isinstance(self.launcher, SlurmLauncher)
+        with stop_ends_sweep() if local else contextlib.nullcontext():
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            sweep_id = manifest.sweep_id(sweep_dir)
+            job_nums = {p.info["run_id"]: i for i, p in enumerate(todo)}  # the launcher numbers them 0, 1, ...
+            entries = [p.manifest_entry(job_nums.get(p.info["run_id"]), sweep_id) for p in points]
+            manifest.write_points(sweep_dir, entries)
+            same = len(points) - len(first)
+            print(f"seqbench: sweep {sweep_id} of {plural(len(points), 'point')}: "
+                  + (f"{same} the same run as another, " if same else "")
+                  + f"{len(first) - len(todo)} already complete (skipped), {len(todo)} to run; "
+                  f"`python -m sweeps status {sweep_dir}`", flush=True)
+            if isinstance(self.launcher, SlurmLauncher):
+                self.launcher.wait = self.wait
+            returns: list[Sequence[JobReturn]] = []
+            size = self.max_batch_size or len(todo) or 1
             for start in range(0, len(todo), size):
                 batch = todo[start:start + size]
                 # Every record of the sweep carries its id: a key outside the run id (harness.config), so a point's
