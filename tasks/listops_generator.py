@@ -40,6 +40,7 @@ import os
 import random
 import signal
 import statistics
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -414,8 +415,9 @@ def _pooled_segments(settings: GeneratorSettings, workers: int, position: int) -
     drawn by a pool, continuing the true sequence of expressions from `position`."""
     s = settings
     master, master_at = random.Random(s.seed), 0  # the generator's state at the start of each segment handed out
-    with _pool(workers) as pool:
-        pending: deque[tuple[int, int, tuple[Any, ...], Any]] = deque()
+    pool = _pool(workers)
+    pending: deque[tuple[int, int, tuple[Any, ...], Any]] = deque()
+    try:
         k = position // SEGMENT_WORDS
         while True:
             while len(pending) < 2 * workers:  # enough work queued to keep every worker busy
@@ -425,8 +427,9 @@ def _pooled_segments(settings: GeneratorSettings, workers: int, position: int) -
                 state = master.getstate()
                 pending.append((start, stop, state, pool.apply_async(_walk_from, (settings, state, start, stop))))
                 k += 1
-            start, stop, state, result = pending.popleft()
+            start, stop, state, result = pending[0]
             segment = result.get()
+            pending.popleft()  # only now: a result being received is one `_end_pool` must wait for
             if position >= stop:
                 continue  # an expression begun in an earlier segment ran past this one
             i = bisect.bisect_left(segment.starts, position)
@@ -441,6 +444,20 @@ def _pooled_segments(settings: GeneratorSettings, workers: int, position: int) -
                 i = bisect.bisect_left(segment.starts, position)
             yield _tail(segment, i)
             position = segment.end
+    finally:
+        _end_pool(pool, [result for *_, result in pending])
+
+
+def _end_pool(pool: multiprocessing.pool.Pool, results: list[Any], patience_s: float = 60.0) -> None:
+    """Terminate the pool once none of its workers is sending a result. Pool.terminate while a worker writes a
+    large result to the pipe can hang for ever: the pool stops reading results, and the writer holds the queue's
+    lock that terminate needs. The segments still pending take about a second to finish (a worker that died would
+    never finish its own: hence the patience)."""
+    deadline = time.monotonic() + patience_s
+    for result in results:
+        result.wait(max(0.0, deadline - time.monotonic()))
+    pool.terminate()
+    pool.join()
 
 
 def _tail(segment: Segment, i: int) -> Segment:
