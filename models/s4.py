@@ -380,9 +380,9 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
     """`dplr_kernel` of `_s4_taps_complex` with every complex number held as (real part, imaginary part)."""
     dt, A_real, A_imag, B, P, C = tensors
     H = dt.shape[-2]
-    w = dt * tile(-torch.exp(A_real), H), dt * tile(-A_imag, H)  # dt A (state_matrix)
-    B, P = (tile(B[..., 0], H), tile(B[..., 1], H)), (tile(P[..., 0], H), tile(P[..., 1], H))
-    C = C[..., 0], C[..., 1]
+    A = state_matrix_pair(A_real, A_imag, H)
+    w = dt * A[0], dt * A[1]
+    B, P, C = tiled_pair(B, H), tiled_pair(P, H), tiled_pair(C)
     ahead, behind = (2 + w[0], w[1]), (2 - w[0], -w[1])
     # log lambda, lambda = (2 + w)/(2 - w): both real parts are positive (Re w < 0), so the difference of the two
     # arguments is the principal one the complex log gives
@@ -399,9 +399,8 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
     s_f = torch.view_as_real(torch.fft.rfft(s, n=L))  # [..., Ch+1, 2, H, L//2+1, 2]
     k = torch.arange(L // 2 + 1, device=s.device, dtype=torch.float64) * (-2 * math.pi / L)
     opo = (1 + torch.cos(k)).to(s.dtype), torch.sin(k).to(s.dtype)  # 1 + omega_k
-    cb, cp = (s_f[..., :Ch, 0, :, :, i] for i in (0, 1)), (s_f[..., :Ch, 1, :, :, i] for i in (0, 1))
-    qb, qp = (s_f[..., Ch:, 0, :, :, i] for i in (0, 1)), (s_f[..., Ch:, 1, :, :, i] for i in (0, 1))
-    cb, cp, qb, qp = tuple(cb), tuple(cp), tuple(qb), tuple(qp)
+    c, q = slice(None, Ch), slice(Ch, None)  # rows of C, and the row of Q
+    cb, cp, qb, qp = (tiled_pair(s_f[..., rows, col, :, :, :]) for rows, col in ((c, 0), (c, 1), (q, 0), (q, 1)))
     opo_qp = pair_times(opo, qp)
     woodbury = pair_over(pair_times(pair_times(opo, cp), qb), (1 + opo_qp[0], opo_qp[1]))
     k_f = torch.stack([2 * (cb[0] - woodbury[0]), 2 * (cb[1] - woodbury[1])], dim=-1)
@@ -409,6 +408,18 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex tensor
+
+
+def state_matrix_pair(A_real: torch.Tensor, A_imag: torch.Tensor, H: int) -> Pair:
+    """`state_matrix`, tiled to the H features, as a pair."""
+    return tile(-torch.exp(A_real), H), tile(-A_imag, H)
+
+
+def tiled_pair(z: torch.Tensor, H: int | None = None) -> Pair:
+    """A tensor stored as torch.view_as_real ([..., 2]) as a pair, tiled to the H features when H is given."""
+    if H is None:
+        return z[..., 0], z[..., 1]
+    return tile(z[..., 0], H), tile(z[..., 1], H)
 
 
 def pair_times(u: Pair, v: Pair) -> Pair:

@@ -31,7 +31,9 @@ from models.s4 import (
     pair_over,
     pair_times,
     state_matrix,
+    state_matrix_pair,
     tile,
+    tiled_pair,
 )
 from models.s4block import check_causal, s4_backbone
 
@@ -144,20 +146,21 @@ def _s4d_taps_pairs(tensors: list[torch.Tensor], L: int, disc: str) -> torch.Ten
     """`_s4d_taps_complex` with every complex number held as (real part, imaginary part)."""
     dt, A_real, A_imag, B, C = tensors
     H = dt.shape[-2]
-    a = tile(-torch.exp(A_real), H), tile(-A_imag, H)  # A = -exp(A_real) - i A_imag (state_matrix)
+    a = state_matrix_pair(A_real, A_imag, H)
     x = dt * a[0], dt * a[1]  # dt A
     if disc == "zoh":  # log A_bar = dt A, B_bar = B (exp(dt A) - 1) / A
         log_a = x
         grown = torch.expm1(x[0])
         # exp(dt A) - 1 by parts; cos - 1 = -2 sin^2(./2) keeps its precision for a small angle
         step = grown * torch.cos(x[1]) - 2 * torch.sin(x[1] / 2) ** 2, (grown + 1) * torch.sin(x[1])
-        b_bar = pair_times(pair_over(step, a), (tile(B[..., 0], H), tile(B[..., 1], H)))
+        b_bar = pair_times(pair_over(step, a), tiled_pair(B, H))
     else:  # bilinear: log A_bar = log(1 + dt A/2) - log(1 - dt A/2) (equal powers A_bar^l), B_bar = B dt / (1 - dt A/2)
         ahead, behind = (1 + x[0] / 2, x[1] / 2), (1 - x[0] / 2, -x[1] / 2)
         log_a = (0.5 * torch.log((ahead[0] ** 2 + ahead[1] ** 2) / (behind[0] ** 2 + behind[1] ** 2)),
                  torch.atan2(ahead[1], ahead[0]) - torch.atan2(behind[1], behind[0]))
-        b_bar = pair_over((dt * tile(B[..., 0], H), dt * tile(B[..., 1], H)), behind)
-    return exp_sum_pairs(pair_times((C[..., 0], C[..., 1]), (b_bar[0].unsqueeze(-3), b_bar[1].unsqueeze(-3))), log_a, L)
+        b = tiled_pair(B, H)
+        b_bar = pair_over((dt * b[0], dt * b[1]), behind)
+    return exp_sum_pairs(pair_times(tiled_pair(C), (b_bar[0].unsqueeze(-3), b_bar[1].unsqueeze(-3))), log_a, L)
 
 
 @MODELS.register("s4d", S4DConfig)

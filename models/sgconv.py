@@ -124,11 +124,10 @@ class SGConvLayer(ConvLayer):
         """`raw_kernel` of Y layers with equal `batch_key`s at once: [Y, C, H, min(L, full_length)]."""
         first = layers[0]
         # Scale-major, so that each scale's sub-kernels of all layers are one contiguous [Y, C, H, K] block.
-        tensors = [stacked([layer.kernel_list[i] for i in range(first.n) for layer in layers]),
-                   stacked([layer.multiplier for layer in layers])]  # [n Y, C, H, K], [Y, 1, H, 1]
-        if "learnable" in first.mode:
-            tensors.append(stacked([layer.decay for layer in layers]))  # [Y, H]
-        return sgconv_taps(tensors, [min(L, first.full_length), first.n, first.K, first.s0, len(layers)], first.mode)
+        scales = stacked([layer.kernel_list[i] for i in range(first.n) for layer in layers])
+        multiplier = stacked([layer.multiplier for layer in layers])
+        decay = stacked([layer.decay for layer in layers]) if "learnable" in first.mode else None
+        return sgconv_taps(scales, multiplier, decay, min(L, first.full_length), first.n, first.K, first.s0, first.mode)
 
     @classmethod
     def stacked_taps(cls, layers: list[SGConvLayer], L: int) -> torch.Tensor:
@@ -142,10 +141,11 @@ def scale_of(i: int, K: int, s0: int, mode: str) -> tuple[int, int]:
     return 2 ** (i + s0), 0
 
 
-def _sgconv_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> torch.Tensor:
-    """[Y, C, H, L] un-normalised kernels of Y stacked layers from their n scales' sub-kernels (see `sgconv_taps`)."""
-    L, n, K, s0, Y = sizes
-    scales, multiplier = tensors[0], tensors[1]
+def sgconv_taps(scales: torch.Tensor, multiplier: torch.Tensor, decay: torch.Tensor | None, L: int, n: int, K: int,
+                s0: int, mode: str) -> torch.Tensor:
+    """[Y, C, H, L] un-normalised kernels of Y stacked layers from their n scales' sub-kernels of K taps: scales
+    [n Y, C, H, K] (scale-major), multipliers [Y, 1, H, 1], decays [Y, H] (learnable modes, else None)."""
+    Y = multiplier.shape[0]
     dtype = torch.promote_types(scales.dtype, torch.float32)  # float64 only for a float64 layer
     interp = "nearest" if "nearest" in mode else "linear"
     parts = []
@@ -163,15 +163,10 @@ def _sgconv_taps(tensors: list[torch.Tensor], sizes: list[int], mode: str) -> to
     else:
         total = sum(F.pad(p, (0, full_length - p.shape[-1])) for p in parts)  # type: ignore[assignment]
     total = total[..., :L]
-    if "learnable" in mode:
+    if decay is not None:  # the learnable modes
         t = torch.arange(L, device=total.device, dtype=dtype)
-        total = total * torch.exp(-tensors[2].to(dtype)[:, None, :, None] * torch.log1p(t))
+        total = total * torch.exp(-decay.to(dtype)[:, None, :, None] * torch.log1p(t))
     return total
-
-
-# SGConv's kernels from their sub-kernels. tensors: sub-kernels [n Y, C, H, K], multipliers [Y, 1, H, 1] (and
-# decays [Y, H] in the learnable modes); sizes: (L, n, K, s0, Y); out [Y, C, H, L].
-sgconv_taps = _sgconv_taps
 
 
 def upsample(w: torch.Tensor, f: int, interp: str) -> torch.Tensor:
