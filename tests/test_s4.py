@@ -180,39 +180,41 @@ def test_s4_attuned_length_survives_a_state_dict_round_trip():
         assert torch.allclose(fresh.kernel(16).double(), dense_s4_kernel(long, 16), atol=2e-5)
 
 
+@pytest.mark.parametrize("paired", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("act", ["id", "gelu", "silu"])
-def test_fft_conv_equals_direct_convolution(bidirectional, act):
-    """conv + D skip (folded into the kernel's lag 0) + mask + activation against the brute-force loop."""
+def test_fft_conv_equals_direct_convolution(bidirectional, act, paired):
+    """conv + D skip (folded into the kernel's lag 0) + mask + activation against the brute-force loop, with the
+    two examples transformed one by one and as one complex signal (`paired`, the CUDA default)."""
     torch.manual_seed(0)
     x, k, D = torch.randn(2, 13, 3), torch.randn(2 if bidirectional else 1, 3, 13), torch.randn(1, 3)
     mask = torch.tensor([[1.0] * 13, [1.0] * 9 + [0.0] * 4])
     u = (x * mask[..., None]).transpose(1, 2)
     ref = direct_conv(u, k, bidirectional) + D.double()[0, :, None] * u.double()
     ref = {"id": lambda t: t, "gelu": F.gelu, "silu": F.silu}[act](ref).transpose(1, 2)
-    got = fft_conv(x, circular_kernel(k, D, bidirectional), mask, act)
+    got = fft_conv(x, circular_kernel(k, D, bidirectional), mask, act, paired=paired)
     assert got.shape == x.shape and got.is_contiguous()
     assert torch.allclose(got.double(), ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(("batch", "paired"), [(1, False), (2, False), (4, True)])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("act", ["id", "gelu"])
-def test_fft_conv_hand_written_backward_passes_gradcheck(batch, bidirectional, act):
+def test_fft_conv_hand_written_backward_passes_gradcheck(batch, paired, bidirectional, act):
     """The custom backward (correlations in the spectrum) against finite differences, float64; batch 1 takes the
-    strided (no transpose) FFT path."""
+    strided (no transpose) FFT path, `paired` the complex transforms of two examples at once."""
     torch.manual_seed(0)
     x = torch.randn(batch, 6, 3, dtype=torch.float64, requires_grad=True)
     k = torch.randn(2 if bidirectional else 1, 3, 6, dtype=torch.float64, requires_grad=True)
     D = torch.randn(1, 3, dtype=torch.float64, requires_grad=True)
-    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2], dtype=torch.float64)[:batch]
-    fn = lambda x, k, D: fft_conv(x, circular_kernel(k, D, bidirectional), mask, act)  # noqa: E731
+    mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2] * 2, dtype=torch.float64)[:batch]
+    fn = lambda x, k, D: fft_conv(x, circular_kernel(k, D, bidirectional), mask, act, paired=paired)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, k, D))
 
 
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(("batch", "paired"), [(1, False), (3, False), (2, True)])
 @pytest.mark.parametrize("taps", [1, 4, 9])
-def test_fft_conv_with_a_causal_kernel_equals_direct_convolution(batch, taps):
+def test_fft_conv_with_a_causal_kernel_equals_direct_convolution(batch, paired, taps):
     """The MultiresNet layout: Lk taps, FFT size n >= L + Lk - 1 (not a power of two), 1/n in the kernel."""
     torch.manual_seed(0)
     L = 9
@@ -221,8 +223,8 @@ def test_fft_conv_with_a_causal_kernel_equals_direct_convolution(batch, taps):
     k = torch.randn(3, taps, dtype=torch.float64, requires_grad=True)
     full = torch.nn.functional.pad(k, (0, L - taps))[None]  # [1, H, L]: lags >= taps are zero
     ref = direct_conv(x.transpose(1, 2), full, False).transpose(1, 2)
-    torch.testing.assert_close(fft_conv(x, k / n, n=n, scaled=True), ref)
-    assert torch.autograd.gradcheck(lambda x, k: fft_conv(x, k / n, n=n, scaled=True), (x, k))
+    torch.testing.assert_close(fft_conv(x, k / n, n=n, scaled=True, paired=paired), ref)
+    assert torch.autograd.gradcheck(lambda x, k: fft_conv(x, k / n, n=n, scaled=True, paired=paired), (x, k))
 
 
 def test_fft_conv_rejects_a_kernel_of_the_wrong_length():
@@ -230,6 +232,8 @@ def test_fft_conv_rejects_a_kernel_of_the_wrong_length():
         fft_conv(torch.randn(1, 8, 2), torch.randn(2, 8))
     with pytest.raises(ConfigError, match=r"n >= L \+ Lk - 1"):
         fft_conv(torch.randn(1, 8, 2), torch.randn(2, 4), n=10)
+    with pytest.raises(ConfigError, match="even batch"):
+        fft_conv(torch.randn(3, 8, 2), torch.randn(2, 16), paired=True)
 
 
 def test_layer_gradients_equal_autograd_through_the_direct_convolution():
