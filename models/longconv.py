@@ -160,7 +160,9 @@ def _fft_conv_paired(x: Tensor, taps: Tensor, skip: Tensor | None, mask: Tensor 
     Returns y, W [B/2, H, n, 2], the full kernel spectrum [H, n, 2] and, with an activation, the pre-activations
     [B/2, H, n, 2] (examples 2p, 2p+1 in the last axis)."""
     B, L, H = x.shape
-    sign = x.new_tensor([1.0, -1.0], dtype=taps.dtype)
+    # [1, -1] made on the device: a tensor from Python numbers is a host-to-device copy, which would wait for the
+    # GPU at every call and cannot be captured in a CUDA graph.
+    sign = torch.linspace(1.0, -1.0, 2, dtype=taps.dtype, device=x.device)
     factor = sign if mask is None else _pair_view(mask[..., None]).to(taps.dtype) * sign
     w_f = _paired_spectrum(x, n, taps.dtype, factor)  # [B/2, H, n]
     k_f = _kernel_spectrum(taps, skip, n, two_sided=True)  # [H, n]
