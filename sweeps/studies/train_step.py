@@ -191,9 +191,10 @@ KERNELS_KEPT = 12  # the costliest kernels of a step named in its record: where 
 
 
 def kernel_ms(step: Callable[[], Any], device: torch.device, n: int = PROFILED_STEPS,
-              ) -> tuple[float | None, dict[str, float] | None]:
+              ) -> tuple[float | None, list[tuple[str, float]] | None]:
     """The summed time of the kernels one step runs (profiled over n steps), and the KERNELS_KEPT costliest of
-    them (name, first 120 characters: ms a step); (None, None) off CUDA."""
+    them, costliest first: (name, first 160 characters; ms a step), kernels whose names agree that far summed (a
+    list: a record's JSON keeps its order, and a mapping would sort the names); (None, None) off CUDA."""
     if device.type != "cuda":
         return None, None
     from torch.profiler import ProfilerActivity, profile
@@ -203,9 +204,12 @@ def kernel_ms(step: Callable[[], Any], device: torch.device, n: int = PROFILED_S
         for _ in range(n):
             step()
         synchronize(device)
-    per_kernel = sorted(((e.self_device_time_total / 1e3 / n, e.key) for e in prof.key_averages()), reverse=True)
-    top = {name[:120]: round(ms, 4) for ms, name in per_kernel[:KERNELS_KEPT] if ms > 0}
-    return sum(ms for ms, _ in per_kernel), top
+    per_kernel: dict[str, float] = {}
+    for e in prof.key_averages():
+        per_kernel[e.key[:160]] = per_kernel.get(e.key[:160], 0.0) + e.self_device_time_total / 1e3 / n
+    ranked = sorted(per_kernel.items(), key=lambda item: item[1], reverse=True)
+    top = [(name, round(ms, 4)) for name, ms in ranked[:KERNELS_KEPT] if ms > 0]
+    return sum(per_kernel.values()), top
 
 
 # ------------------------------------------------------------------------------------------------------------------
