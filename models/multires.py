@@ -372,6 +372,8 @@ class MultiresConv(nn.Module):
         #           irfft/rfft on dim 1 copy-transpose the data, and 1/n is an extra pass; here 1/n is folded
         #           into w and the transforms run on [B, D, n] buffers, or cuFFT-strided when B = 1).
         #   Saved for backward: X (2U) and K (2U/B) spectra; peak well under half of the direct cascade's.
+        #   On CUDA the examples go two by two through C2C transforms (`fft_conv`'s paired path): no clone for
+        #   the inverse transforms and no conjugate copy, ~43U in all (one H100: 1.29 against 1.47 ms a layer).
         length = x.shape[1]
         n = self.fft_size(length)
         # fp32 even under bf16 autocast (bf16 FFTs are inexact and limited to powers of two); fp64 stays fp64.

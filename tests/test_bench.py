@@ -542,6 +542,20 @@ def test_the_train_step_study_trains_eager_and_compiled_alike(tmp_path: Path) ->
     assert "| GPU busy |" not in text and "| ops/step |" not in text  # columns no record fills (a CPU, compiled)
 
 
+def test_the_costliest_kernels_are_kept_costliest_first_with_long_names_apart() -> None:
+    """A record's kernel_top: ordered by cost (not by name), kernels of one template with long names kept apart up to
+    160 characters and summed beyond, the total over all kernels."""
+    template = "void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl_nocast<" + "x" * 60
+    kernels = [("b_fft", 3.0), (template + "<float>", 1.5), (template + "<complex>", 2.0), ("a_fill", 0.5),
+               ("b_fft", 1.0), *((f"tiny{i}", 0.01) for i in range(20))]
+    total, top = train_step.rank_kernels(kernels)
+    assert total == pytest.approx(8.2)
+    assert top[:4] == [("b_fft", 4.0), (template + "<complex>", 2.0), (template + "<float>", 1.5), ("a_fill", 0.5)]
+    assert len(top) == train_step.KERNELS_KEPT
+    long = "k" * 200
+    assert train_step.rank_kernels([(long + "1", 1.0), (long + "2", 2.0)]) == (3.0, [("k" * 160, 3.0)])
+
+
 def test_the_study_needs_published_code(tmp_path: Path, sandbox: None, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
         study.main([f"paths.root={tmp_path}"])

@@ -41,7 +41,7 @@ import dataclasses
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -193,8 +193,8 @@ KERNELS_KEPT = 12  # the costliest kernels of a step named in its record: where 
 def kernel_ms(step: Callable[[], Any], device: torch.device, n: int = PROFILED_STEPS,
               ) -> tuple[float | None, list[tuple[str, float]] | None]:
     """The summed time of the kernels one step runs (profiled over n steps), and the KERNELS_KEPT costliest of
-    them, costliest first: (name, first 160 characters; ms a step), kernels whose names agree that far summed (a
-    list: a record's JSON keeps its order, and a mapping would sort the names); (None, None) off CUDA."""
+    them, costliest first (`rank_kernels`; a list, as a record's JSON keeps its order and a mapping's keys would be
+    sorted by name); (None, None) off CUDA."""
     if device.type != "cuda":
         return None, None
     from torch.profiler import ProfilerActivity, profile
@@ -204,12 +204,17 @@ def kernel_ms(step: Callable[[], Any], device: torch.device, n: int = PROFILED_S
         for _ in range(n):
             step()
         synchronize(device)
+    return rank_kernels((e.key, e.self_device_time_total / 1e3 / n) for e in prof.key_averages())
+
+
+def rank_kernels(kernels: Iterable[tuple[str, float]]) -> tuple[float, list[tuple[str, float]]]:
+    """(name, ms a step) of every kernel -> (their sum, the KERNELS_KEPT costliest, costliest first), names cut to
+    160 characters and the kernels whose names agree that far summed."""
     per_kernel: dict[str, float] = {}
-    for e in prof.key_averages():
-        per_kernel[e.key[:160]] = per_kernel.get(e.key[:160], 0.0) + e.self_device_time_total / 1e3 / n
+    for name, ms in kernels:
+        per_kernel[name[:160]] = per_kernel.get(name[:160], 0.0) + ms
     ranked = sorted(per_kernel.items(), key=lambda item: item[1], reverse=True)
-    top = [(name, round(ms, 4)) for name, ms in ranked[:KERNELS_KEPT] if ms > 0]
-    return sum(per_kernel.values()), top
+    return sum(per_kernel.values()), [(name, round(ms, 4)) for name, ms in ranked[:KERNELS_KEPT] if ms > 0]
 
 
 # ------------------------------------------------------------------------------------------------------------------
