@@ -297,9 +297,9 @@ def fft_conv(x: torch.Tensor, kernel: torch.Tensor, mask: torch.Tensor | None = 
     - [Ch, H, Lk] taps of a layer, Lk <= L, n None: channel 0 at lags 0..Lk-1, channel 1 (Ch = 2, bidirectional)
       at lags -1..-Lk (as `circular_kernel` places it), zero beyond; FFT size 2L. `skip` [H] adds skip * x.
     mask [B, L] (bool or float, or None) multiplies x first; act is gelu, silu or id, applied in the same pass as
-    the crop. `paired`: transform the examples two by two as complex signals (B even); None: on CUDA, where it
-    saves a fifth of the passes over the data (`_fft_conv_paired`); elsewhere the results stay those of the
-    real transforms, bit for bit.
+    the crop. `paired`: transform the examples two by two as complex signals (B even). None: paired on CUDA, where
+    it saves a fifth of the passes over the data (`_fft_conv_paired`); one by one elsewhere (on a CPU pairing is
+    no faster, and the CPU's results stay what they were, bit for bit).
     """
     if act not in _ACTS and act != "id":
         raise ConfigError(f"fft_conv act must be one of gelu, silu, id, got {act!r}")
