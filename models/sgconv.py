@@ -178,7 +178,7 @@ def upsample(w: torch.Tensor, f: int, interp: str) -> torch.Tensor:
     if interp == "nearest":
         return w.unsqueeze(-1).expand(*w.shape, f).flatten(-2)
     # Output r of each input sits t_r inputs after it; at the ends the neighbour is the input itself (the clamp).
-    t = ((torch.arange(f, dtype=torch.float64) + 0.5) / f - 0.5).to(device=w.device, dtype=w.dtype)
+    t = ((torch.arange(f, dtype=torch.float64, device=w.device) + 0.5) / f - 0.5).to(w.dtype)  # no host copy
     before, after = (-t).clamp(min=0), t.clamp(min=0)
     previous = torch.cat([w[..., :1], w[..., :-1]], dim=-1)[..., None]
     following = torch.cat([w[..., 1:], w[..., -1:]], dim=-1)[..., None]

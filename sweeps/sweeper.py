@@ -306,7 +306,7 @@ class Sweeper(BasicSweeper):
                   + (f"{same} the same run as another, " if same else "")
                   + f"{len(first) - len(todo)} already complete (skipped), {len(todo)} to run; "
                   f"`python -m sweeps status {sweep_dir}`", flush=True)
-            if isinstance(self.launcher, SlurmLauncher):
+            if not local:
                 self.launcher.wait = self.wait
             returns: list[Sequence[JobReturn]] = []
             size = self.max_batch_size or len(todo) or 1
