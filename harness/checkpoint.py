@@ -45,13 +45,16 @@ class CheckpointError(UserError):
 class Preempted(Exception):
     """Training stopped on request after writing its checkpoint; rerun the same config to resume.
 
-    `signum` is the signal that asked, which the entry point hands on to the scheduler (sweeps.slurm).
+    `signum` is the signal that asked, which the entry point hands on to the scheduler (sweeps.slurm). `progress`
+    (epoch, step, history: the validations so far) says how far training got, for the run's record.
     """
 
-    def __init__(self, message: str, signum: int | None = None, checkpointed: bool = True):
+    def __init__(self, message: str, signum: int | None = None, checkpointed: bool = True,
+                 progress: dict[str, Any] | None = None):
         super().__init__(message)
         self.signum = signum
         self.checkpointed = checkpointed  # False: stopped before training, with nothing to checkpoint yet
+        self.progress = progress
 
 
 @dataclass(frozen=True)

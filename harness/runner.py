@@ -207,11 +207,13 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,
                                 identity=identity_of(rid, config, task.info), loggers=loggers)
     except checkpoint.Preempted as exc:
+        # How far it got, so that a report can draw the curve of a run still under way (never ranked).
+        progress = {} if exc.progress is None else {"progress": exc.progress}
         if exc.signum == signal.SIGTERM and env.slurm_cancelled():  # scancel: nothing will requeue it
             record("cancelled", params=params, error=f"cancelled by SLURM (scancel); {exc}; rerunning the sweep "
-                                                     f"resumes it from its checkpoint")
+                                                     f"resumes it from its checkpoint", **progress)
         else:
-            record("preempted", params=params, error=str(exc))
+            record("preempted", params=params, error=str(exc), **progress)
         raise
     except Diverged as exc:
         rec = record("diverged", params=params, error=str(exc),

@@ -82,7 +82,9 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in semantic.items() if k not in SEED_KEYS}
     task_cfg = {k: v for k, v in flat.items() if k.startswith("task.")
                 and k.removeprefix("task.") not in (*TASK_LOCATION_KEYS, *TASK_INPUT_KEYS)}
-    history = metrics.get("history")
+    # A run that did not complete keeps how far it got (`progress`, `diverged`): drawn as a curve, never ranked.
+    history = next((h for h in (metrics.get("history"), _section(record, "progress").get("history"),
+                                _section(record, "diverged").get("history")) if isinstance(h, list)), None)
     hib = metrics.get("higher_is_better")
     return {
         "run_id": record.get("run_id"),

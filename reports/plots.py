@@ -277,6 +277,17 @@ def curve_runs(board: Board, runs: pd.DataFrame, labels: pd.Series) -> tuple[pd.
     return kept, (f" Shown: {' and '.join(left)}." if left else "")
 
 
+def legend_label(config: str, runs: pd.DataFrame) -> str:
+    """A configuration's legend entry; one whose runs did not all complete says how far they got."""
+    unfinished = runs[runs["status"] != "complete"]
+    if unfinished.empty:
+        return config
+    if len(runs) > 1:
+        return f"{config} ({len(unfinished)} of {len(runs)} runs not complete)"
+    run = unfinished.iloc[0]
+    return f"{config} ({run['status']} after epoch {run['history'][-1].get('epoch', len(run['history']))}, not ranked)"
+
+
 def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | None:
     """Train loss and validation metric per epoch, one line per run: colour and marker per configuration, line style
     per seed, a marker on every epoch (so a one-epoch run is a visible point). A large board draws its best-ranked
@@ -311,11 +322,13 @@ def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | Non
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = [Line2D([], [], color=styles[c]["color"], marker=styles[c]["marker"], linestyle="-") for c in configs]
     handles += [Line2D([], [], color="0.3", linestyle=dash[s]) for s in seeds]
-    axes[1].legend(handles, configs + [f"seed {s}" for s in seeds], fontsize=7, loc="upper left",
+    names = [legend_label(c, runs[labels[runs.index] == c]) for c in configs]
+    axes[1].legend(handles, names + [f"seed {s}" for s in seeds], fontsize=7, loc="upper left",
                    bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(_wrap(f"training curves: {board.title}", 110))
     caption = (f"{board.title}: train loss and validation {disp.name} per epoch, one line per run (not a mean): "
                "colour and marker = configuration, line style = seed; a marker at each epoch (at every k-th epoch "
                "when a run has more than 25); configurations are shifted by up to ±0.06 epoch so that equal values "
-               f"stay apart.{shown}")
+               "stay apart. A run that did not complete is drawn as far as it got, and the legend says so (such "
+               f"a run is never ranked).{shown}")
     return Figure(f"{board.title}: training curves", _save(fig, out / f"curves_{slug(board.title)}.png"), caption)

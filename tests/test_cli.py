@@ -166,6 +166,10 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path
     assert "Traceback" not in err
     record = json.loads(next((interrupted / "results" / "store").glob("*.json")).read_text())
     assert record["status"] == "preempted"
+    # How far it got, for the report's curves: the validations its metrics.jsonl holds.
+    logged = [json.loads(line) for line in next((interrupted / "results" / "runs").glob("*/metrics.jsonl"))
+              .read_text().splitlines()]
+    assert record["progress"]["history"] == logged and record["progress"]["epoch"] == len(logged) >= 1
 
     resumed = run_py(interrupted, *args, env=clean_env(interrupted))  # the same command again
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -173,4 +177,5 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path
     a, b = (json.loads(p.read_text()) for p in stores)
     assert a["run_id"] == b["run_id"] and b["status"] == "complete"
     assert a["metrics"]["history"] == b["metrics"]["history"]
+    assert b["metrics"]["history"][: len(logged)] == logged and "progress" not in b
     assert (a["metrics"]["val"], a["metrics"]["test"]) == (b["metrics"]["val"], b["metrics"]["test"])

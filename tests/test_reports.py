@@ -24,7 +24,7 @@ from scipy import stats as sps
 
 from harness.errors import ConfigError, DataError
 from harness.results import Store
-from reports import build
+from reports import build, plots
 from reports.__main__ import main
 from reports.ablation import ablations
 from reports.bench import bench_tables
@@ -684,3 +684,24 @@ def test_fractions_of_cpu_ceilings_say_what_they_are():
     assert len(captions) == 2 and all("not the hardware's limit" in c for c in captions)
     rec["env"]["device"] = "NVIDIA H100 80GB HBM3"
     assert all("limit" not in c for c, _ in bench_tables(bench_frame([rec])))
+
+
+def test_a_run_still_under_way_is_drawn_as_far_as_it_got_and_never_ranked(tmp_path: Path):
+    """A preempted record keeps its validations so far (`progress`): the curves draw it and the legend says it did not
+    complete; the leaderboard lists it apart and ranks the complete run alone."""
+    config = synthetic("listops", "s4")
+    done = record("done", config, 0, 0.5)
+    under_way = record("under-way", {**config, "model": {"name": "s4d", "d_model": 64}}, 0, None, status="preempted",
+                       error="stopped by signal 15 at step 30")
+    under_way["progress"] = {"epoch": 3, "step": 30, "history": [
+        {"epoch": e, "step": 10 * e, "train_loss": 1.0 / e, "val": 0.1 * e, "lr": 1e-3} for e in (1, 2, 3)]}
+    runs = runs_of([done, under_way])
+    assert runs.set_index("run_id").loc["under-way", "history"] == under_way["progress"]["history"]
+    (b,) = boards(runs, load_references())
+    assert list(b.rows["model"]) == ["s4"] and list(b.incomplete["run id"]) == ["under-way"]
+    figure = plots.training_curves(b, b.runs, tmp_path)
+    assert figure is not None and figure.path.is_file() and "never ranked" in figure.caption
+    by_id = runs.set_index("run_id", drop=False)
+    assert plots.legend_label("s4d", by_id.loc[["under-way"]]) == "s4d (preempted after epoch 3, not ranked)"
+    assert plots.legend_label("s4", by_id.loc[["done"]]) == "s4"
+    assert plots.legend_label("both", by_id) == "both (1 of 2 runs not complete)"
