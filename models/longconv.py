@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError
+from models import pair_transpose
 from models.backbone import length_mask
 
 Tensor = torch.Tensor
@@ -85,22 +86,37 @@ def _pair_view(t: torch.Tensor) -> torch.Tensor:
     return t.unflatten(0, (t.shape[0] // 2, 2)).permute(0, 3, 2, 1)
 
 
-def _paired_spectrum(x: torch.Tensor, n: int, dtype: torch.dtype, factor: torch.Tensor | None = None,
+def _pair_factor(sign: float, mask: Tensor | None, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    """What the torch copies multiply the pairs by, broadcast over [B/2, H, L, 2]: mask * [1, sign]."""
+    if sign == 1.0:
+        return None if mask is None else _pair_view(mask[..., None])
+    # [1, -1] made on the device: a tensor from Python numbers is a host-to-device copy, which would wait for the
+    # GPU at every call and cannot be captured in a CUDA graph.
+    signs = torch.linspace(1.0, sign, 2, dtype=dtype, device=device)
+    return signs if mask is None else _pair_view(mask[..., None]).to(dtype) * signs
+
+
+def _paired_spectrum(x: torch.Tensor, n: int, dtype: torch.dtype, sign: float = 1.0, mask: Tensor | None = None,
                      act_backward: tuple[Any, torch.Tensor] | None = None, inverse: bool = False) -> torch.Tensor:
     """Unscaled C2C transform (forward, or inverse) of the pairs of `_pair_view(x)` as complex signals
-    x[2p] + i x[2p+1], zero-padded to n: [B/2, H, n] complex; one copy of x on the way, times `factor`
-    (broadcast over [B/2, H, L, 2]) or through act's backward at the saved pre-activations z [B/2, H, L, 2]."""
+    mask x[2p] + i sign mask x[2p+1], zero-padded to n: [B/2, H, n] complex; one copy of x on the way (a tiled
+    Triton copy where it runs, `models.pair_transpose`), or one through act's backward at the saved
+    pre-activations z [B/2, H, L, 2]."""
     B, L, H = x.shape
-    buf = x.new_empty((B // 2, H, n, 2), dtype=dtype)
-    buf[:, :, L:].zero_()
-    head, src = buf[:, :, :L], _pair_view(x)
-    if act_backward is not None:
-        op, z = act_backward
-        op(src, z, grad_input=head)
-    elif factor is not None:
-        torch.mul(src, factor, out=head)
+    if act_backward is None and pair_transpose.available(x):
+        buf = pair_transpose.pack_pairs(x, n, dtype, sign, mask)
     else:
-        head.copy_(src)
+        buf = x.new_empty((B // 2, H, n, 2), dtype=dtype)
+        buf[:, :, L:].zero_()
+        head, src = buf[:, :, :L], _pair_view(x)
+        factor = _pair_factor(sign, mask, dtype, x.device)
+        if act_backward is not None:
+            op, z = act_backward
+            op(src, z, grad_input=head)
+        elif factor is not None:
+            torch.mul(src, factor, out=head)
+        else:
+            head.copy_(src)
     spectrum = torch.view_as_complex(buf)
     return torch.fft.ifft(spectrum, norm="forward") if inverse else torch.fft.fft(spectrum)
 
@@ -160,19 +176,19 @@ def _fft_conv_paired(x: Tensor, taps: Tensor, skip: Tensor | None, mask: Tensor 
     Returns y, W [B/2, H, n, 2], the full kernel spectrum [H, n, 2] and, with an activation, the pre-activations
     [B/2, H, n, 2] (examples 2p, 2p+1 in the last axis)."""
     B, L, H = x.shape
-    # [1, -1] made on the device: a tensor from Python numbers is a host-to-device copy, which would wait for the
-    # GPU at every call and cannot be captured in a CUDA graph.
-    sign = torch.linspace(1.0, -1.0, 2, dtype=taps.dtype, device=x.device)
-    factor = sign if mask is None else _pair_view(mask[..., None]).to(taps.dtype) * sign
-    w_f = _paired_spectrum(x, n, taps.dtype, factor)  # [B/2, H, n]
+    w_f = _paired_spectrum(x, n, taps.dtype, -1.0, mask)  # [B/2, H, n]
     k_f = _kernel_spectrum(taps, skip, n, two_sided=True)  # [H, n]
     z = torch.view_as_real(torch.fft.ifft(w_f * k_f, norm=_norm(scaled)))  # [B/2, H, n, 2]: y[2p], -y[2p+1]
-    y = x.new_empty(B, L, H, dtype=taps.dtype)
-    if act in _ACTS:
-        z[:, :, :L].mul_(sign)  # the pre-activations themselves, as the backward needs them
-        _ACTS[act][0](z[:, :, :L], out=_pair_view(y))
+    if act not in _ACTS and pair_transpose.available(x):
+        y = pair_transpose.unpack_pairs(z, L, taps.dtype, -1.0)
     else:
-        torch.mul(z[:, :, :L], sign, out=_pair_view(y))
+        y = x.new_empty(B, L, H, dtype=taps.dtype)
+        sign = _pair_factor(-1.0, None, taps.dtype, x.device)
+        if act in _ACTS:
+            z[:, :, :L].mul_(sign)  # the pre-activations themselves, as the backward needs them
+            _ACTS[act][0](z[:, :, :L], out=_pair_view(y))
+        else:
+            torch.mul(z[:, :, :L], sign, out=_pair_view(y))
     return y, torch.view_as_real(w_f), torch.view_as_real(k_f), z if act in _ACTS else z.new_empty(0)
 
 
@@ -195,6 +211,7 @@ def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor 
     B, L, H = g.shape
     u_f, k_f = torch.view_as_complex(u), torch.view_as_complex(k)
     act_backward = (_ACTS[act][1], z[..., :L, :] if paired else z[..., :L]) if act in _ACTS else None
+    grad_x = grad_taps = grad_skip = g.new_empty(0)
     if paired:
         # The correlations' spectra G K and G W (see _fft_conv_paired), transformed forward: 1/n where the
         # forward's inverse transform had it.
@@ -202,7 +219,11 @@ def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor 
         back = lambda spectrum: torch.fft.fft(spectrum, norm="backward" if scaled else "forward")  # noqa: E731
         gk = g_f * k_f if needs[0] else None
         circle = (torch.view_as_real(back(g_f.mul_(u_f).sum(0)))[..., 0] if needs[1] or needs[2] else None)
-        gu = torch.view_as_real(back(gk))[:, :, :L] if gk is not None else None
+        gu = torch.view_as_real(back(gk)) if gk is not None else None
+        if gu is not None and pair_transpose.available(g):
+            grad_x, gu = pair_transpose.unpack_pairs(gu, L, x_dtype, 1.0, mask), None
+        elif gu is not None:
+            gu = gu[:, :, :L]
         grad_view = _pair_view
         mask_view = None if mask is None else _pair_view(mask[..., None])
     else:
@@ -217,7 +238,6 @@ def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor 
         gu = torch.fft.irfft(g_f.mul_(k_f.conj_physical()), n=n, norm=norm)[..., :L] if needs[0] else None
         grad_view = lambda t: t.transpose(1, 2)  # noqa: E731
         mask_view = None if mask is None else mask[:, None, :]
-    grad_x = grad_taps = grad_skip = g.new_empty(0)
     if circle is not None:
         Ch, _, Lk = taps_shape
         if needs[1]:

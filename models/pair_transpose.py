@@ -1,0 +1,112 @@
+"""Tiled copies between activations [B, L, H] and the paired FFT buffers [B/2, H, n, 2] of `models.longconv`.
+
+The paired FFT convolution packs examples 2p and 2p+1 as the real and imaginary parts of one complex signal over
+time, so each pass into or out of its buffers moves time from the middle axis to the last and interleaves two
+examples. torch does this as an untiled strided copy, which on an H100 runs at about a third of the copy bandwidth
+(the profile in reports/measured/h100-2026-12-06b/). These Triton kernels read a tile [time, channels] of both
+examples with channels contiguous, and write it [channels, time, 2] with time contiguous, so that both sides are
+coalesced; the forward's zero padding to n is written in the same pass.
+
+The values are those of the torch copies they replace, bit for bit: one multiplication by the same factor
+(the sign of the pair's second example times the mask), the same rounding into the output dtype.
+
+They run on CUDA, and on the CPU under Triton's interpreter (TRITON_INTERPRET=1 before triton is imported), which
+is how the tests check them without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton comes with torch's Linux wheels
+    triton = None
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+BLOCK_T, BLOCK_H = 32, 32  # a tile of 32 steps x 32 channels x 2 examples: 8 KiB of fp32 read, the same written
+
+
+def available(x: torch.Tensor) -> bool:
+    """Can the kernels run on x's device: CUDA with triton, or any device under the interpreter."""
+    return triton is not None and (x.is_cuda or INTERPRETED)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _pack(x_ptr, mask_ptr, buf_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
+              BH: tl.constexpr):
+        p, t0, h0 = tl.program_id(0), tl.program_id(1) * BT, tl.program_id(2) * BH
+        t, h = t0 + tl.arange(0, BT), h0 + tl.arange(0, BH)
+        inside = (t[:, None] < L) & (h[None, :] < H)
+        first = (2 * p * L + t[:, None]) * H + h[None, :]  # x[2p, t, h]; x[2p+1, t, h] is L*H further
+        kind = buf_ptr.dtype.element_ty  # computed in the buffer's dtype, as torch's mul into it does
+        a = tl.load(x_ptr + first, mask=inside, other=0.0).to(kind)
+        b = tl.load(x_ptr + first + L * H, mask=inside, other=0.0).to(kind)
+        if HAS_MASK:
+            ma = tl.load(mask_ptr + 2 * p * L + t, mask=t < L, other=0).to(kind)
+            mb = tl.load(mask_ptr + (2 * p + 1) * L + t, mask=t < L, other=0).to(kind)
+            a = a * ma[:, None]
+            b = b * (mb * sign)[:, None]
+        else:
+            b = b * sign
+        pair = tl.permute(tl.join(a, b), (1, 0, 2))  # [BH, BT, 2]: time, then the pair, contiguous
+        j = tl.arange(0, 2)
+        out = ((p * H + h[:, None, None]) * n + t[None, :, None]) * 2 + j[None, None, :]
+        keep = (h[:, None, None] < H) & (t[None, :, None] < n) & (j[None, None, :] < 2)
+        tl.store(buf_ptr + out, pair, mask=keep)
+
+    @triton.jit
+    def _unpack(z_ptr, mask_ptr, y_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
+                BH: tl.constexpr):
+        p, t0, h0 = tl.program_id(0), tl.program_id(1) * BT, tl.program_id(2) * BH
+        t, h, j = t0 + tl.arange(0, BT), h0 + tl.arange(0, BH), tl.arange(0, 2)
+        src = ((p * H + h[:, None, None]) * n + t[None, :, None]) * 2 + j[None, None, :]
+        keep = (h[:, None, None] < H) & (t[None, :, None] < L) & (j[None, None, :] < 2)
+        a, b = tl.split(tl.load(z_ptr + src, mask=keep, other=0.0))  # [BH, BT] each
+        a, b = tl.trans(a), tl.trans(b)  # [BT, BH]
+        if HAS_MASK:  # computed in z's dtype, then rounded into y's, as torch's mul with out= does
+            kind = z_ptr.dtype.element_ty
+            a = a * tl.load(mask_ptr + 2 * p * L + t, mask=t < L, other=0).to(kind)[:, None]
+            b = b * (tl.load(mask_ptr + (2 * p + 1) * L + t, mask=t < L, other=0).to(kind) * sign)[:, None]
+        else:
+            b = b * sign
+        inside = (t[:, None] < L) & (h[None, :] < H)
+        first = (2 * p * L + t[:, None]) * H + h[None, :]
+        tl.store(y_ptr + first, a.to(y_ptr.dtype.element_ty), mask=inside)
+        tl.store(y_ptr + first + L * H, b.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The mask as the kernels read it: [B, L] contiguous, bool as uint8 (a pointer to bool is not loadable)."""
+    if mask is None:
+        return like  # never read (HAS_MASK false)
+    mask = mask.contiguous()
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
+def pack_pairs(x: torch.Tensor, n: int, dtype: torch.dtype, sign: float, mask: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """[B, L, H] -> [B/2, H, n, 2] in `dtype`: buf[p, :, t, j] = x[2p+j, t] * (mask[2p+j, t] * sign^j) for t < L,
+    zero from L to n; the layout `longconv._paired_spectrum` transforms."""
+    x = x.contiguous()
+    B, L, H = x.shape
+    buf = torch.empty(B // 2, H, n, 2, dtype=dtype, device=x.device)
+    grid = (B // 2, triton.cdiv(n, BLOCK_T), triton.cdiv(H, BLOCK_H))
+    _pack[grid](x, _mask_arg(mask, x), buf, L, H, n, sign, HAS_MASK=mask is not None, BT=BLOCK_T, BH=BLOCK_H)
+    return buf
+
+
+def unpack_pairs(z: torch.Tensor, L: int, dtype: torch.dtype, sign: float, mask: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """[B/2, H, n, 2] (contiguous) -> [B, L, H] in `dtype`: y[2p+j, t] = z[p, :, t, j] * (mask[2p+j, t] * sign^j)
+    for t < L; the inverse of `pack_pairs` up to the crop."""
+    P, H, n, _ = z.shape
+    y = torch.empty(2 * P, L, H, dtype=dtype, device=z.device)
+    grid = (P, triton.cdiv(L, BLOCK_T), triton.cdiv(H, BLOCK_H))
+    _unpack[grid](z, _mask_arg(mask, z), y, L, H, n, sign, HAS_MASK=mask is not None, BT=BLOCK_T, BH=BLOCK_H)
+    return y

@@ -1,0 +1,96 @@
+"""The Triton copies of the paired FFT convolution (models/pair_transpose.py), checked on the CPU by Triton's
+interpreter: each kernel against the torch copy it replaces (equal bit for bit, fp32 and float64, with and without
+a mask), and the whole `fft_conv` through them against `fft_conv` through torch's copies (outputs and all three
+gradients, bit for bit). The torch path itself is checked against the direct convolution and by gradcheck in
+tests/test_s4.py, so equality here carries those checks over.
+
+The interpreter must be chosen before triton is imported, so the checks run in a fresh interpreter
+(`python tests/test_pair_transpose.py` with TRITON_INTERPRET=1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.helpers import ROOT
+
+
+def check_kernels_against_torch_copies() -> None:
+    from models import pair_transpose as pt
+    from models.longconv import _pair_view
+
+    assert pt.INTERPRETED and pt.available(torch.zeros(1))
+    torch.manual_seed(0)
+    # Shapes off the 32 x 32 tiles, n past L, a batch of one pair and of three.
+    for B, L, H, n, dtype in [(4, 40, 48, 96, torch.float32), (2, 33, 7, 70, torch.float64),
+                              (6, 64, 32, 128, torch.float32)]:
+        for masked in (False, True):
+            for sign in (1.0, -1.0):
+                x = torch.randn(B, L, H, dtype=dtype)
+                mask = (torch.rand(B, L) > 0.3) if masked else None
+                factor = torch.tensor([1.0, sign], dtype=dtype)
+                if mask is not None:
+                    factor = _pair_view(mask[..., None]).to(dtype) * factor
+                want = torch.zeros(B // 2, H, n, 2, dtype=dtype)
+                torch.mul(_pair_view(x), factor, out=want[:, :, :L])
+                got = pt.pack_pairs(x, n, dtype, sign, mask)
+                assert torch.equal(got, want) and got.stride() == want.stride(), (B, L, H, masked, sign)
+                z = torch.randn(B // 2, H, n, 2, dtype=dtype)
+                want_y = torch.empty(B, L, H, dtype=dtype)
+                torch.mul(z[:, :, :L], factor, out=_pair_view(want_y))
+                assert torch.equal(pt.unpack_pairs(z, L, dtype, sign, mask), want_y), (B, L, H, masked, sign)
+
+
+def check_fft_conv_through_the_kernels() -> None:
+    from models import longconv, pair_transpose
+
+    original, calls = pair_transpose.available, []
+
+    def counted(use: bool):  # the switch, and a record that the kernels' path was taken
+        return lambda t: calls.append(use) or use
+
+    torch.manual_seed(1)
+    B, L, H = 4, 50, 12
+    cases = [  # (kernel, fft_conv keywords, act, masked): every layout the layers use
+        (torch.randn(H, 30), {"n": 80, "scaled": True}, "id", False),  # MultiresNet's causal, scaled kernel
+        (torch.randn(2, H, L), {"skip": torch.randn(H)}, "gelu", True),  # S4/S4D: bidirectional taps and D
+        (torch.randn(1, H, 20), {"skip": torch.randn(H)}, "id", True),  # SGConv-like short causal taps
+        (torch.randn(H, 2 * L), {}, "silu", False),  # the circular kernel
+    ]
+    for kernel, kwargs, act, masked in cases:
+        for dtype in (torch.float32, torch.float64):
+            x0 = torch.randn(B, L, H, dtype=dtype)
+            k0 = kernel.to(dtype)
+            mask = (torch.arange(L)[None] < torch.tensor([L, 31, 50, 7])[:, None]) if masked else None
+            upstream = torch.randn(B, L, H, dtype=dtype)
+            results = []
+            for use_triton in (True, False):
+                pair_transpose.available = counted(use_triton)
+                x, k = x0.clone().requires_grad_(), k0.clone().requires_grad_()
+                extra = {key: (v.to(dtype).requires_grad_() if torch.is_tensor(v) else v) for key, v in kwargs.items()}
+                y = longconv.fft_conv(x, k, mask, act, paired=True, **extra)
+                grads = torch.autograd.grad(y, [x, k, *[v for v in extra.values() if torch.is_tensor(v)]], upstream)
+                results.append((y, *grads))
+            pair_transpose.available = original
+            for a, b in zip(*results, strict=True):
+                assert torch.equal(a, b), (tuple(kernel.shape), act, dtype, (a - b).abs().max())
+    # Per case and dtype, the places that choose: the forward's copy in and out, the backward's in and out; with a
+    # fused activation only the forward's copy in and the backward's copy out (the others apply the activation).
+    assert calls.count(True) == calls.count(False) == 2 * (4 + 2 + 4 + 2)
+
+
+@pytest.mark.parametrize("check", ["check_kernels_against_torch_copies", "check_fft_conv_through_the_kernels"])
+def test_triton_pair_copies_equal_the_torch_copies_bit_for_bit(check: str) -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]]()
+    print(f"{sys.argv[1]}: ok")
