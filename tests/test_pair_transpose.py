@@ -85,6 +85,7 @@ def check_fft_conv_through_the_kernels() -> None:
 
 @pytest.mark.parametrize("check", ["check_kernels_against_torch_copies", "check_fft_conv_through_the_kernels"])
 def test_triton_pair_copies_equal_the_torch_copies_bit_for_bit(check: str) -> None:
+    pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it the torch copies run")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
