@@ -40,7 +40,7 @@ if triton is not None:
     @triton.jit
     def _pack(x_ptr, mask_ptr, buf_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
               BH: tl.constexpr):
-        p, t0, h0 = tl.program_id(0), tl.program_id(1) * BT, tl.program_id(2) * BH
+        p, t0, h0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BT, tl.program_id(2) * BH  # 64-bit offsets
         t, h = t0 + tl.arange(0, BT), h0 + tl.arange(0, BH)
         inside = (t[:, None] < L) & (h[None, :] < H)
         first = (2 * p * L + t[:, None]) * H + h[None, :]  # x[2p, t, h]; x[2p+1, t, h] is L*H further
@@ -63,7 +63,7 @@ if triton is not None:
     @triton.jit
     def _unpack(z_ptr, mask_ptr, y_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
                 BH: tl.constexpr):
-        p, t0, h0 = tl.program_id(0), tl.program_id(1) * BT, tl.program_id(2) * BH
+        p, t0, h0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BT, tl.program_id(2) * BH  # 64-bit offsets
         t, h, j = t0 + tl.arange(0, BT), h0 + tl.arange(0, BH), tl.arange(0, 2)
         src = ((p * H + h[:, None, None]) * n + t[None, :, None]) * 2 + j[None, None, :]
         keep = (h[:, None, None] < H) & (t[None, :, None] < L) & (j[None, None, :] < 2)
