@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ConfigError
-from models import pair_transpose
+from models import fft_kernels
 from models.backbone import length_mask
 
 Tensor = torch.Tensor
@@ -100,11 +100,11 @@ def _paired_spectrum(x: torch.Tensor, n: int, dtype: torch.dtype, sign: float = 
                      act_backward: tuple[Any, torch.Tensor] | None = None, inverse: bool = False) -> torch.Tensor:
     """Unscaled C2C transform (forward, or inverse) of the pairs of `_pair_view(x)` as complex signals
     mask x[2p] + i sign mask x[2p+1], zero-padded to n: [B/2, H, n] complex; one copy of x on the way (a tiled
-    Triton copy where it runs, `models.pair_transpose`), or one through act's backward at the saved
+    Triton copy where it runs, `models.fft_kernels`), or one through act's backward at the saved
     pre-activations z [B/2, H, L, 2]."""
     B, L, H = x.shape
-    if act_backward is None and pair_transpose.available(x):
-        buf = pair_transpose.pack_pairs(x, n, dtype, sign, mask)
+    if act_backward is None and fft_kernels.available(x):
+        buf = fft_kernels.pack_pairs(x, n, dtype, sign, mask)
     else:
         buf = x.new_empty((B // 2, H, n, 2), dtype=dtype)
         buf[:, :, L:].zero_()
@@ -179,8 +179,8 @@ def _fft_conv_paired(x: Tensor, taps: Tensor, skip: Tensor | None, mask: Tensor 
     w_f = _paired_spectrum(x, n, taps.dtype, -1.0, mask)  # [B/2, H, n]
     k_f = _kernel_spectrum(taps, skip, n, two_sided=True)  # [H, n]
     z = torch.view_as_real(torch.fft.ifft(w_f * k_f, norm=_norm(scaled)))  # [B/2, H, n, 2]: y[2p], -y[2p+1]
-    if act not in _ACTS and pair_transpose.available(x):
-        y = pair_transpose.unpack_pairs(z, L, taps.dtype, -1.0)
+    if act not in _ACTS and fft_kernels.available(x):
+        y = fft_kernels.unpack_pairs(z, L, taps.dtype, -1.0)
     else:
         y = x.new_empty(B, L, H, dtype=taps.dtype)
         sign = _pair_factor(-1.0, None, taps.dtype, x.device)
@@ -217,11 +217,15 @@ def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor 
         # forward's inverse transform had it.
         g_f = _paired_spectrum(g, n, u.dtype, act_backward=act_backward, inverse=True)
         back = lambda spectrum: torch.fft.fft(spectrum, norm="backward" if scaled else "forward")  # noqa: E731
-        gk = g_f * k_f if needs[0] else None
-        circle = (torch.view_as_real(back(g_f.mul_(u_f).sum(0)))[..., 0] if needs[1] or needs[2] else None)
+        if fft_kernels.available(g):
+            gk, cross = fft_kernels.grad_products(g_f, u_f, k_f, needs[0], needs[1] or needs[2])
+        else:
+            gk = g_f * k_f if needs[0] else None
+            cross = g_f.mul_(u_f).sum(0) if needs[1] or needs[2] else None
+        circle = torch.view_as_real(back(cross))[..., 0] if cross is not None else None
         gu = torch.view_as_real(back(gk)) if gk is not None else None
-        if gu is not None and pair_transpose.available(g):
-            grad_x, gu = pair_transpose.unpack_pairs(gu, L, x_dtype, 1.0, mask), None
+        if gu is not None and fft_kernels.available(g):
+            grad_x, gu = fft_kernels.unpack_pairs(gu, L, x_dtype, 1.0, mask), None
         elif gu is not None:
             gu = gu[:, :, :L]
         grad_view = _pair_view

@@ -1,11 +1,12 @@
-"""The Triton copies of the paired FFT convolution (models/pair_transpose.py), checked on the CPU by Triton's
-interpreter: each kernel against the torch copy it replaces (equal bit for bit, fp32 and float64, with and without
-a mask), and the whole `fft_conv` through them against `fft_conv` through torch's copies (outputs and all three
-gradients, bit for bit). The torch path itself is checked against the direct convolution and by gradcheck in
-tests/test_s4.py, so equality here carries those checks over.
+"""The Triton kernels of the paired FFT convolution (models/fft_kernels.py), checked on the CPU by Triton's
+interpreter: the copies against the torch copies they replace (equal bit for bit, fp32 and float64, with and
+without a mask), the backward's products against torch's (equal up to rounding), and the whole `fft_conv` through
+them against `fft_conv` through torch (the output bit for bit, all three gradients up to rounding). The torch path
+itself is checked against the direct convolution and by gradcheck in tests/test_s4.py, so these carry those checks
+over.
 
 The interpreter must be chosen before triton is imported, so the checks run in a fresh interpreter
-(`python tests/test_pair_transpose.py` with TRITON_INTERPRET=1)."""
+(`python tests/test_fft_kernels.py CHECK` with TRITON_INTERPRET=1)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.helpers import ROOT
 
 
 def check_kernels_against_torch_copies() -> None:
-    from models import pair_transpose as pt
+    from models import fft_kernels as pt
     from models.longconv import _pair_view
 
     assert pt.INTERPRETED and pt.available(torch.zeros(1))
@@ -46,9 +47,9 @@ def check_kernels_against_torch_copies() -> None:
 
 
 def check_fft_conv_through_the_kernels() -> None:
-    from models import longconv, pair_transpose
+    from models import fft_kernels, longconv
 
-    original, calls = pair_transpose.available, []
+    original, calls = fft_kernels.available, []
 
     def counted(use: bool):  # the switch, and a record that the kernels' path was taken
         return lambda t: calls.append(use) or use
@@ -69,22 +70,41 @@ def check_fft_conv_through_the_kernels() -> None:
             upstream = torch.randn(B, L, H, dtype=dtype)
             results = []
             for use_triton in (True, False):
-                pair_transpose.available = counted(use_triton)
+                fft_kernels.available = counted(use_triton)
                 x, k = x0.clone().requires_grad_(), k0.clone().requires_grad_()
                 extra = {key: (v.to(dtype).requires_grad_() if torch.is_tensor(v) else v) for key, v in kwargs.items()}
                 y = longconv.fft_conv(x, k, mask, act, paired=True, **extra)
                 grads = torch.autograd.grad(y, [x, k, *[v for v in extra.values() if torch.is_tensor(v)]], upstream)
                 results.append((y, *grads))
-            pair_transpose.available = original
-            for a, b in zip(*results, strict=True):
-                assert torch.equal(a, b), (tuple(kernel.shape), act, dtype, (a - b).abs().max())
-    # Per case and dtype, the places that choose: the forward's copy in and out, the backward's in and out; with a
-    # fused activation only the forward's copy in and the backward's copy out (the others apply the activation).
-    assert calls.count(True) == calls.count(False) == 2 * (4 + 2 + 4 + 2)
+            fft_kernels.available = original
+            (y, *grads), (y_torch, *grads_torch) = results
+            assert torch.equal(y, y_torch), (tuple(kernel.shape), act, dtype)  # the forward copies only: exact
+            for a, b in zip(grads, grads_torch, strict=True):  # grad_products: equal up to rounding
+                torch.testing.assert_close(a, b, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
+    # Per case and dtype, the places that choose: the forward's copy in and out, the backward's in, its products
+    # and its copy out; with a fused activation only the forward's copy in, the backward's products and its copy
+    # out (the other copies apply the activation).
+    assert calls.count(True) == calls.count(False) == 2 * (5 + 3 + 5 + 3)
 
 
-@pytest.mark.parametrize("check", ["check_kernels_against_torch_copies", "check_fft_conv_through_the_kernels"])
-def test_triton_pair_copies_equal_the_torch_copies_bit_for_bit(check: str) -> None:
+def check_grad_products_against_torch() -> None:
+    from models import fft_kernels
+
+    torch.manual_seed(2)
+    for P, H, n, dtype in [(25, 3, 700, torch.complex64), (1, 5, 64, torch.complex128), (3, 2, 1030, torch.complex64)]:
+        g, w, k = torch.randn(P, H, n, dtype=dtype), torch.randn(P, H, n, dtype=dtype), torch.randn(H, n, dtype=dtype)
+        rtol = 1e-12 if dtype == torch.complex128 else 1e-5
+        gk, cross = fft_kernels.grad_products(g, w, k, True, True)
+        torch.testing.assert_close(gk, g * k, rtol=rtol, atol=0)
+        torch.testing.assert_close(cross, (g * w).sum(0), rtol=rtol, atol=1e-6 if dtype == torch.complex64 else 0)
+        assert fft_kernels.grad_products(g, w, k, False, True)[0] is None
+        only_gk, no_cross = fft_kernels.grad_products(g, w, k, True, False)
+        assert no_cross is None and torch.equal(only_gk, gk)
+
+
+@pytest.mark.parametrize("check", ["check_kernels_against_torch_copies", "check_grad_products_against_torch",
+                                   "check_fft_conv_through_the_kernels"])
+def test_triton_kernels_equal_what_torch_computes(check: str) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it the torch copies run")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -1,14 +1,17 @@
-"""Tiled copies between activations [B, L, H] and the paired FFT buffers [B/2, H, n, 2] of `models.longconv`.
+"""Triton kernels around the transforms of the paired FFT convolution (`models.longconv`, on CUDA).
 
-The paired FFT convolution packs examples 2p and 2p+1 as the real and imaginary parts of one complex signal over
-time, so each pass into or out of its buffers moves time from the middle axis to the last and interleaves two
-examples. torch does this as an untiled strided copy, which on an H100 runs at about a third of the copy bandwidth
-(the profile in reports/measured/h100-2026-12-06b/). These Triton kernels read a tile [time, channels] of both
-examples with channels contiguous, and write it [channels, time, 2] with time contiguous, so that both sides are
-coalesced; the forward's zero padding to n is written in the same pass.
-
-The values are those of the torch copies they replace, bit for bit: one multiplication by the same factor
-(the sign of the pair's second example times the mask), the same rounding into the output dtype.
+- `pack_pairs` / `unpack_pairs`: tiled copies between activations [B, L, H] and the paired FFT buffers
+  [B/2, H, n, 2]. The paired convolution packs examples 2p and 2p+1 as the real and imaginary parts of one complex
+  signal over time, so each pass into or out of its buffers moves time from the middle axis to the last and
+  interleaves two examples. torch does this as an untiled strided copy, which on an H100 runs at about a third of
+  the copy bandwidth (the profile in reports/measured/h100-2026-12-06b/). These read a tile [time, channels] of
+  both examples with channels contiguous and write it [channels, time, 2] with time contiguous, so both sides are
+  coalesced; the forward's zero padding to n is written in the same pass. Their values are those of the torch
+  copies they replace, bit for bit: one multiplication by the same factor (the sign of the pair's second example
+  times the mask), the same rounding into the output dtype.
+- `grad_products`: the backward's two products of the incoming gradient's spectrum G, G K (for the input's
+  gradient) and sum over pairs of G W (for the kernel's), in one pass over G and W instead of torch's three
+  (G * K; G *= W; sum). Equal to torch's up to rounding: the sum runs over the pairs in order.
 
 They run on CUDA, and on the CPU under Triton's interpreter (TRITON_INTERPRET=1 before triton is imported), which
 is how the tests check them without a GPU.
@@ -79,6 +82,46 @@ if triton is not None:
         first = (2 * p * L + t[:, None]) * H + h[None, :]
         tl.store(y_ptr + first, a.to(y_ptr.dtype.element_ty), mask=inside)
         tl.store(y_ptr + first + L * H, b.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+    @triton.jit
+    def _grad_products(g_ptr, w_ptr, k_ptr, gk_ptr, cross_ptr, P: tl.constexpr, HN, WANT_GK: tl.constexpr,
+                       WANT_CROSS: tl.constexpr, BLOCK: tl.constexpr):
+        i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # (channel, frequency), flattened
+        j = tl.arange(0, 2)
+        at = i[:, None] * 2 + j[None, :]  # [BLOCK, 2]: real and imaginary parts, interleaved as in memory
+        inside = (i[:, None] < HN) & (j[None, :] < 2)
+        kr, ki = tl.split(tl.load(k_ptr + at, mask=inside, other=0.0))
+        cr = tl.zeros_like(kr)
+        ci = tl.zeros_like(kr)
+        for p in range(P):
+            gr, gi = tl.split(tl.load(g_ptr + p * HN * 2 + at, mask=inside, other=0.0))
+            if WANT_GK:
+                tl.store(gk_ptr + p * HN * 2 + at, tl.join(gr * kr - gi * ki, gr * ki + gi * kr), mask=inside)
+            if WANT_CROSS:
+                wr, wi = tl.split(tl.load(w_ptr + p * HN * 2 + at, mask=inside, other=0.0))
+                cr += gr * wr - gi * wi
+                ci += gr * wi + gi * wr
+        if WANT_CROSS:
+            tl.store(cross_ptr + at, tl.join(cr, ci), mask=inside)
+
+
+GRAD_BLOCK = 512  # (channel, frequency) pairs a program takes through all the pairs of examples
+
+
+def grad_products(g_f: torch.Tensor, w_f: torch.Tensor, k_f: torch.Tensor, want_gk: bool, want_cross: bool
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """G K [P, H, n] and sum_p G[p] W[p] [H, n] (complex, contiguous) from G, W [P, H, n] and K [H, n]; each None
+    where not wanted."""
+    P, H, n = g_f.shape
+    g, w, k = (torch.view_as_real(t.contiguous()) for t in (g_f, w_f, k_f))
+    gk = torch.empty_like(g) if want_gk else None
+    cross = torch.empty_like(k) if want_cross else None
+    grid = (triton.cdiv(H * n, GRAD_BLOCK),)
+    _grad_products[grid](g, w, k, g if gk is None else gk, k if cross is None else cross, P, H * n,
+                         WANT_GK=want_gk, WANT_CROSS=want_cross, BLOCK=GRAD_BLOCK)
+    return (None if gk is None else torch.view_as_complex(gk),
+            None if cross is None else torch.view_as_complex(cross))
 
 
 def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
