@@ -1,14 +1,15 @@
 """Triton kernels around the transforms of the paired FFT convolution (`models.longconv`, on CUDA).
 
-- `pack_pairs` / `unpack_pairs`: tiled copies between activations [B, L, H] and the paired FFT buffers
-  [B/2, H, n, 2]. The paired convolution packs examples 2p and 2p+1 as the real and imaginary parts of one complex
-  signal over time, so each pass into or out of its buffers moves time from the middle axis to the last and
-  interleaves two examples. torch does this as an untiled strided copy, which on an H100 runs at about a third of
-  the copy bandwidth (the profile in reports/measured/h100-2026-12-06b/). These read a tile [time, channels] of
-  both examples with channels contiguous and write it [channels, time, 2] with time contiguous, so both sides are
-  coalesced; the forward's zero padding to n is written in the same pass. Their values are those of the torch
-  copies they replace, bit for bit: one multiplication by the same factor (the sign of the pair's second example
-  times the mask), the same rounding into the output dtype.
+- `unpack_pairs`: the tiled copy out of the paired FFT buffers [B/2, H, n, 2] into activations [B, L, H]. The
+  paired convolution packs examples 2p and 2p+1 as the real and imaginary parts of one complex signal over time,
+  so the way out moves time from the last axis to the middle and separates the two examples; torch does that as
+  an untiled strided copy. This kernel reads a tile [channels, time, 2] with time contiguous and writes it
+  [time, channels] per example with channels contiguous, so both sides are coalesced. Its values are those of the
+  torch copy it replaces, bit for bit: one multiplication by the same factor (the sign of the pair's second
+  example times the mask), the same rounding into the output dtype.
+  The way in stays torch's: a Triton copy in (join the two examples, then permute [time, channels, 2] to
+  [channels, time, 2]) ran at half of torch's bandwidth on an H100: 4.7 ms of a 21 ms MultiresNet ListOps step
+  (reports/measured/h100-2026-12-06c/).
 - `grad_products`: the backward's two products of the incoming gradient's spectrum G, G K (for the input's
   gradient) and sum over pairs of G W (for the kernel's), in one pass over G and W instead of torch's three
   (G * K; G *= W; sum). Equal to torch's up to rounding: the sum runs over the pairs in order.
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - triton comes with torch's Linux wheels
     triton = None
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-BLOCK_T, BLOCK_H = 32, 32  # a tile of 32 steps x 32 channels x 2 examples: 8 KiB of fp32 read, the same written
+BLOCK_T, BLOCK_H = 32, 32  # unpack_pairs: a tile of 32 steps x 32 channels x 2 examples, 8 KiB of fp32
 
 
 def available(x: torch.Tensor) -> bool:
@@ -39,29 +40,6 @@ def available(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
-
-    @triton.jit
-    def _pack(x_ptr, mask_ptr, buf_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
-              BH: tl.constexpr):
-        p, t0, h0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BT, tl.program_id(2) * BH  # 64-bit offsets
-        t, h = t0 + tl.arange(0, BT), h0 + tl.arange(0, BH)
-        inside = (t[:, None] < L) & (h[None, :] < H)
-        first = (2 * p * L + t[:, None]) * H + h[None, :]  # x[2p, t, h]; x[2p+1, t, h] is L*H further
-        kind = buf_ptr.dtype.element_ty  # computed in the buffer's dtype, as torch's mul into it does
-        a = tl.load(x_ptr + first, mask=inside, other=0.0).to(kind)
-        b = tl.load(x_ptr + first + L * H, mask=inside, other=0.0).to(kind)
-        if HAS_MASK:
-            ma = tl.load(mask_ptr + 2 * p * L + t, mask=t < L, other=0).to(kind)
-            mb = tl.load(mask_ptr + (2 * p + 1) * L + t, mask=t < L, other=0).to(kind)
-            a = a * ma[:, None]
-            b = b * (mb * sign)[:, None]
-        else:
-            b = b * sign
-        pair = tl.permute(tl.join(a, b), (1, 0, 2))  # [BH, BT, 2]: time, then the pair, contiguous
-        j = tl.arange(0, 2)
-        out = ((p * H + h[:, None, None]) * n + t[None, :, None]) * 2 + j[None, None, :]
-        keep = (h[:, None, None] < H) & (t[None, :, None] < n) & (j[None, None, :] < 2)
-        tl.store(buf_ptr + out, pair, mask=keep)
 
     @triton.jit
     def _unpack(z_ptr, mask_ptr, y_ptr, L, H, n, sign, HAS_MASK: tl.constexpr, BT: tl.constexpr,
@@ -132,22 +110,10 @@ def _mask_arg(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
 
 
-def pack_pairs(x: torch.Tensor, n: int, dtype: torch.dtype, sign: float, mask: torch.Tensor | None = None
-               ) -> torch.Tensor:
-    """[B, L, H] -> [B/2, H, n, 2] in `dtype`: buf[p, :, t, j] = x[2p+j, t] * (mask[2p+j, t] * sign^j) for t < L,
-    zero from L to n; the layout `longconv._paired_spectrum` transforms."""
-    x = x.contiguous()
-    B, L, H = x.shape
-    buf = torch.empty(B // 2, H, n, 2, dtype=dtype, device=x.device)
-    grid = (B // 2, triton.cdiv(n, BLOCK_T), triton.cdiv(H, BLOCK_H))
-    _pack[grid](x, _mask_arg(mask, x), buf, L, H, n, sign, HAS_MASK=mask is not None, BT=BLOCK_T, BH=BLOCK_H)
-    return buf
-
-
 def unpack_pairs(z: torch.Tensor, L: int, dtype: torch.dtype, sign: float, mask: torch.Tensor | None = None
                  ) -> torch.Tensor:
     """[B/2, H, n, 2] (contiguous) -> [B, L, H] in `dtype`: y[2p+j, t] = z[p, :, t, j] * (mask[2p+j, t] * sign^j)
-    for t < L; the inverse of `pack_pairs` up to the crop."""
+    for t < L."""
     P, H, n, _ = z.shape
     y = torch.empty(2 * P, L, H, dtype=dtype, device=z.device)
     grid = (P, triton.cdiv(L, BLOCK_T), triton.cdiv(H, BLOCK_H))

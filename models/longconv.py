@@ -99,24 +99,20 @@ def _pair_factor(sign: float, mask: Tensor | None, dtype: torch.dtype, device: t
 def _paired_spectrum(x: torch.Tensor, n: int, dtype: torch.dtype, sign: float = 1.0, mask: Tensor | None = None,
                      act_backward: tuple[Any, torch.Tensor] | None = None, inverse: bool = False) -> torch.Tensor:
     """Unscaled C2C transform (forward, or inverse) of the pairs of `_pair_view(x)` as complex signals
-    mask x[2p] + i sign mask x[2p+1], zero-padded to n: [B/2, H, n] complex; one copy of x on the way (a tiled
-    Triton copy where it runs, `models.fft_kernels`), or one through act's backward at the saved
-    pre-activations z [B/2, H, L, 2]."""
+    mask x[2p] + i sign mask x[2p+1], zero-padded to n: [B/2, H, n] complex; one copy of x on the way, or one
+    through act's backward at the saved pre-activations z [B/2, H, L, 2]."""
     B, L, H = x.shape
-    if act_backward is None and fft_kernels.available(x):
-        buf = fft_kernels.pack_pairs(x, n, dtype, sign, mask)
+    buf = x.new_empty((B // 2, H, n, 2), dtype=dtype)
+    buf[:, :, L:].zero_()
+    head, src = buf[:, :, :L], _pair_view(x)
+    factor = _pair_factor(sign, mask, dtype, x.device)
+    if act_backward is not None:
+        op, z = act_backward
+        op(src, z, grad_input=head)
+    elif factor is not None:
+        torch.mul(src, factor, out=head)
     else:
-        buf = x.new_empty((B // 2, H, n, 2), dtype=dtype)
-        buf[:, :, L:].zero_()
-        head, src = buf[:, :, :L], _pair_view(x)
-        factor = _pair_factor(sign, mask, dtype, x.device)
-        if act_backward is not None:
-            op, z = act_backward
-            op(src, z, grad_input=head)
-        elif factor is not None:
-            torch.mul(src, factor, out=head)
-        else:
-            head.copy_(src)
+        head.copy_(src)
     spectrum = torch.view_as_complex(buf)
     return torch.fft.ifft(spectrum, norm="forward") if inverse else torch.fft.fft(spectrum)
 

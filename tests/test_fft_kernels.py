@@ -1,5 +1,5 @@
 """The Triton kernels of the paired FFT convolution (models/fft_kernels.py), checked on the CPU by Triton's
-interpreter: the copies against the torch copies they replace (equal bit for bit, fp32 and float64, with and
+interpreter: the copy out against the torch copy it replaces (equal bit for bit, fp32 and float64, with and
 without a mask), the backward's products against torch's (equal up to rounding), and the whole `fft_conv` through
 them against `fft_conv` through torch (the output bit for bit, all three gradients up to rounding). The torch path
 itself is checked against the direct convolution and by gradcheck in tests/test_s4.py, so these carry those checks
@@ -20,30 +20,25 @@ import torch
 from tests.helpers import ROOT
 
 
-def check_kernels_against_torch_copies() -> None:
-    from models import fft_kernels as pt
+def check_unpack_against_the_torch_copy() -> None:
+    from models import fft_kernels
     from models.longconv import _pair_view
 
-    assert pt.INTERPRETED and pt.available(torch.zeros(1))
+    assert fft_kernels.INTERPRETED and fft_kernels.available(torch.zeros(1))
     torch.manual_seed(0)
     # Shapes off the 32 x 32 tiles, n past L, a batch of one pair and of three.
     for B, L, H, n, dtype in [(4, 40, 48, 96, torch.float32), (2, 33, 7, 70, torch.float64),
                               (6, 64, 32, 128, torch.float32)]:
         for masked in (False, True):
             for sign in (1.0, -1.0):
-                x = torch.randn(B, L, H, dtype=dtype)
                 mask = (torch.rand(B, L) > 0.3) if masked else None
                 factor = torch.tensor([1.0, sign], dtype=dtype)
                 if mask is not None:
                     factor = _pair_view(mask[..., None]).to(dtype) * factor
-                want = torch.zeros(B // 2, H, n, 2, dtype=dtype)
-                torch.mul(_pair_view(x), factor, out=want[:, :, :L])
-                got = pt.pack_pairs(x, n, dtype, sign, mask)
-                assert torch.equal(got, want) and got.stride() == want.stride(), (B, L, H, masked, sign)
                 z = torch.randn(B // 2, H, n, 2, dtype=dtype)
                 want_y = torch.empty(B, L, H, dtype=dtype)
                 torch.mul(z[:, :, :L], factor, out=_pair_view(want_y))
-                assert torch.equal(pt.unpack_pairs(z, L, dtype, sign, mask), want_y), (B, L, H, masked, sign)
+                assert torch.equal(fft_kernels.unpack_pairs(z, L, dtype, sign, mask), want_y), (B, L, H, masked, sign)
 
 
 def check_fft_conv_through_the_kernels() -> None:
@@ -81,10 +76,9 @@ def check_fft_conv_through_the_kernels() -> None:
             assert torch.equal(y, y_torch), (tuple(kernel.shape), act, dtype)  # the forward copies only: exact
             for a, b in zip(grads, grads_torch, strict=True):  # grad_products: equal up to rounding
                 torch.testing.assert_close(a, b, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
-    # Per case and dtype, the places that choose: the forward's copy in and out, the backward's in, its products
-    # and its copy out; with a fused activation only the forward's copy in, the backward's products and its copy
-    # out (the other copies apply the activation).
-    assert calls.count(True) == calls.count(False) == 2 * (5 + 3 + 5 + 3)
+    # Per case and dtype, the places that choose: the forward's copy out, the backward's products and its copy out;
+    # with a fused activation the forward's copy out applies it and stays torch's.
+    assert calls.count(True) == calls.count(False) == 2 * (3 + 2 + 3 + 2)
 
 
 def check_grad_products_against_torch() -> None:
@@ -102,7 +96,7 @@ def check_grad_products_against_torch() -> None:
         assert no_cross is None and torch.equal(only_gk, gk)
 
 
-@pytest.mark.parametrize("check", ["check_kernels_against_torch_copies", "check_grad_products_against_torch",
+@pytest.mark.parametrize("check", ["check_unpack_against_the_torch_copy", "check_grad_products_against_torch",
                                    "check_fft_conv_through_the_kernels"])
 def test_triton_kernels_equal_what_torch_computes(check: str) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it the torch copies run")

@@ -34,8 +34,8 @@ def test_digest_ignores_comments_docstrings_and_layout_but_not_code() -> None:
 
 def test_an_entry_depends_on_the_modules_of_its_package_it_imports_transitively() -> None:
     assert versions.dependencies("models/s4d.py") == (
-        "models/_validate.py", "models/backbone.py", "models/longconv.py", "models/s4.py", "models/s4block.py",
-        "models/s4d.py")
+        "models/_validate.py", "models/backbone.py", "models/fft_kernels.py", "models/longconv.py", "models/s4.py",
+        "models/s4block.py", "models/s4d.py")
     tree = versions.scan()
     assert tree.deps[("harness", "harness")] == versions.HARNESS_FILES
     assert ("models", "s4") in tree.affected("models/s4.py") and ("models", "s4d") in tree.affected("models/s4.py")
