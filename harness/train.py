@@ -464,7 +464,8 @@ def cost(state: Fit) -> dict[str, Any]:
 def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:
     """The stop rule: on a stop signal, checkpoint where training is and end the run; rerunning it resumes there."""
     state.save()
-    progress = {"epoch": state.progress["epoch"], "step": state.progress["step"], "history": list(state.history)}
+    progress = {"metric": state.task.objective.metric().name, "epoch": state.progress["epoch"],
+                "step": state.progress["step"], "history": list(state.history)}
     raise checkpoint.Preempted(f"stopped by signal {stop.requested} {where}", stop.requested, progress=progress)
 
 

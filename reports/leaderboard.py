@@ -265,7 +265,8 @@ def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     """The leaderboard of one task setting from its training runs (any status): configurations with a complete
     run are ranked, runs that did not complete are listed apart."""
     done = runs[runs["status"] == "complete"]
-    metric = done["metric"].mode().iloc[0] if done["metric"].notna().any() else None
+    named = done if done["metric"].notna().any() else runs  # no run complete yet: the metric the others report
+    metric = named["metric"].mode().iloc[0] if named["metric"].notna().any() else None
     hib_values = done["higher_is_better"].dropna()
     higher = bool(hib_values.mode().iloc[0]) if len(hib_values) else metric != "bpd"
     disp = display(metric)

@@ -94,7 +94,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "model": record.get("model"),
         "seed": record.get("seed"),
         "status": record.get("status"),
-        "metric": metrics.get("metric"),
+        "metric": metrics.get("metric") or _section(record, "progress").get("metric"),
         "higher_is_better": None if hib is None else bool(hib),
         "val": _num(metrics.get("val")),
         "test": _num(metrics.get("test")),

@@ -170,6 +170,7 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path
     logged = [json.loads(line) for line in next((interrupted / "results" / "runs").glob("*/metrics.jsonl"))
               .read_text().splitlines()]
     assert record["progress"]["history"] == logged and record["progress"]["epoch"] == len(logged) >= 1
+    assert record["progress"]["metric"] == "accuracy"
 
     resumed = run_py(interrupted, *args, env=clean_env(interrupted))  # the same command again
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -693,7 +693,7 @@ def test_a_run_still_under_way_is_drawn_as_far_as_it_got_and_never_ranked(tmp_pa
     done = record("done", config, 0, 0.5)
     under_way = record("under-way", {**config, "model": {"name": "s4d", "d_model": 64}}, 0, None, status="preempted",
                        error="stopped by signal 15 at step 30")
-    under_way["progress"] = {"epoch": 3, "step": 30, "history": [
+    under_way["progress"] = {"metric": "accuracy", "epoch": 3, "step": 30, "history": [
         {"epoch": e, "step": 10 * e, "train_loss": 1.0 / e, "val": 0.1 * e, "lr": 1e-3} for e in (1, 2, 3)]}
     runs = runs_of([done, under_way])
     assert runs.set_index("run_id").loc["under-way", "history"] == under_way["progress"]["history"]
@@ -705,3 +705,5 @@ def test_a_run_still_under_way_is_drawn_as_far_as_it_got_and_never_ranked(tmp_pa
     assert plots.legend_label("s4d", by_id.loc[["under-way"]]) == "s4d (preempted after epoch 3, not ranked)"
     assert plots.legend_label("s4", by_id.loc[["done"]]) == "s4"
     assert plots.legend_label("both", by_id) == "both (1 of 2 runs not complete)"
+    (alone,) = boards(runs_of([under_way]), load_references())  # nothing complete: the metric the run reports
+    assert alone.rows.empty and alone.metric == "accuracy"
