@@ -46,7 +46,8 @@ class Preempted(Exception):
     """Training stopped on request after writing its checkpoint; rerun the same config to resume.
 
     `signum` is the signal that asked, which the entry point hands on to the scheduler (sweeps.slurm). `progress`
-    (metric, epoch, step, history: the validations so far) says how far training got, for the run's record.
+    (metric, epoch, step, history: the validations so far; segments: what each piece of the run ran on) says how
+    far training got, for the run's record.
     """
 
     def __init__(self, message: str, signum: int | None = None, checkpointed: bool = True,

@@ -7,7 +7,9 @@ skip files that do not parse (and say so) instead of treating them as results.
 Record fields: schema, run_id, kind (train | bench | eval), sweep, task, model, seed, status
 (complete | failed | oom | preempted | cancelled | diverged | not_applicable), config, metrics, throughput, memory,
 params, cost, timing, env, error; a diverged run has `diverged` (epoch, step, history) instead of metrics, and one
-stopped in training (preempted, cancelled) `progress` (metric, epoch, step, history: how far it got). `sweep_id`
+stopped in training (preempted, cancelled) `progress` (metric, epoch, step, history: how far it got; segments).
+`cost.segments` (and `progress.segments`) lists the pieces of a resumed run: the step each began at, its commit,
+device and compile settings (the record's `env` is the last piece's). `sweep_id`
 names the sweep invocation that launched the run (its sweep folder), null outside a sweep. `cancelled`: SLURM
 cancelled the job (scancel); nothing requeues it, rerunning the sweep resumes it from its checkpoint. An evaluation
 (harness.evaluate) also names its training run, `train_run_id`, and what it evaluated on, `eval`.

@@ -204,8 +204,11 @@ def _train(cfg: DictConfig, config: dict[str, Any], rid: str, store: Store, rdir
         params = count_params(model)
         loggers = Loggers.open(cfg.get("logger") if dist.is_main else None, log_config(cfg), rdir, rid, config,
                                cfg.sweep)
+        piece = {"commit": base["env"].get("git_commit"), "dirty": base["env"].get("git_dirty"),
+                 "device": base["env"].get("device"), "compile": cfg.train.compile,
+                 "compile_mode": cfg.train.compile_mode, "started": started}
         result: FitResult = fit(model, task, cfg.train, cfg.optim, cfg.seed, rdir, device, dist, lock,
-                                identity=identity_of(rid, config, task.info), loggers=loggers)
+                                identity=identity_of(rid, config, task.info), loggers=loggers, piece=piece)
     except checkpoint.Preempted as exc:
         # How far it got, so that a report can draw the curve of a run still under way (never ranked).
         progress = {} if exc.progress is None else {"progress": exc.progress}

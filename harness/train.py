@@ -227,18 +227,20 @@ class Fit:
 
 def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
         device: torch.device, dist: Dist | None = None, lock: RunLock | None = None,
-        identity: checkpoint.Identity | None = None, loggers: Loggers | None = None) -> FitResult:
+        identity: checkpoint.Identity | None = None, loggers: Loggers | None = None,
+        piece: dict[str, Any] | None = None) -> FitResult:
     """Train, validate each epoch (or every train.eval_every_steps steps), keep the best-validation state, test it.
     Resumes from run_dir/last.pt.
 
     With `dist` (several processes, harness.distributed) each rank trains on its share of every batch and only
     rank 0 writes files. `lock`, the run directory's lock, is refreshed as training advances. With `identity` (the
     runner's), the checkpoints name their run and data, and only a checkpoint of the same is resumed. `loggers` get
-    the curves (harness.loggers). Raises Diverged on a non-finite training loss or validation metric,
-    checkpoint.Preempted after checkpointing on a stop signal.
+    the curves (harness.loggers). `piece` says what this piece of the run runs on (the runner's: commit, device,
+    compile settings); the checkpoint keeps every piece's, from the step it started at (`segments`). Raises Diverged
+    on a non-finite training loss or validation metric, checkpoint.Preempted after checkpointing on a stop signal.
     """
     state = set_up(model, task, train, optim, seed, run_dir, device, dist or Dist(), lock, identity,
-                   loggers or Loggers.none())
+                   loggers or Loggers.none(), piece)
     stop = checkpoint.StopFlag()
     try:
         with stop.installed():
@@ -257,7 +259,7 @@ def fit(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, se
 
 def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig, seed: int, run_dir: Path,
            device: torch.device, dist: Dist, lock: RunLock | None, identity: checkpoint.Identity | None = None,
-           loggers: Loggers | None = None) -> Fit:
+           loggers: Loggers | None = None, piece: dict[str, Any] | None = None) -> Fit:
     """The model on its device, the optimizer and schedule, and the progress: from run_dir/last.pt if there is one
     (then every RNG is where the checkpoint left it), else from the start, seeded. With `identity`, a checkpoint
     made for another run or other data is refused (checkpoint.CheckpointError), before anything of it is used."""
@@ -290,6 +292,10 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
         progress = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best": None, "best_state": None,
                     "train_time": 0.0, "samples": 0, "tokens": 0, "loss_sum": 0.0, "loss_n": 0}
     progress["pieces"] = progress.get("pieces", 0) + 1  # checkpoints from before pieces were counted: one so far
+    # A run resumed on other code or another machine is several pieces: each one's say what ran which steps. A
+    # checkpoint from before they were kept has steps no piece accounts for.
+    segments = progress.setdefault("segments", [{"from_step": 0, "unrecorded": True}] if progress["step"] else [])
+    segments.append({"from_step": progress["step"], **(piece or {})})
     history = progress["history"]
     log = ProgressLog(train.progress, the_plan.epochs, the_plan.steps_per_epoch, the_plan.total_steps,
                       task.objective.metric().name, progress["step"], val=history[-1]["val"] if history else None,
@@ -457,6 +463,7 @@ def cost(state: Fit) -> dict[str, Any]:
     is not counted), in device-hours (wall time times the processes, one device each), and the training time."""
     wall = state.earlier_s + time.perf_counter() - state.started
     return {"wall_s": wall, "train_s": state.progress["train_time"], "pieces": state.progress["pieces"],
+            "segments": state.progress["segments"],
             "devices": state.dist.world, "device": state.device.type,
             "device_hours": wall * state.dist.world / 3600.0}
 
@@ -465,7 +472,8 @@ def stop_here(state: Fit, stop: checkpoint.StopFlag, where: str) -> None:
     """The stop rule: on a stop signal, checkpoint where training is and end the run; rerunning it resumes there."""
     state.save()
     progress = {"metric": state.task.objective.metric().name, "epoch": state.progress["epoch"],
-                "step": state.progress["step"], "history": list(state.history)}
+                "step": state.progress["step"], "history": list(state.history),
+                "segments": list(state.progress["segments"])}
     raise checkpoint.Preempted(f"stopped by signal {stop.requested} {where}", stop.requested, progress=progress)
 
 

@@ -179,4 +179,9 @@ def test_sigterm_checkpoints_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path
     assert a["run_id"] == b["run_id"] and b["status"] == "complete"
     assert a["metrics"]["history"] == b["metrics"]["history"]
     assert b["metrics"]["history"][: len(logged)] == logged and "progress" not in b
+    # Two pieces, each with what it ran on; the uninterrupted run is one.
+    stopped_at = record["progress"]["step"]
+    assert [s["from_step"] for s in b["cost"]["segments"]] == [0, stopped_at] and len(a["cost"]["segments"]) == 1
+    assert all(s["commit"] == b["env"]["git_commit"] and s["compile"] is False for s in b["cost"]["segments"])
+    assert record["progress"]["segments"] == b["cost"]["segments"][:1]
     assert (a["metrics"]["val"], a["metrics"]["test"]) == (b["metrics"]["val"], b["metrics"]["test"])

@@ -200,22 +200,32 @@ def test_a_resumed_run_costs_the_sum_of_its_pieces(tmp_path: Path) -> None:
             signal.raise_signal(signal.SIGUSR2)
         return collate(items)
 
+    pieces = iter(range(1, 4))
+
     def run() -> Any:
         checkpoint.seed_everything(0)
         model = MODELS.build(_small("transformer"), task.spec)
         return fit(model, task, TrainConfig(epochs=3, batch_size=16, progress=False), OptimConfig(), 0, tmp_path,
-                   torch.device("cpu"))
+                   torch.device("cpu"), piece={"piece": next(pieces)})
 
     task.collate = stopping
     with pytest.raises(checkpoint.Preempted):
         run()
-    first = torch.load(tmp_path / "last.pt", weights_only=True)["progress"]
-    assert first["pieces"] == 1 and first["wall_s"] > 0
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    first = saved["progress"]
+    assert first["pieces"] == 1 and first["wall_s"] > 0 and first["segments"] == [{"from_step": 0, "piece": 1}]
     task.collate = collate
     result = run()
     assert result.cost["pieces"] == 2 and result.cost["devices"] == 1 and result.cost["device"] == "cpu"
     assert result.cost["wall_s"] > first["wall_s"] and result.cost["train_s"] < result.cost["wall_s"]
     assert result.cost["device_hours"] == pytest.approx(result.cost["wall_s"] / 3600)
+    # Each piece says what it ran on, from the step it began at.
+    assert result.cost["segments"] == [{"from_step": 0, "piece": 1}, {"from_step": first["step"], "piece": 2}]
+
+    # A checkpoint from before pieces were kept: the steps before the resume are accounted to no known piece.
+    del saved["progress"]["segments"]
+    torch.save(saved, tmp_path / "last.pt")
+    assert run().cost["segments"] == [{"from_step": 0, "unrecorded": True}, {"from_step": first["step"], "piece": 3}]
 
 
 def test_the_pareto_front_is_what_no_point_beats() -> None:
