@@ -62,6 +62,8 @@ if triton is not None:
         tl.store(y_ptr + first + L * H, b.to(y_ptr.dtype.element_ty), mask=inside)
 
 
+    # P (pairs of examples) is a compile-time constant, one compiled kernel per batch size: Triton's interpreter,
+    # which the tests run, cannot loop to a bound given at run time.
     @triton.jit
     def _grad_products(g_ptr, w_ptr, k_ptr, gk_ptr, cross_ptr, P: tl.constexpr, HN, WANT_GK: tl.constexpr,
                        WANT_CROSS: tl.constexpr, BLOCK: tl.constexpr):

@@ -12,6 +12,9 @@
 - `ChannelDropout`: dropout of whole channels, one mask per (example, channel) for every position.
 - `next_fast_len`: FFT sizes cuFFT and pocketfft handle fastest.
 
+On CUDA the paired path's copy out of its FFT buffers and its backward's products are Triton kernels
+(`models.fft_kernels`); the CPU runs the same steps in torch.
+
 Kernels and FFTs run in fp32 even under bf16 autocast: cuFFT half needs power-of-two sizes, and the kernels'
 dynamic range does not fit bf16.
 """
