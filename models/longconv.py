@@ -216,19 +216,20 @@ def _fft_conv_backward(g: Tensor, u: Tensor, k: Tensor, z: Tensor, mask: Tensor 
         # forward's inverse transform had it.
         g_f = _paired_spectrum(g, n, u.dtype, act_backward=act_backward, inverse=True)
         back = lambda spectrum: torch.fft.fft(spectrum, norm="backward" if scaled else "forward")  # noqa: E731
-        if fft_kernels.available(g):
+        kernels = fft_kernels.available(g)
+        if kernels:
             gk, cross = fft_kernels.grad_products(g_f, u_f, k_f, needs[0], needs[1] or needs[2])
         else:
             gk = g_f * k_f if needs[0] else None
             cross = g_f.mul_(u_f).sum(0) if needs[1] or needs[2] else None
         circle = torch.view_as_real(back(cross))[..., 0] if cross is not None else None
         gu = torch.view_as_real(back(gk)) if gk is not None else None
-        if gu is not None and fft_kernels.available(g):
+        if gu is not None and kernels:
             grad_x, gu = fft_kernels.unpack_pairs(gu, L, x_dtype, 1.0, mask), None
         elif gu is not None:
             gu = gu[:, :, :L]
         grad_view = _pair_view
-        mask_view = None if mask is None else _pair_view(mask[..., None])
+        mask_view = _pair_factor(1.0, mask, u.dtype, g.device)
     else:
         norm = _norm(scaled)
         g_f = _padded_spectrum(g, n, u.dtype, act_backward=act_backward)

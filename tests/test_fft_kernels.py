@@ -76,9 +76,9 @@ def check_fft_conv_through_the_kernels() -> None:
             assert torch.equal(y, y_torch), (tuple(kernel.shape), act, dtype)  # the forward copies only: exact
             for a, b in zip(grads, grads_torch, strict=True):  # grad_products: equal up to rounding
                 torch.testing.assert_close(a, b, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
-    # Per case and dtype, the places that choose: the forward's copy out, the backward's products and its copy out;
-    # with a fused activation the forward's copy out applies it and stays torch's.
-    assert calls.count(True) == calls.count(False) == 2 * (3 + 2 + 3 + 2)
+    # Per case and dtype, the places that choose: the forward's copy out and the backward (its products and copy
+    # out); with a fused activation the forward's copy out applies it and stays torch's.
+    assert calls.count(True) == calls.count(False) == 2 * (2 + 1 + 2 + 1)
 
 
 def check_grad_products_against_torch() -> None:
