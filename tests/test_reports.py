@@ -707,3 +707,16 @@ def test_a_run_still_under_way_is_drawn_as_far_as_it_got_and_never_ranked(tmp_pa
     assert plots.legend_label("both", by_id) == "both (1 of 2 runs not complete)"
     (alone,) = boards(runs_of([under_way]), load_references())  # nothing complete: the metric the run reports
     assert alone.rows.empty and alone.metric == "accuracy"
+
+    # A diverged run keeps its history too (its non-finite loss written as null): drawn up to where it diverged.
+    diverged = record("diverged", {**config, "model": {"name": "sgconv", "d_model": 64}}, 0, None, status="diverged")
+    diverged["diverged"] = {"epoch": 2, "step": 20, "history": [
+        {"epoch": 1, "step": 10, "train_loss": 1.5, "val": 0.2, "lr": 1e-3},
+        {"epoch": 2, "step": 20, "train_loss": None, "val": 0.1, "lr": 1e-3}]}
+    with_diverged = runs_of([done, diverged])
+    assert with_diverged.set_index("run_id").loc["diverged", "history"] == diverged["diverged"]["history"]
+    (b,) = boards(with_diverged, load_references())
+    assert list(b.incomplete["run id"]) == ["diverged"]
+    assert plots.training_curves(b, b.runs, tmp_path / "diverged") is not None
+    assert plots.legend_label("sgconv", with_diverged.set_index("run_id").loc[["diverged"]]) == \
+        "sgconv (diverged after epoch 2, not ranked)"
