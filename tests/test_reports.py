@@ -567,6 +567,21 @@ def test_a_lone_run_is_reported_on_its_own_and_sweeps_of_one_name_are_told_apart
                                                                          "leaderboard.md").read_text()
 
 
+def test_presets_with_their_own_seeds_under_one_sweep_name_lack_no_seed(tmp_path: Path):
+    """Paper presets run one by one under `sweep=listops-paper`, each with its published seed (S4D 2222, MultiresNet
+    1): no seed axis was crossed, so neither row lacks the other's seed. A crossed sweep still names a lost seed."""
+    s = Store(tmp_path)
+    s.write(record("s4d", synthetic("listops", "s4d"), 2222, 0.57, sweep="listops-paper"))
+    s.write(record("multires", synthetic("listops", "multires"), 1, 0.6, sweep="listops-paper"))
+    for model, seeds in (("s4", (0, 1)), ("sgconv", (0,))):  # crossed with seeds 0, 1; sgconv's seed 1 lost
+        for seed in seeds:
+            s.write(record(f"{model}-{seed}", synthetic("listops", model), seed, 0.5, sweep="crossed"))
+    presets = board_of(tmp_path, "listops", sweep="listops-paper").table.set_index("model")["status"]
+    assert presets.to_dict() == {"s4d": "1 complete", "multires": "1 complete"}
+    crossed = board_of(tmp_path, "listops", sweep="crossed").table.set_index("model")["status"]
+    assert crossed.to_dict() == {"s4": "2 complete", "sgconv": "1 complete, no record for seed 1"}
+
+
 def test_throughput_is_compared_only_within_a_machine(tmp_path: Path):
     gpu = {"device": "NVIDIA H100 80GB HBM3", "host": "g1", "torch_threads": 16}
     cpu = {"device": "x86_64", "host": "laptop", "torch_threads": 2}
