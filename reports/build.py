@@ -34,20 +34,20 @@ from reports.references import load_references
 from reports.render import Note
 
 MAIN = "leaderboard.md"
-INTRO = ("Metric: mean ± sample standard deviation over seeds; n counts the complete runs with a test value; "
-         "95% CI from Student's t with n-1 degrees of freedom. Accuracy in percent, memory in binary units (GiB). "
-         "Settings: paper when the row's config and data sizes equal the paper preset its number cites "
-         "(sweeps/experiment/), reduced when they differ, unconfirmed when its records do not state a data size "
-         "(the notes say how). Published: for a row at paper settings, the number of its exact setting (task and "
-         "model settings, e.g. S4D init, WavSpA transform, grayscale or RGB) from reports/references.yaml, or "
-         "“no published number for this setting”; Δ = our mean − that number. A reduced or unconfirmed row shows "
-         "the paper's number in a column of its own, “paper's number (not comparable)”, and has no Δ. Status: "
-         "the runs of a row by their records' states; where a sweep crossed its rows with seeds, a seed it ran for "
-         "the other rows and this row lacks is “no record”. Runs that did not complete (failed, oom, preempted, cancelled, diverged) are listed apart "
-         "and never ranked. Train tokens/s: a column per machine when the runs were measured on several (the notes "
-         "name them). Paired tests: two-sided paired t-test over the seeds two rows share; p < 0.05 is called "
-         "beyond noise. Ablations: one table per sweep invocation (several of one name are told apart, unless "
-         "pooled); a run outside any sweep is in none.")
+INTRO = ("Metric: mean ± sample standard deviation over seeds; n counts the complete runs with a test value; 95% CI "
+         "from Student's t with n-1 degrees of freedom. Accuracy in percent, memory in binary units (GiB). Settings: "
+         "paper when the row's config and data sizes equal the paper preset its number cites (sweeps/experiment/), "
+         "reduced when they differ, unconfirmed when its records do not state a data size (the notes say how). "
+         "Published: for a row at paper settings, the number of its exact setting (task and model settings, e.g. S4D "
+         "init, WavSpA transform, grayscale or RGB) from reports/references.yaml, or “no published number for this "
+         "setting”; Δ = our mean − that number. A reduced or unconfirmed row shows the paper's number in a column of "
+         "its own, “paper's number (not comparable)”, and has no Δ. Status: the runs of a row by their records' "
+         "states; where a sweep crossed its rows with seeds, a seed it ran for the other rows and this row lacks is "
+         "“no record”. Runs that did not complete (failed, oom, preempted, cancelled, diverged) are listed apart and "
+         "never ranked. Train tokens/s: a column per machine when the runs were measured on several (the notes name "
+         "them). Paired tests: two-sided paired t-test over the seeds two rows share; p < 0.05 is called beyond "
+         "noise. Ablations: one table per sweep invocation (several of one name are told apart, unless pooled); a run "
+         "outside any sweep is in none.")
 
 
 @dataclass
