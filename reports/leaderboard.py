@@ -272,6 +272,19 @@ def version_notes(runs: pd.DataFrame, labels: pd.Series) -> list[Note]:
     return notes
 
 
+def data_notes(done: pd.DataFrame) -> list[Note]:
+    """Where the ranked runs' data were generated here: which draw, and why a Δ against a paper carries it."""
+    sets = Counter(d for d in done["data_set"] if isinstance(d, str))
+    if not sets:
+        return []
+    drawn = "; ".join(f"{d} ({n} run{'s' * (n != 1)})" for d, n in sorted(sets.items())) if len(sets) > 1 \
+        else next(iter(sets))
+    return [Note(f"Data: our runs were trained and tested on a set generated here by the task's generator ({drawn}). "
+                 "A published number comes from the authors' own copy of the data (for a generated task, another "
+                 "draw of the same generator, e.g. the LRA release), so a Δ also carries the difference between "
+                 "the two test splits.")]
+
+
 def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     """The leaderboard of one task setting from its training runs (any status): configurations with a complete
     run are ranked, runs that did not complete are listed apart."""
@@ -307,6 +320,7 @@ def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     notes += [Note(f"{r['label']}: {r['settings'].describe()}") for _, r in frame.iterrows()
               if not r["settings"].at_paper]
     notes += throughput_notes(machines)
+    notes += data_notes(done)
     notes += version_notes(runs, labels)
     pairs, pair_note = comparisons(frame)
     notes += pair_note

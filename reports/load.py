@@ -32,7 +32,7 @@ TASK_INPUT_KEYS = ("l_max", "pad_to_max", "append_eos", "allow_unk", "norm", "au
 RUN_COLUMNS = [
     "run_id", "sweep", "sweep_id", "task", "model", "seed", "status", "metric", "higher_is_better", "val", "test",
     "best_epoch", "params", "train_samples_per_s", "train_tokens_per_s", "peak_bytes", "wall_s", "error",
-    "config", "flat_config", "config_key", "task_variant", "history", "data_sizes", "versions",
+    "config", "flat_config", "config_key", "task_variant", "history", "data_sizes", "data_set", "versions",
     "machine", "cost",
 ]
 VERSIONED = ("model", "task", "harness")  # a record's `versions`: the code versions of each (harness.versions)
@@ -73,6 +73,14 @@ def _section(record: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def generated_set(data: dict[str, Any]) -> str | None:
+    """How a generated data set was drawn ("seed 0, sha256 4c5d2876fae0"); None for data read from files."""
+    if data.get("source") != "generated":
+        return None
+    digest = _section(data, "fingerprint").get("sha256")
+    return f"seed {data.get('seed')}" + (f", sha256 {digest[:12]}" if isinstance(digest, str) else "")
+
+
 def run_row(record: dict[str, Any]) -> dict[str, Any]:
     """The flat row of one training record."""
     metrics = _section(record, "metrics")
@@ -111,6 +119,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "task_variant": json.dumps(task_cfg, sort_keys=True, default=str),
         "history": history if isinstance(history, list) else [],
         "data_sizes": sizes if isinstance(sizes := _section(record, "data").get("sizes"), dict) else None,
+        "data_set": generated_set(_section(record, "data")),
         "versions": {k: _section(record, "versions").get(k) for k in VERSIONED},
         "machine": machine(_section(record, "env")),
         "cost": _section(record, "cost"),  # reports/cost.py

@@ -567,6 +567,22 @@ def test_a_lone_run_is_reported_on_its_own_and_sweeps_of_one_name_are_told_apart
                                                                          "leaderboard.md").read_text()
 
 
+def test_a_board_says_which_generated_draw_its_runs_met(tmp_path: Path):
+    """Runs on a set generated here meet another test split than the paper's: the board names the draw; runs on
+    files read from disk get no such note."""
+    s = Store(tmp_path)
+    drawn = {"source": "generated", "seed": 0, "fingerprint": {"sha256": "4c5d2876fae0" + "0" * 52}}
+    for seed in (0, 1):
+        s.write(record(f"gen-{seed}", synthetic("listops", "s4d"), seed, 0.57) | {"data": drawn})
+    s.write(record("files", synthetic("cifar", "s4d"), 0, 0.8) | {"data": {"source": "/data/cifar"}})
+    notes = [n.text for n in board_of(tmp_path, "listops").notes if n.text.startswith("Data:")]
+    assert notes == ["Data: our runs were trained and tested on a set generated here by the task's generator (seed 0, "
+                     "sha256 4c5d2876fae0). A published number comes from the authors' own copy of the data (for a "
+                     "generated task, another draw of the same generator, e.g. the LRA release), so a Δ also carries "
+                     "the difference between the two test splits."]
+    assert not [n for n in board_of(tmp_path, "cifar").notes if n.text.startswith("Data:")]
+
+
 def test_presets_with_their_own_seeds_under_one_sweep_name_lack_no_seed(tmp_path: Path):
     """Paper presets run one by one under `sweep=listops-paper`, each with its published seed (S4D 2222, MultiresNet
     1): no seed axis was crossed, so neither row lacks the other's seed. A crossed sweep still names a lost seed."""
