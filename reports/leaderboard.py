@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.progress import plural
 from reports import paper
 from reports.load import TASK_INPUT_KEYS, UNRECORDED, sweep_group
 from reports.references import Catalog, Reference, for_board, published_for
@@ -277,8 +278,10 @@ def data_notes(done: pd.DataFrame) -> list[Note]:
     sets = Counter(d for d in done["data_set"] if isinstance(d, str))
     if not sets:
         return []
-    drawn = "; ".join(f"{d} ({n} run{'s' * (n != 1)})" for d, n in sorted(sets.items())) if len(sets) > 1 \
-        else next(iter(sets))
+    if len(sets) == 1:
+        drawn = next(iter(sets))
+    else:
+        drawn = "; ".join(f"{d} ({plural(n, 'run')})" for d, n in sorted(sets.items()))
     return [Note(f"Data: our runs were trained and tested on a set generated here by the task's generator ({drawn}). "
                  "A published number comes from the authors' own copy of the data (for a generated task, another "
                  "draw of the same generator, e.g. the LRA release), so a Δ also carries the difference between "

@@ -91,7 +91,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
     task_cfg = {k: v for k, v in flat.items() if k.startswith("task.")
                 and k.removeprefix("task.") not in (*TASK_LOCATION_KEYS, *TASK_INPUT_KEYS)}
     # A run that did not complete keeps how far it got (`progress`, `diverged`): drawn as a curve, never ranked.
-    history = next((h for h in (metrics.get("history"), _section(record, "progress").get("history"),
+    progress = _section(record, "progress")
+    history = next((h for h in (metrics.get("history"), progress.get("history"),
                                 _section(record, "diverged").get("history")) if isinstance(h, list)), None)
     hib = metrics.get("higher_is_better")
     return {
@@ -102,7 +103,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "model": record.get("model"),
         "seed": record.get("seed"),
         "status": record.get("status"),
-        "metric": metrics.get("metric") or _section(record, "progress").get("metric"),
+        "metric": metrics.get("metric") or progress.get("metric"),
         "higher_is_better": None if hib is None else bool(hib),
         "val": _num(metrics.get("val")),
         "test": _num(metrics.get("test")),

@@ -581,6 +581,11 @@ def test_a_board_says_which_generated_draw_its_runs_met(tmp_path: Path):
                      "generated task, another draw of the same generator, e.g. the LRA release), so a Δ also carries "
                      "the difference between the two test splits."]
     assert not [n for n in board_of(tmp_path, "cifar").notes if n.text.startswith("Data:")]
+    # The same settings drawn twice (e.g. by two generator versions): both draws, with their runs.
+    s.write(record("gen-2", synthetic("listops", "s4d"), 2, 0.57) | {"data": {**drawn, "fingerprint": {
+        "sha256": "9" * 64}}})
+    (note,) = [n.text for n in board_of(tmp_path, "listops").notes if n.text.startswith("Data:")]
+    assert "generator (seed 0, sha256 4c5d2876fae0 (2 runs); seed 0, sha256 999999999999 (1 run))." in note
 
 
 def test_presets_with_their_own_seeds_under_one_sweep_name_lack_no_seed(tmp_path: Path):
