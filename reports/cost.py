@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from reports.leaderboard import Board, display, fmt_bytes, fmt_count  # noqa: E402
-from reports.plots import Figure, _save, _styles, _wrap, slug  # noqa: E402
+from reports.plots import Figure, _save, _styles, _wrap, count_axis, log_axis, slug  # noqa: E402
 
 KINDS = {"cuda": "GPU", "cpu": "CPU"}
 
@@ -122,9 +122,11 @@ def figure(board: Board, out: Path) -> Figure | None:
             ax.step(xs, ys, where="post", color="0.25", linestyle="--", linewidth=1.2, zorder=2)
             ax.scatter(xs, ys, s=170, facecolors="none", edgecolors="0.25", linewidths=1.3, zorder=4)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _plain(v)))
-        # Minor ticks at 2x and 5x named too: a range under a decade would otherwise show one number or none.
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: _plain(v) if f"{v:e}"[0] in "25" else ""))
+        ax.margins(x=0.08)  # room for the rings of the outermost points
+        if column == "params":
+            count_axis(ax.xaxis)
+        else:
+            log_axis(ax.xaxis, FuncFormatter(lambda v, _: _plain(v)))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"mean test {disp.name}")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.ticker import FuncFormatter
 from omegaconf import OmegaConf
 from scipy import stats as sps
 
@@ -32,7 +33,7 @@ from reports.bench import frame as bench_frame
 from reports.leaderboard import NOT_COMPARABLE, boards, candidate_pairs, comparisons
 from reports.load import RUN_COLUMNS, load, run_row
 from reports.output import MANIFEST
-from reports.plots import clipped_error, count_axis, count_labels
+from reports.plots import clipped_error, count_axis, count_labels, log_axis
 from reports.references import load_references, published_for
 from reports.render import markdown as render_markdown
 from reports.render import md_escape
@@ -710,6 +711,19 @@ def test_parameter_ticks_are_distinct_and_never_overlap():
     plt.close(fig)
     assert len(texts) >= 2 and len(set(texts)) == len(texts) and not any("$" in t for t in texts)
     assert all(not a.overlaps(b) for a, b in zip(boxes, boxes[1:], strict=False)), texts
+
+
+def test_a_log_axis_within_one_decade_still_names_several_ticks():
+    # GPU-hours of 0.278 and 0.81 (the ListOps board's Transformer and S4D): a log locator names only 0.5 there
+    fig, ax = plt.subplots(figsize=(6, 4.4))
+    ax.plot([0.278, 0.81], [34, 57], "o")
+    ax.set_xscale("log")
+    log_axis(ax.xaxis, FuncFormatter(lambda v, _: f"{v:g}"))
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    texts = [t.get_text() for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+    plt.close(fig)
+    assert texts == ["0.4", "0.6", "0.8"]
 
 
 def test_fractions_of_cpu_ceilings_say_what_they_are():
