@@ -228,8 +228,8 @@ class TrainConfig:
     test_on: str = "best"
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     compile: bool = False  # torch.compile the model for training (compiling takes the first steps)
-    # torch.compile's mode: default, or reduce-overhead (CUDA graphs: one captured graph replayed each step, for
-    # batches of one shape: fixed-length tasks, or ListOps with task.pad_to_max=true), or max-autotune.
+    # torch.compile's mode: default, or reduce-overhead (CUDA graphs: a captured graph replayed each step; one per
+    # distinct batch length where batches vary, which torch records as each length first comes), or max-autotune.
     compile_mode: str = "default"
     # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32 (fp32 matmuls and convolutions) | tf32 (fp32 with
     # TF32 matmuls and convolutions on CUDA, as the published S4, SGConv and MultiresNet trainers set)
