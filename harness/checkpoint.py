@@ -35,7 +35,11 @@ from harness.files import atomic_write
 # terminal was closed (its default would end the run without a checkpoint and leave its lock).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGHUP)
 KEYS = ("model", "optimizer", "scheduler", "rng", "progress")
-BEST = "best.pt"  # in the run folder once a run completes: the best-validation weights alone, {"model": state dict}
+# In the run folder once a run completes, the weights its test scored, alone ({"model": state dict}): the
+# best-validation state, or the last one where train.test_on=last (the LRA Transformer's --test_only run).
+BEST = "best.pt"
+FINAL = "final.pt"
+TESTED_FILES = {"best": BEST, "last": FINAL}
 
 
 class CheckpointError(UserError):
@@ -176,21 +180,22 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     save({"model": state_dict}, path)
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor] | None:
-    """The state dict of a `save_weights` file, or of the best state in a checkpoint; None if `path` is missing."""
+def load_weights(path: Path, state: str = "best") -> dict[str, torch.Tensor] | None:
+    """The state dict of a `save_weights` file, or of a checkpoint's best-validation (`state` best) or current (last)
+    state; None if `path` is missing."""
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable seqbench weights file (truncated, or from an untrusted "
                               f"source); delete it, and rerun the training run with force=true to write it again"
                               ) from exc
-    if isinstance(state, dict) and isinstance(state.get("progress"), dict):  # a whole checkpoint (last.pt)
-        state = {"model": state["progress"].get("best_state")}
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+    if isinstance(saved, dict) and isinstance(saved.get("progress"), dict) and state == "best":  # a whole checkpoint
+        saved = {"model": saved["progress"].get("best_state")}
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise CheckpointError(f"{path} holds no model weights; rerun the training run with force=true")
-    return state["model"]
+    return saved["model"]
 
 
 def rng_state() -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""Evaluate trained runs on other data: their best weights, another task config, one evaluation record each.
+"""Evaluate trained runs on other data: the weights their test scored, another task config, one record each.
 
     python run.py job=eval eval.runs=[RUN_ID] task=listops task.n_test=500 ...   a run (or eval.sweep=NAME's runs)
     python run.py job=lengths eval.sweep=NAME                                     ListOps at longer lengths, in bins
 
-A training run keeps its best-validation weights in its run folder (`best.pt`, harness.checkpoint.BEST); runs
-finished before that are read from their `last.pt`. The model is built from the training record's config, at its
-training length, loads those weights and is then extended to the evaluation task's length in its natural way
+A training run keeps the weights its test scored in its run folder: the best-validation state (`best.pt`), or the
+last one where `train.test_on=last` (`final.pt`); runs finished before that are read from their `last.pt`. The
+model is built from the training record's config, at its training length, loads those weights and is then extended
+to the evaluation task's length in its natural way
 (harness.task.extend_length: each model's `extend_length`): S4 and S4D kernels computed to the new length (S4's
 C-tilde re-attuned by doubling, as its published kernel does), SGConv's kernel its trained taps and zeros beyond (as
 published), MultiresNet unchanged (its tree covers the training length; beyond, the same filters), the Transformer's
@@ -176,15 +177,22 @@ def _check_compatible(trained: TaskSpec, evaluated: TaskSpec, rid: str) -> None:
                               f"of the same form")
 
 
-def load_best(record: dict[str, Any], root: Path) -> dict[str, torch.Tensor]:
-    """The run's best-validation weights: best.pt, or the best state in last.pt of a run from before best.pt."""
-    run_dir = root / "runs" / record["run_id"]
-    for name in (checkpoint.BEST, "last.pt"):
-        weights = checkpoint.load_weights(run_dir / name)
+def tested_state(record: dict[str, Any]) -> str:
+    """The state a training run's test scored: best (validation) or last (train.test_on=last)."""
+    tested = (record.get("metrics") or {}).get("tested")
+    return tested if tested in checkpoint.TESTED_FILES else "best"
+
+
+def load_tested(record: dict[str, Any], root: Path) -> dict[str, torch.Tensor]:
+    """The weights the run's test scored: best.pt (final.pt with train.test_on=last), or that state in last.pt."""
+    run_dir, state = root / "runs" / record["run_id"], tested_state(record)
+    name = checkpoint.TESTED_FILES[state]
+    for path in (run_dir / name, run_dir / "last.pt"):
+        weights = checkpoint.load_weights(path, state)
         if weights is not None:
             return weights
-    raise UserError(f"{run_dir} holds neither {checkpoint.BEST} nor last.pt: the run's weights are gone; rerun it "
-                    f"with force=true to evaluate it")
+    raise UserError(f"{run_dir} holds neither {name} (the {state} state, which the run's test scored) nor last.pt: "
+                    f"the run's weights are gone; rerun it with force=true to evaluate it")
 
 
 def evaluate(target: Target, cfg: DictConfig, opts: EvalConfig, device: torch.device) -> dict[str, Any]:
@@ -208,7 +216,7 @@ def evaluate(target: Target, cfg: DictConfig, opts: EvalConfig, device: torch.de
             "config": {"task": target.task, "eval": {"batch_size": size, "precision": train.precision}},
             "eval": {"split": "test", "bin": target.label, "min_length": target.bounds and target.bounds[0],
                      "max_length": target.bounds and target.bounds[1], "seq_len": evaluated.seq_len,
-                     "trained_seq_len": trained.seq_len},
+                     "trained_seq_len": trained.seq_len, "state": tested_state(target.train)},
             "versions": versions.of_config({"model": train_cfg["model"], "task": target.task}),
             "env": env.capture(device)}
     started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
@@ -223,7 +231,7 @@ def evaluate(target: Target, cfg: DictConfig, opts: EvalConfig, device: torch.de
     data_root = Path(target.task["root"]) if target.task.get("root") else Path(cfg.paths.data) / target.task["name"]
     task = TASKS.build(OmegaConf.create(target.task), data_root)
     model = MODELS.build(OmegaConf.create(train_cfg["model"]), trained)
-    model.load_state_dict(load_best(target.train, root))
+    model.load_state_dict(load_tested(target.train, root))
     try:
         extend_length(model, evaluated.seq_len)
     except LengthNotSupported as exc:

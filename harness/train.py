@@ -435,7 +435,8 @@ def save_and_log(state: Fit) -> None:
 
 def final_test(state: Fit) -> FitResult:
     """The best-validation state (or the last, train.test_on=last) scored on the test split, with the run's speed,
-    memory and cost; the best weights kept in the run folder (best.pt) for later evaluations (harness.evaluate)."""
+    memory and cost; the tested weights kept in the run folder (best.pt, or final.pt with train.test_on=last) for
+    later evaluations (harness.evaluate), which score the same state."""
     progress, metric = state.progress, state.task.objective.metric()
     tested, chosen = state.model, state.history[-1]
     if state.train.test_on == "best":
@@ -443,7 +444,8 @@ def final_test(state: Fit) -> FitResult:
         tested.load_state_dict(progress["best_state"])
     test, test_details = score(tested, state.task, "test", state.train, state.device)
     if state.dist.is_main:
-        checkpoint.save_weights(progress["best_state"], state.run_dir / checkpoint.BEST)
+        weights = progress["best_state"] if state.train.test_on == "best" else tested.state_dict()
+        checkpoint.save_weights(weights, state.run_dir / checkpoint.TESTED_FILES[state.train.test_on])
     peak, kind = peak_bytes(state.device)
     peak = max(peak, progress.get("peak_bytes", 0))
     elapsed = max(progress["train_time"], 1e-9)

@@ -147,6 +147,35 @@ def test_a_run_evaluated_on_other_data_gets_its_own_record_from_its_best_weights
     assert path.stat().st_mtime_ns == mtime
 
 
+def test_a_run_tested_on_its_last_state_is_evaluated_on_that_state(tmp_path: Path) -> None:
+    """train.test_on=last (the LRA Transformer's --test_only run): final.pt keeps the last state, job=eval scores it
+    and says so, and a run folder left with last.pt alone gives the same state, not the best-validation one."""
+    trained = _train(tmp_path, "train.test_on=last")
+    assert trained["metrics"]["tested"] == "last"
+    run_dir = tmp_path / "runs" / trained["run_id"]
+    final = torch.load(run_dir / checkpoint.FINAL, weights_only=True)
+    assert set(final) == {"model"} and not (run_dir / checkpoint.BEST).exists()
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert all(torch.equal(final["model"][k], v) for k, v in last["model"].items())
+
+    other = [o.replace("task.n_test=16", "task.n_test=24") for o in TINY_LISTOPS if not o.startswith("model")]
+    dispatch(compose_run(tmp_path, "job=eval", f"eval.runs=[{trained['run_id']}]", *other, "task.seed=7"))
+    rec = next(r for r in Store(tmp_path / "store").records() if r.get("kind") == "eval")
+    assert rec["eval"]["state"] == "last"
+    model = MODELS.build(compose_run(tmp_path, *TINY_LISTOPS).model, SPEC_OF_TINY).eval()
+    model.load_state_dict(final["model"])
+    assert rec["metrics"]["test"] == pytest.approx(_by_hand(model, _test_examples(Path(rec["data"]["dir"]))))
+
+    # Only last.pt left (a run from before final.pt): its current weights for a last-state run, its best state else.
+    (run_dir / checkpoint.FINAL).unlink()
+    nudged = {k: v + 1 if v.is_floating_point() else v for k, v in last["model"].items()}
+    torch.save({**last, "progress": {**last["progress"], "best_state": nudged}}, run_dir / "last.pt")
+    got = evaluate.load_tested(trained, tmp_path)
+    assert all(torch.equal(got[k], v) for k, v in last["model"].items())
+    got = evaluate.load_tested({**trained, "metrics": {**trained["metrics"], "tested": "best"}}, tmp_path)
+    assert all(torch.equal(got[k], v) for k, v in nudged.items())
+
+
 SPEC_OF_TINY = TaskSpec("listops", "tokens", 48, 10, "accuracy", vocab_size=18, variable_length=True)
 
 
@@ -167,7 +196,7 @@ def test_length_bins_say_what_a_model_cannot_run_and_reach_the_leaderboard(tmp_p
     done = next(r for r in Store(tmp_path / "store").records() if r.get("status") == "complete"
                 and r.get("kind") == "eval")
     assert done["eval"] == {"split": "test", "bin": "40-60", "min_length": 40, "max_length": 60, "seq_len": 60,
-                            "trained_seq_len": 48}
+                            "trained_seq_len": 48, "state": "best"}
     assert done["data"]["seed"] == 1 and done["data"]["max_depth"] == 3  # its own seed, the training rules
     lengths = [len(ids) - 1 for ids, _ in _test_examples(Path(done["data"]["dir"]))]
     assert len(lengths) == 20 and all(40 < n < 60 for n in lengths)

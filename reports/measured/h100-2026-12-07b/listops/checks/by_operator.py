@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from harness.batches import EpochBatches, loader
 from harness.config import TrainConfig
-from harness.evaluate import load_best, spec_of
+from harness.evaluate import load_tested, spec_of
 from harness.registry import MODELS, TASKS
 
 RUN = "listops-s4d-687f90846923"
@@ -29,7 +29,7 @@ def main(root: Path, data: Path) -> None:
     cfg = rec["config"]
     task = TASKS.build(OmegaConf.create({**cfg["task"], "root": None}), data)
     model = MODELS.build(OmegaConf.create(cfg["model"]), spec_of(cfg["task"]))
-    model.load_state_dict(load_best(rec, root))
+    model.load_state_dict(load_tested(rec, root))
     model.eval()
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     train = TrainConfig(**{**{k: v for k, v in cfg["train"].items() if k in known}, "device": "cpu"})
