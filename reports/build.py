@@ -1,8 +1,8 @@
 """Build every table and figure of a report from a results store into one output directory.
 
 Output (under `out`):
-  leaderboard.md   the main report: leaderboards, paired tests, runs that did not complete, ablations, benchmark
-                   tables, figure links
+  leaderboard.md   the main report: leaderboards, runs evaluated again on other data, paired tests, runs that did
+                   not complete, ablations, benchmark tables, figure links
   report.tex       the same as one standalone LaTeX document (pdflatex; reports/latex.py)
   latex/<name>.tex each table alone, as a booktabs float to paste into a paper
   report.html      one self-contained page with the figures embedded
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import cost, html, latex, lengths, plots, render, train_step
+from reports import cost, html, latex, lengths, other_evals, plots, render, train_step
 from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
 from reports.leaderboard import Board, boards
@@ -67,17 +67,21 @@ def comparison_strings(board: Board) -> pd.DataFrame:
     return table
 
 
-def board_section(board: Board, figdir: Path, evals: pd.DataFrame | None = None) -> Section:
+def board_section(board: Board, figdir: Path, evals: pd.DataFrame | None = None,
+                  elsewhere: pd.DataFrame | None = None) -> Section:
     section = Section(f"Leaderboard: {board.title}")
     if len(board.rows):
         section.tables.append((f"{board.title}: our runs (ranked) and published numbers", board.table))
     else:
         section.lead.append("No run of this task setting completed: nothing to rank.")
+    again = None if elsewhere is None else other_evals.table(board, elsewhere)
+    if again is not None:
+        section.tables.append((f"{board.title}: complete runs evaluated again on other data", again[0]))
     if not board.comparisons.empty:
         section.tables.append((f"{board.title}: paired t-tests over shared seeds", comparison_strings(board)))
     if not board.incomplete.empty:
         section.tables.append((f"{board.title}: runs that did not complete (not ranked)", board.incomplete))
-    section.notes += board.notes
+    section.notes += board.notes + ([] if again is None else again[1])
     for figure in (plots.metric_vs_params(board, figdir), plots.training_curves(board, board.runs, figdir),
                    cost.figure(board, figdir), None if evals is None else lengths.figure(board, evals, figdir)):
         if figure is not None:
@@ -101,9 +105,10 @@ def sweep_names(tables: list[Ablation]) -> list[str]:
 
 
 def sections(runs: pd.DataFrame, bench: pd.DataFrame, all_boards: list[Board], out: Path,
-             pool: bool = False, evals: pd.DataFrame | None = None, steps: pd.DataFrame | None = None) -> list[Section]:
+             pool: bool = False, evals: pd.DataFrame | None = None, steps: pd.DataFrame | None = None,
+             elsewhere: pd.DataFrame | None = None) -> list[Section]:
     figdir = out / "figures"
-    result = [board_section(b, figdir, evals) for b in all_boards]
+    result = [board_section(b, figdir, evals, elsewhere) for b in all_boards]
     tables = ablations(runs, pool)
     for ab, name in zip(tables, sweep_names(tables), strict=True):
         result.append(Section(f"Ablation: {name}, {ab.task}",
@@ -219,7 +224,7 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
         for b in all_boards:
             cost.add_columns(b)
             lengths.add_columns(b, evals)
-        secs = sections(runs, bench, all_boards, stage, pool, evals, steps)
+        secs = sections(runs, bench, all_boards, stage, pool, evals, steps, other_evals.load(store))
         for path in _figures(secs):
             folder.add(path)
         title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")

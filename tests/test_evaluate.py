@@ -176,6 +176,33 @@ def test_a_run_tested_on_its_last_state_is_evaluated_on_that_state(tmp_path: Pat
     assert all(torch.equal(got[k], v) for k, v in nudged.items())
 
 
+def test_the_report_shows_a_runs_evaluations_on_other_data_beside_its_own_test(tmp_path: Path) -> None:
+    from reports.build import build as build_report
+
+    trained = _train(tmp_path)
+    own = float(trained["metrics"]["test"])
+    rid = trained["run_id"]
+    other = [o.replace("task.n_test=16", "task.n_test=24") for o in TINY_LISTOPS if not o.startswith("model")]
+    dispatch(compose_run(tmp_path, "job=eval", f"eval.runs=[{rid}]", *other, "task.seed=7"))
+    dispatch(compose_run(tmp_path, "job=eval", f"eval.runs=[{rid}]", *[o for o in TINY_LISTOPS
+                                                                       if not o.startswith("model")]))
+    fresh, again = sorted((r for r in Store(tmp_path / "store").records() if r.get("kind") == "eval"),
+                          key=lambda r: r["data"]["seed"], reverse=True)
+    text = build_report(tmp_path / "store", tmp_path / "report").read_text()
+    lines = text.split("complete runs evaluated again on other data:")[1].strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = sorted((dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+                   for line in lines[2:4]), key=lambda row: "seed 7" in row["evaluated on"])  # own set, seed 7
+    p = fresh["metrics"]["test"]
+    assert rows[1]["evaluated on"] == f"generated, seed 7, sha256 {fresh['data']['fingerprint']['sha256'][:12]}"
+    assert rows[1]["examples"] == "24" and rows[1]["test acc (%)"] == f"{100 * p:.2f}"
+    assert rows[1]["SE"] == f"{100 * (p * (1 - p) / 24) ** 0.5:.2f}"
+    assert rows[1]["run's own test acc (%)"] == f"{100 * own:.2f}"
+    assert rows[1]["difference"] == f"{100 * (p - own):.2f}"
+    assert rows[0]["evaluated on"].endswith("(the run's own set)") and rows[0]["examples"] == "16"
+    assert rows[0]["test acc (%)"] == f"{100 * again['metrics']['test']:.2f}" == f"{100 * own:.2f}"
+
+
 SPEC_OF_TINY = TaskSpec("listops", "tokens", 48, 10, "accuracy", vocab_size=18, variable_length=True)
 
 

@@ -1,0 +1,91 @@
+"""Complete runs evaluated again on other data (`python run.py job=eval eval.runs=[RUN] ...` with another task
+setting, no length bins): a fresh draw of a generated task (`task.seed=7 task.n_test=10000`), a release read from
+files (`task.root=...`), or the run's own set on another machine. One table per board, each evaluation beside the
+run's own test value, so that a reader can see how much of a Δ against a paper is the test split's draw.
+
+A generated set is named by its seed and sha256, as the board's data note names the runs' own set; a binomial
+standard error, sqrt(p (1 - p) / n) for n test examples, says how far a split of that size moves an accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.results import Store
+from reports.leaderboard import Board, display
+from reports.load import generated_set
+from reports.render import Note
+
+COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "data_sha256"]
+SE_METRICS = ("accuracy",)  # metrics that are a fraction of examples right
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def describe(data: dict[str, Any]) -> str:
+    """What an evaluation ran on, in words: "generated, seed 7, sha256 163c5332f5b3" or "files at ROOT, sha256 ..."."""
+    drawn = generated_set(data)
+    if drawn is not None:
+        return f"generated, {drawn}"
+    digest = _dict(data.get("fingerprint")).get("sha256")
+    where = data.get("root") or data.get("dir") or "files"
+    return f"files at {where}" + (f", sha256 {digest[:12]}" if isinstance(digest, str) else "")
+
+
+def load(store: str | Path) -> pd.DataFrame:
+    """The store's evaluation records without a length bin, one row each."""
+    rows = []
+    for record in Store(store).records(warn=False):
+        info = _dict(record.get("eval"))
+        if record.get("kind") != "eval" or info.get("bin"):
+            continue  # length bins: reports/lengths.py
+        metrics, data = _dict(record.get("metrics")), _dict(record.get("data"))
+        split = info.get("split") or "test"
+        test = metrics.get("test")
+        examples = _dict(data.get("sizes")).get(split)
+        rows.append({"run_id": record.get("run_id"), "train_run_id": record.get("train_run_id"),
+                     "status": record.get("status"), "metric": metrics.get("metric"),
+                     "test": float(test) if isinstance(test, (int, float)) else math.nan, "split": split,
+                     "examples": examples if isinstance(examples, int) else None, "data": describe(data),
+                     "data_sha256": _dict(data.get("fingerprint")).get("sha256")})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] | None:
+    """The evaluations of the board's complete runs as display strings, with the note that reads them; None if the
+    board has none."""
+    done = board.runs[board.runs["status"] == "complete"]
+    mine = evals.merge(done[["run_id", "model", "seed", "test", "data_set"]], left_on="train_run_id",
+                       right_on="run_id", suffixes=("", "_run"))
+    if mine.empty:
+        return None
+    disp = display(board.metric)
+
+    def value(v: float) -> str:
+        return "—" if not math.isfinite(v) else f"{v * disp.scale:.{disp.digits}f}"
+
+    out = []
+    for r in mine.sort_values(["model", "train_run_id", "run_id"]).to_dict("records"):
+        ok = r["status"] == "complete" and math.isfinite(r["test"])
+        se = "—"
+        if ok and r["metric"] in SE_METRICS and r["examples"]:
+            se = value(math.sqrt(r["test"] * (1 - r["test"]) / r["examples"]))
+        own = isinstance(r["data_set"], str) and r["data"] == f"generated, {r['data_set']}"
+        out.append({"model": r["model"], "run": r["train_run_id"], "seed": str(r["seed"]),
+                    "evaluated on": r["data"] + (" (the run's own set)" if own else ""), "split": r["split"],
+                    "examples": "—" if not r["examples"] else f"{r['examples']:,}",
+                    f"{r['split']} {disp.name}": value(r["test"]) if ok else str(r["status"]), "SE": se,
+                    f"run's own test {disp.name}": value(r["test_run"]),
+                    "difference": value(r["test"] - r["test_run"]) if ok else "—"})
+    note = Note(f"Evaluated again ({board.title}): each complete run's weights (its best or last state, as its own "
+                "test used) on other data by `python run.py job=eval eval.runs=[RUN]` with another task setting, "
+                "e.g. a fresh draw of a generated task (task.seed=7 task.n_test=10000) or a release "
+                "(task.root=...). SE: the binomial standard error of an accuracy on that many examples. difference: "
+                "this evaluation less the run's own test value. The board ranks the runs by their own test split.")
+    return pd.DataFrame(out), [note]
