@@ -437,15 +437,15 @@ class LogConfig:
 
 @dataclass
 class EvalConfig:
-    """`job=eval` and `job=lengths`: evaluate trained runs' best weights on other data (harness/evaluate.py)."""
+    """`job=eval`, `job=lengths` and `job=redraw`: evaluate trained runs on other data (harness/evaluate.py)."""
 
     runs: list[str] = field(default_factory=list)  # run ids; or every complete training run of `sweep`
     sweep: str | None = None  # the training sweep whose complete runs are evaluated
     # job=lengths: test-only ListOps bins [[min_length, max_length], ...] (exclusive bounds, as task.min/max_length);
     # null: three doublings above each run's own task.max_length (2-4K, 4-8K, 8-16K for LRA's 500-2,000).
     bins: list[list[int]] | None = None
-    n_test: int = 2000  # expressions per bin
-    seed: int = 1  # the bins' generator seed (the training set's is task.seed)
+    n_test: int = 2000  # expressions per bin (job=lengths) or in the fresh draw (job=redraw)
+    seed: int = 1  # the generator seed of the bins or the fresh draw (the training set's is task.seed)
     batch_size: int | None = None  # null: the run's train.eval_batch_size or train.batch_size
 
     def __post_init__(self) -> None:
@@ -460,7 +460,7 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    job: str = "train"  # train | bench | quickstart | eval | lengths
+    job: str = "train"  # train | bench | quickstart | eval | lengths | redraw
     task: Any = None
     model: Any = None
     seed: int = 0

@@ -105,18 +105,23 @@ def quickstart(cfg: DictConfig) -> Report | None:
 
 def eval_job(cfg: DictConfig) -> Report | None:
     """`job=eval`: trained runs (eval.runs or eval.sweep) on the task config of the command."""
-    return _evaluate(cfg, lengths=False)
+    return _evaluate(cfg, "eval")
 
 
 def lengths_job(cfg: DictConfig) -> Report | None:
     """`job=lengths`: trained ListOps runs on longer ListOps, in length bins; then their report."""
-    return _evaluate(cfg, lengths=True)
+    return _evaluate(cfg, "lengths")
 
 
-def _evaluate(cfg: DictConfig, lengths: bool) -> Report | None:
+def redraw_job(cfg: DictConfig) -> Report | None:
+    """`job=redraw`: trained runs on a fresh draw of their own generated task (eval.seed, eval.n_test)."""
+    return _evaluate(cfg, "redraw")
+
+
+def _evaluate(cfg: DictConfig, job: str) -> Report | None:
     from harness import evaluate
 
-    records = evaluate.run(cfg, lengths)
+    records = evaluate.run(cfg, job)
     if cfg.dry_run or not records:
         return None
     root = Path(cfg.paths.root)
@@ -153,4 +158,4 @@ def bench_job(cfg: DictConfig) -> None:
 
 JOBS: dict[str, Callable[[DictConfig], Report | None]] = {"train": train, "quickstart": quickstart,
                                                            "bench": bench_job, "eval": eval_job,
-                                                           "lengths": lengths_job}
+                                                           "lengths": lengths_job, "redraw": redraw_job}

@@ -145,6 +145,12 @@ def length_variant(fields: dict[str, Any], low: int, high: int, seed: int, n_tes
             "max_length": high, "seed": seed, "l_max": high - 1 + bool(fields.get("append_eos", True))}
 
 
+def redraw(fields: dict[str, Any], seed: int, n_test: int) -> dict[str, Any]:
+    """`job=redraw`'s test-only set for a run trained on the config `fields`: another draw of its own generator, at
+    its own lengths and tokenisation (l_max, <eos>, padding), `n_test` expressions from `seed`."""
+    return {**fields, "root": None, "n_train": 0, "n_val": 0, "n_test": n_test, "seed": seed}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The LRA release format
 

@@ -182,12 +182,15 @@ def test_the_report_shows_a_runs_evaluations_on_other_data_beside_its_own_test(t
     trained = _train(tmp_path)
     own = float(trained["metrics"]["test"])
     rid = trained["run_id"]
-    other = [o.replace("task.n_test=16", "task.n_test=24") for o in TINY_LISTOPS if not o.startswith("model")]
-    dispatch(compose_run(tmp_path, "job=eval", f"eval.runs=[{rid}]", *other, "task.seed=7"))
+    dispatch(compose_run(tmp_path, "job=redraw", f"eval.runs=[{rid}]", "eval.seed=7", "eval.n_test=24"))
     dispatch(compose_run(tmp_path, "job=eval", f"eval.runs=[{rid}]", *[o for o in TINY_LISTOPS
                                                                        if not o.startswith("model")]))
     fresh, again = sorted((r for r in Store(tmp_path / "store").records() if r.get("kind") == "eval"),
                           key=lambda r: r["data"]["seed"], reverse=True)
+    # The run's own task config, another draw: only the generator's seed and the split sizes differ.
+    changed = {k for k in trained["config"]["task"] if fresh["config"]["task"][k] != trained["config"]["task"][k]}
+    assert changed <= {"seed", "n_train", "n_val", "n_test"} and fresh["data"]["sizes"] == {"train": 0, "val": 0,
+                                                                                              "test": 24}
     text = build_report(tmp_path / "store", tmp_path / "report").read_text()
     lines = text.split("complete runs evaluated again on other data:")[1].strip().splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -201,6 +204,19 @@ def test_the_report_shows_a_runs_evaluations_on_other_data_beside_its_own_test(t
     assert rows[1]["difference"] == f"{100 * (p - own):.2f}"
     assert rows[0]["evaluated on"].endswith("(the run's own set)") and rows[0]["examples"] == "16"
     assert rows[0]["test acc (%)"] == f"{100 * again['metrics']['test']:.2f}" == f"{100 * own:.2f}"
+
+
+def test_a_redraw_that_would_repeat_the_training_data_or_has_no_generator_is_refused(tmp_path: Path) -> None:
+    rid = _train(tmp_path)["run_id"]
+    with pytest.raises(ConfigError, match="eval.seed=0 is the generator seed"):
+        dispatch(compose_run(tmp_path, "job=redraw", f"eval.runs=[{rid}]", "eval.seed=0"))
+    with pytest.raises(ConfigError, match="leave task=... out"):
+        dispatch(compose_run(tmp_path, "job=redraw", f"eval.runs=[{rid}]", "task=listops"))
+    toy = runner.run(compose_run(tmp_path, "task=toy", "model=transformer", "model.d_model=16", "model.n_layers=1",
+                                 "train.epochs=1"))
+    with pytest.raises(ConfigError, match="job=redraw needs a run trained on a generated task"):
+        dispatch(compose_run(tmp_path, "job=redraw", f"eval.runs=[{toy['run_id']}]"))
+    assert not [r for r in Store(tmp_path / "store").records() if r.get("kind") == "eval"]
 
 
 SPEC_OF_TINY = TaskSpec("listops", "tokens", 48, 10, "accuracy", vocab_size=18, variable_length=True)
