@@ -20,8 +20,10 @@ from reports.leaderboard import Board, display
 from reports.load import generated_set
 from reports.render import Note
 
-COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "data_sha256"]
+COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "data_sha256",
+           "task_config"]
 SE_METRICS = ("accuracy",)  # metrics that are a fraction of examples right
+DRAW_KEYS = ("name", "root", "seed", "n_train", "n_val", "n_test")  # what says which data, not how it is read
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -53,15 +55,23 @@ def load(store: str | Path) -> pd.DataFrame:
                      "status": record.get("status"), "metric": metrics.get("metric"),
                      "test": float(test) if isinstance(test, (int, float)) else math.nan, "split": split,
                      "examples": examples if isinstance(examples, int) else None, "data": describe(data),
-                     "data_sha256": _dict(data.get("fingerprint")).get("sha256")})
+                     "data_sha256": _dict(data.get("fingerprint")).get("sha256"),
+                     "task_config": _dict(_dict(record.get("config")).get("task"))})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def other_settings(evaluated: dict[str, Any], trained: dict[str, Any]) -> str:
+    """The task settings an evaluation changed beyond which data it read ("l_max=4096"), or "—"."""
+    changed = [f"{k}={evaluated[k]}" for k in sorted(evaluated) if k not in DRAW_KEYS
+               and evaluated[k] != trained.get(k)]
+    return ", ".join(changed) or "—"
 
 
 def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] | None:
     """The evaluations of the board's complete runs as display strings, with the note that reads them; None if the
     board has none."""
     done = board.runs[board.runs["status"] == "complete"]
-    mine = evals.merge(done[["run_id", "model", "seed", "test", "data_set"]], left_on="train_run_id",
+    mine = evals.merge(done[["run_id", "model", "seed", "test", "data_set", "config"]], left_on="train_run_id",
                        right_on="run_id", suffixes=("", "_run"))
     if mine.empty:
         return None
@@ -78,14 +88,18 @@ def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] 
             se = value(math.sqrt(r["test"] * (1 - r["test"]) / r["examples"]))
         own = isinstance(r["data_set"], str) and r["data"] == f"generated, {r['data_set']}"
         out.append({"model": r["model"], "run": r["train_run_id"], "seed": str(r["seed"]),
-                    "evaluated on": r["data"] + (" (the run's own set)" if own else ""), "split": r["split"],
+                    "evaluated on": r["data"] + (" (the run's own set)" if own else ""),
+                    "other task settings": other_settings(r["task_config"], _dict(_dict(r["config"]).get("task"))),
+                    "split": r["split"],
                     "examples": "—" if not r["examples"] else f"{r['examples']:,}",
                     f"{r['split']} {disp.name}": value(r["test"]) if ok else str(r["status"]), "SE": se,
                     f"run's own test {disp.name}": value(r["test_run"]),
                     "difference": value(r["test"] - r["test_run"]) if ok else "—"})
     note = Note(f"Evaluated again ({board.title}): each complete run's weights (its best or last state, as its own "
-                "test used) on other data by `python run.py job=eval eval.runs=[RUN]` with another task setting, "
-                "e.g. a fresh draw of a generated task (task.seed=7 task.n_test=10000) or a release "
-                "(task.root=...). SE: the binomial standard error of an accuracy on that many examples. difference: "
-                "this evaluation less the run's own test value. The board ranks the runs by their own test split.")
+                "test used) on other data: `python run.py job=redraw eval.runs=[RUN] eval.seed=7 eval.n_test=10000` "
+                "(a fresh draw of its own generated set) or `job=eval` with a task config (a release: task.root=...). "
+                "Other task settings: how the evaluation read its data where that differs from the run's training "
+                "(e.g. l_max), apart from which data. SE: the binomial standard error of an accuracy on that many "
+                "examples. difference: this evaluation less the run's own test value. The board ranks the runs by "
+                "their own test split.")
     return pd.DataFrame(out), [note]

@@ -178,6 +178,7 @@ def test_a_run_tested_on_its_last_state_is_evaluated_on_that_state(tmp_path: Pat
 
 def test_the_report_shows_a_runs_evaluations_on_other_data_beside_its_own_test(tmp_path: Path) -> None:
     from reports.build import build as build_report
+    from reports.other_evals import other_settings
 
     trained = _train(tmp_path)
     own = float(trained["metrics"]["test"])
@@ -203,6 +204,9 @@ def test_the_report_shows_a_runs_evaluations_on_other_data_beside_its_own_test(t
     assert rows[1]["run's own test acc (%)"] == f"{100 * own:.2f}"
     assert rows[1]["difference"] == f"{100 * (p - own):.2f}"
     assert rows[0]["evaluated on"].endswith("(the run's own set)") and rows[0]["examples"] == "16"
+    assert rows[0]["other task settings"] == rows[1]["other task settings"] == "—"  # the same reading of the data
+    assert other_settings({"name": "listops", "seed": 7, "l_max": 96, "append_eos": True},
+                          {"name": "listops", "seed": 0, "l_max": 48, "append_eos": True}) == "l_max=96"
     assert rows[0]["test acc (%)"] == f"{100 * again['metrics']['test']:.2f}" == f"{100 * own:.2f}"
 
 
