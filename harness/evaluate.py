@@ -311,8 +311,10 @@ def run(cfg: DictConfig, job: str) -> list[dict[str, Any]]:
                           "note": "no store yet: nothing to evaluate"}), flush=True)
         return []
     records = training_records(cfg, opts)
-    targets = {"lengths": length_targets, "redraw": redraw_targets}[job](records, opts) if job != "eval" \
-        else task_targets(records, cfg)
+    if job == "eval":
+        targets = task_targets(records, cfg)
+    else:
+        targets = (length_targets if job == "lengths" else redraw_targets)(records, opts)
     if cfg.dry_run:
         for target in targets:
             print(json.dumps(plan_line(target, opts)), flush=True)
