@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -100,13 +101,17 @@ def training_records(cfg: DictConfig, opts: EvalConfig) -> list[dict[str, Any]]:
     return done
 
 
+def task_module(task: dict[str, Any]) -> ModuleType:
+    """The module that registers a task: its hooks (task_spec, length_bins, length_variant, redraw) live there."""
+    return sys.modules[TASKS.get(task["name"]).builder.__module__]
+
+
 def redraw_targets(records: list[dict[str, Any]], opts: EvalConfig) -> list[Target]:
     """Each run on a fresh test-only draw of its own generated task (the task module's `redraw` hook)."""
     targets = []
     for record in records:
         task = record["config"]["task"]
-        module = sys.modules[TASKS.get(task["name"]).builder.__module__]
-        hook = getattr(module, "redraw", None)
+        hook = getattr(task_module(task), "redraw", None)
         if not callable(hook) or task.get("root"):
             raise ConfigError(f"job=redraw needs a run trained on a generated task (ListOps without task.root); "
                               f"{record['run_id']} was trained on {task.get('root') or task['name']}: evaluate it on "
@@ -124,7 +129,7 @@ def length_hooks(task: dict[str, Any]) -> tuple[Callable[..., list[tuple[int, in
     """The task module's `length_bins(fields)` (default bins above its training lengths) and
     `length_variant(fields, low, high, seed, n_test)` (a test-only set of those rules at other lengths); a task
     that cannot make longer inputs has neither."""
-    module = sys.modules[TASKS.get(task["name"]).builder.__module__]
+    module = task_module(task)
     bins, variant = getattr(module, "length_bins", None), getattr(module, "length_variant", None)
     if not (callable(bins) and callable(variant)):
         raise ConfigError(f"job=lengths needs a task that can make its inputs at other lengths (ListOps can); "
@@ -175,8 +180,7 @@ def task_targets(records: list[dict[str, Any]], cfg: DictConfig) -> list[Target]
 
 def spec_of(task: dict[str, Any]) -> TaskSpec:
     """A task's spec from its config alone (harness.task: every task module's `task_spec`)."""
-    entry = TASKS.get(task["name"])
-    return sys.modules[entry.builder.__module__].task_spec(TASKS.config(task["name"], **{
+    return task_module(task).task_spec(TASKS.config(task["name"], **{
         k: v for k, v in task.items() if k != "name"}))
 
 

@@ -453,8 +453,7 @@ def final_test(state: Fit) -> FitResult:
         tested.load_state_dict(progress["best_state"])
     test, test_details = score(tested, state.task, "test", state.train, state.device)
     if state.dist.is_main:
-        weights = progress["best_state"] if state.train.test_on == "best" else tested.state_dict()
-        checkpoint.save_weights(weights, state.run_dir / checkpoint.TESTED_FILES[state.train.test_on])
+        checkpoint.save_weights(tested.state_dict(), state.run_dir / checkpoint.TESTED_FILES[state.train.test_on])
     peak, kind = peak_bytes(state.device)
     peak = max(peak, progress.get("peak_bytes", 0))
     elapsed = max(progress["train_time"], 1e-9)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.results import Store
 from reports import cost, html, latex, lengths, other_evals, plots, render, train_step
 from reports.ablation import Ablation, ablations
 from reports.bench import LEGEND, bench_settings, bench_tables
@@ -220,11 +221,12 @@ def build(store: str | Path, out: str | Path, sweep: str | None = None, pool: bo
     with ReportFolder(out) as folder:
         stage = folder.staging
         all_boards = boards(runs, load_references())
-        evals = lengths.load_evals(store)
+        evaluations = [r for r in Store(store).records(warn=False) if r.get("kind") == "eval"]
+        evals = lengths.load_evals(evaluations)
         for b in all_boards:
             cost.add_columns(b)
             lengths.add_columns(b, evals)
-        secs = sections(runs, bench, all_boards, stage, pool, evals, steps, other_evals.load(store))
+        secs = sections(runs, bench, all_boards, stage, pool, evals, steps, other_evals.load(evaluations))
         for path in _figures(secs):
             folder.add(path)
         title = f"seqbench report: {store}" + (f", sweep {sweep}" if sweep else "")

@@ -9,7 +9,9 @@ the training length), "failed". Each model runs at its natural extension (harnes
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -21,7 +23,6 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from harness.results import Store  # noqa: E402
 from reports.leaderboard import Board, display, fmt_mean_std  # noqa: E402
 from reports.plots import Figure, _save, _styles, _wrap, slug  # noqa: E402
 from reports.stats import summarize  # noqa: E402
@@ -34,12 +35,12 @@ EXTENSIONS = ("Each model at its natural extension: S4 and S4D kernels computed 
               "learned positions not applicable; WavSpA pads to the bin's length.")
 
 
-def load_evals(store: str | Path) -> pd.DataFrame:
-    """The store's evaluation records (kind eval) of length bins, one row each."""
+def load_evals(evaluations: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The evaluation records (kind eval) of length bins, one row each."""
     rows = []
-    for record in Store(store).records(warn=False):
+    for record in evaluations:
         info = record.get("eval") if isinstance(record.get("eval"), dict) else {}
-        if record.get("kind") != "eval" or not info.get("bin"):
+        if not info.get("bin"):
             continue
         metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
         test = metrics.get("test")

@@ -10,24 +10,18 @@ standard error, sqrt(p (1 - p) / n) for n test examples, says how far a split of
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
-from harness.results import Store
 from reports.leaderboard import Board, display
-from reports.load import generated_set
+from reports.load import _section, generated_set
 from reports.render import Note
 
-COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "data_sha256",
-           "task_config"]
+COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "task_config"]
 SE_METRICS = ("accuracy",)  # metrics that are a fraction of examples right
 DRAW_KEYS = ("name", "root", "seed", "n_train", "n_val", "n_test")  # what says which data, not how it is read
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def describe(data: dict[str, Any]) -> str:
@@ -35,28 +29,27 @@ def describe(data: dict[str, Any]) -> str:
     drawn = generated_set(data)
     if drawn is not None:
         return f"generated, {drawn}"
-    digest = _dict(data.get("fingerprint")).get("sha256")
+    digest = _section(data, "fingerprint").get("sha256")
     where = data.get("root") or data.get("dir") or "files"
     return f"files at {where}" + (f", sha256 {digest[:12]}" if isinstance(digest, str) else "")
 
 
-def load(store: str | Path) -> pd.DataFrame:
-    """The store's evaluation records without a length bin, one row each."""
+def load(evaluations: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The evaluation records (kind eval) without a length bin, one row each."""
     rows = []
-    for record in Store(store).records(warn=False):
-        info = _dict(record.get("eval"))
-        if record.get("kind") != "eval" or info.get("bin"):
+    for record in evaluations:
+        info = _section(record, "eval")
+        if info.get("bin"):
             continue  # length bins: reports/lengths.py
-        metrics, data = _dict(record.get("metrics")), _dict(record.get("data"))
+        metrics, data = _section(record, "metrics"), _section(record, "data")
         split = info.get("split") or "test"
         test = metrics.get("test")
-        examples = _dict(data.get("sizes")).get(split)
+        examples = _section(data, "sizes").get(split)
         rows.append({"run_id": record.get("run_id"), "train_run_id": record.get("train_run_id"),
                      "status": record.get("status"), "metric": metrics.get("metric"),
                      "test": float(test) if isinstance(test, (int, float)) else math.nan, "split": split,
                      "examples": examples if isinstance(examples, int) else None, "data": describe(data),
-                     "data_sha256": _dict(data.get("fingerprint")).get("sha256"),
-                     "task_config": _dict(_dict(record.get("config")).get("task"))})
+                     "task_config": _section(_section(record, "config"), "task")})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -89,7 +82,7 @@ def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] 
         own = isinstance(r["data_set"], str) and r["data"] == f"generated, {r['data_set']}"
         out.append({"model": r["model"], "run": r["train_run_id"], "seed": str(r["seed"]),
                     "evaluated on": r["data"] + (" (the run's own set)" if own else ""),
-                    "other task settings": other_settings(r["task_config"], _dict(_dict(r["config"]).get("task"))),
+                    "other task settings": other_settings(r["task_config"], _section(r["config"], "task")),
                     "split": r["split"],
                     "examples": "—" if not r["examples"] else f"{r['examples']:,}",
                     f"{r['split']} {disp.name}": value(r["test"]) if ok else str(r["status"]), "SE": se,
