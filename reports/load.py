@@ -122,7 +122,7 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "data_sizes": sizes if isinstance(sizes := _section(record, "data").get("sizes"), dict) else None,
         "data_set": generated_set(_section(record, "data")),
         "versions": {k: _section(record, "versions").get(k) for k in VERSIONED},
-        "machine": machine(_section(record, "env")),
+        "machine": machine(_section(record, "env"), _section(record, "cost")),
         "cost": _section(record, "cost"),  # reports/cost.py
     }
 
@@ -167,9 +167,15 @@ def is_cpu(device: Any) -> bool:
 UNRECORDED = "not recorded"
 
 
-def machine(env: dict[str, Any]) -> str:
+def machine(env: dict[str, Any], cost: dict[str, Any] | None = None) -> str:
     """The machine a run's speed was measured on: the GPU's name, or for a CPU its host and thread count (a CPU
-    run's speed is that host's, with those threads); UNRECORDED for a record without its environment."""
+    run's speed is that host's, with those threads); UNRECORDED for a record without its environment. A run resumed
+    on other cards (its `cost.segments` name several) averaged its speed over both: it is a machine of its own,
+    "pieces on A and B", never one of theirs. A piece from before segments named their device names none."""
+    devices = sorted({str(s["device"]) for s in (cost or {}).get("segments") or []
+                      if isinstance(s, dict) and s.get("device")})
+    if len(devices) > 1:
+        return "pieces on " + " and ".join(devices)
     device = env.get("device")
     if device is None:
         return UNRECORDED

@@ -625,6 +625,23 @@ def test_throughput_is_compared_only_within_a_machine(tmp_path: Path):
         " ".join(n.text for n in one.notes)
 
 
+def test_a_run_resumed_on_another_card_is_not_averaged_into_either_cards_column():
+    """MultiresNet's paper run went from an H100 to an H200 across sessions: its rate is a mix of both."""
+    h100, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+    pieces = {"segments": [{"from_step": 0, "unrecorded": True}, {"from_step": 14562, "device": h100},
+                           {"from_step": 40020, "device": h200}]}
+    s4 = record("s4-0", synthetic("listops", "s4"), 0, 0.5) | {"env": {"device": h100},
+                                                               "throughput": {"train_tokens_per_s": 2e6}}
+    multires = record("m-0", synthetic("listops", "multires"), 0, 0.6) | {
+        "env": {"device": h200}, "throughput": {"train_tokens_per_s": 6e6}, "cost": pieces}
+    (b,) = boards(runs_of([s4, multires]), load_references())
+    table = b.table.set_index("model")
+    a, c = "train tokens/s, machine A", "train tokens/s, machine B"
+    assert list(table.loc["s4", [a, c]]) == ["2M", "—"] and list(table.loc["multires", [a, c]]) == ["—", "6M"]
+    (note,) = [n.text for n in b.notes if n.text.startswith("train tokens/s")]
+    assert f"machine A = {h100}; machine B = pieces on {h100} and {h200}" in note
+
+
 def test_a_reduced_row_shows_the_papers_number_beside_it_not_comparable(tmp_path: Path):
     """The quickstart's ListOps (expressions of 20 to 100 tokens) is another task setting than LRA's: no published
     number is of its setting, but MultiresNet's 62.75 is shown beside it, cited, not comparable, without Δ."""
