@@ -171,7 +171,7 @@ def machine(env: dict[str, Any], cost: dict[str, Any] | None = None) -> str:
     """The machine a run's speed was measured on: the GPU's name, or for a CPU its host and thread count (a CPU
     run's speed is that host's, with those threads); UNRECORDED for a record without its environment. A run resumed
     on other cards (its `cost.segments` name several) averaged its speed over both: it is a machine of its own,
-    "pieces on A and B", never one of theirs. A piece from before segments named their device names none."""
+    "pieces on A and B", never one of theirs. A piece from before records named each piece's device counts for none."""
     devices = sorted({str(s["device"]) for s in (cost or {}).get("segments") or []
                       if isinstance(s, dict) and s.get("device")})
     if len(devices) > 1:
