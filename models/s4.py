@@ -14,8 +14,8 @@ Speed without compiled extensions (the published code needs a CUDA extension or 
   layers are made together, `models.longconv.share_taps`). Nothing of size N x L is materialised and the cost
   is that of a GEMM.
 - Inductor takes no complex arithmetic. Under torch.compile the kernels of S4 and S4D run on pairs of real
-  tensors (`_s4_taps_pairs`, `exp_sum_pairs`; complex values only inside the FFTs, through torch.view_as_real),
-  which the compiler fuses and differentiates itself; eager code runs the complex arithmetic.
+  tensors (`_s4_taps_pairs`, `exp_sum_pairs`; complex values only inside the FFTs, custom ops with real inputs
+  and outputs), which the compiler fuses and differentiates itself; eager code runs the complex arithmetic.
 - S4's Cauchy kernel 1/(z - w) at the L roots of unity is rewritten as the DFT of such an exponential
   sum: v/(z_k - w) = (1 + omega_k) * v/((2 - w)(1 - lambda^L)) * sum_{l<L} lambda^l omega_k^l with
   lambda = (2 + w)/(2 - w) the bilinear diagonal. So the four Cauchy sums of the Woodbury formula are
@@ -360,9 +360,9 @@ def s4_taps(tensors: list[torch.Tensor], L: int, l_kernel: int) -> torch.Tensor:
     A_imag [Y, S, N/2], B, P [Y, S, N/2, 2], C [Y, Ch, H, N/2, 2]; l_kernel the length C-tilde is attuned to.
 
     Eager code computes them in complex arithmetic, as the published kernel does. Under torch.compile, which
-    takes no complex arithmetic, the same maths runs on pairs of real tensors (`_s4_taps_pairs`; the FFTs'
-    complex values pass through torch.view_as_real), which Inductor traces, fuses and differentiates: an opaque
-    op would recompute the kernel in its backward."""
+    takes no complex arithmetic, the same maths runs on pairs of real tensors (`_s4_taps_pairs`), which Inductor
+    traces, fuses and differentiates: one opaque op for the whole would recompute the kernel in its backward. Only
+    its two FFTs are opaque (`rfft_pairs`, `irfft_pairs`: real in, real out), so no complex tensor reaches it."""
     if torch.compiler.is_compiling():
         return _s4_taps_pairs(tensors, l_kernel)[..., :L]
     return _s4_taps_complex(tensors, l_kernel)[..., :L]
@@ -396,7 +396,7 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
     v = pair_times(pair_times(left, right), (scale[0][..., None, None, :, :], scale[1][..., None, None, :, :]))
     Ch = C[0].shape[-3]
     s = exp_sum_pairs((v[0].flatten(-4, -3), v[1].flatten(-4, -3)), lam_log, L).unflatten(-3, (Ch + 1, 2))
-    s_f = torch.view_as_real(torch.fft.rfft(s, n=L))  # [..., Ch+1, 2, H, L//2+1, 2]
+    s_f = rfft_pairs(s, L)  # [..., Ch+1, 2, H, L//2+1, 2]
     k = torch.arange(L // 2 + 1, device=s.device, dtype=torch.float64) * (-2 * math.pi / L)
     opo = (1 + torch.cos(k)).to(s.dtype), torch.sin(k).to(s.dtype)  # 1 + omega_k
     c, q = slice(None, Ch), slice(Ch, None)  # rows of C, and the row of Q
@@ -404,7 +404,90 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
     opo_qp = pair_times(opo, qp)
     woodbury = pair_over(pair_times(pair_times(opo, cp), qb), (1 + opo_qp[0], opo_qp[1]))
     k_f = torch.stack([2 * (cb[0] - woodbury[0]), 2 * (cb[1] - woodbury[1])], dim=-1)
-    return torch.fft.irfft(torch.view_as_complex(k_f), n=L)
+    return irfft_pairs(k_f, L)
+
+
+# The two FFTs of `_s4_taps_pairs` as custom ops (torch.library) with real inputs and outputs, spectra as
+# torch.view_as_real gives them ([..., n//2+1, 2]): so no complex tensor reaches Inductor, which has no complex
+# code generation, and each backward is the FFT's adjoint written out.
+
+
+@torch.library.custom_op("seqbench::rfft_pairs", mutates_args=())
+def rfft_pairs(x: torch.Tensor, n: int) -> torch.Tensor:
+    """torch.view_as_real(torch.fft.rfft(x, n=n)): x [..., m] float32 or float64 (the kernels are made with
+    autocast off, models.longconv.share_taps), m <= n."""
+    return torch.view_as_real(torch.fft.rfft(x, n=n)).contiguous()  # the fake's layout, whatever x's
+
+
+@rfft_pairs.register_fake
+def _(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], n // 2 + 1, 2))
+
+
+def _rfft_pairs_grad(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+    # y_k = sum_t x_t e^{-2 pi i k t / n} for k <= n/2, its real and imaginary parts independent: the gradient is
+    # sum_k Re(g_k e^{+2 pi i k t / n}), which is n/2 irfft(g) once g's first (and, n even, last) bin is doubled:
+    # irfft doubles every other bin, and ignores imaginary parts only where their sines vanish at every t.
+    return _rfft_pairs_backward(g, ctx.n, ctx.m), None
+
+
+@torch.library.custom_op("seqbench::rfft_pairs_backward", mutates_args=())
+def _rfft_pairs_backward(g: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    spectrum = g.clone(memory_format=torch.contiguous_format)  # view_as_complex wants the pairs adjacent
+    spectrum[..., 0, :] *= 2
+    if n % 2 == 0:
+        spectrum[..., -1, :] *= 2
+    return (torch.fft.irfft(torch.view_as_complex(spectrum), n=n)[..., :m] * (n / 2)).contiguous()
+
+
+@_rfft_pairs_backward.register_fake
+def _(g: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    return g.new_empty((*g.shape[:-2], m))
+
+
+def _setup_rfft_pairs(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    ctx.n, ctx.m = inputs[1], inputs[0].shape[-1]
+
+
+rfft_pairs.register_autograd(_rfft_pairs_grad, setup_context=_setup_rfft_pairs)
+
+
+@torch.library.custom_op("seqbench::irfft_pairs", mutates_args=())
+def irfft_pairs(z: torch.Tensor, n: int) -> torch.Tensor:
+    """torch.fft.irfft(torch.view_as_complex(z), n=n): z [..., n//2+1, 2], the result [..., n] real."""
+    return torch.fft.irfft(torch.view_as_complex(z.contiguous()), n=n).contiguous()
+
+
+@irfft_pairs.register_fake
+def _(z: torch.Tensor, n: int) -> torch.Tensor:
+    return z.new_empty((*z.shape[:-2], n))
+
+
+def _irfft_pairs_grad(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+    # x_t = (1/n) sum_k c_k Re(z_k e^{2 pi i k t / n}), c_k = 2 but 1 at k = 0 and the Nyquist bin (whose imaginary
+    # parts irfft ignores, as their sines vanish at every t): the gradient is c_k / n times rfft(g).
+    return _irfft_pairs_backward(g, ctx.n), None
+
+
+@torch.library.custom_op("seqbench::irfft_pairs_backward", mutates_args=())
+def _irfft_pairs_backward(g: torch.Tensor, n: int) -> torch.Tensor:
+    spectrum = (torch.view_as_real(torch.fft.rfft(g, n=n)) * (2.0 / n)).contiguous()
+    spectrum[..., 0, :] *= 0.5
+    if n % 2 == 0:
+        spectrum[..., -1, :] *= 0.5
+    return spectrum
+
+
+@_irfft_pairs_backward.register_fake
+def _(g: torch.Tensor, n: int) -> torch.Tensor:
+    return g.new_empty((*g.shape[:-1], n // 2 + 1, 2))
+
+
+def _setup_irfft_pairs(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+    ctx.n = inputs[1]
+
+
+irfft_pairs.register_autograd(_irfft_pairs_grad, setup_context=_setup_irfft_pairs)
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # (real part, imaginary part) of a complex tensor

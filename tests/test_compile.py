@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -71,7 +72,56 @@ def test_the_fft_convolution_op_passes_opcheck() -> None:
         assert set(results.values()) == {"SUCCESS"}, results
 
 
+def test_the_kernel_fft_ops_pass_opcheck_and_equal_torchs_complex_ffts() -> None:
+    """S4's kernel FFTs under torch.compile (models.s4.rfft_pairs, irfft_pairs: real in, real out) give torch's
+    complex FFTs and their gradients (torch's own autograd of torch.fft, float64), for even and odd sizes and an
+    input shorter than the FFT; opcheck as above."""
+    from models.s4 import irfft_pairs, rfft_pairs
+
+    def torch_rfft(a: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.view_as_real(torch.fft.rfft(a, n=n))
+
+    def torch_irfft(a: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.fft.irfft(torch.view_as_complex(a), n=n)
+
+    torch.manual_seed(0)
+    for m, n in ((5, 8), (8, 8), (7, 9)):
+        # not contiguous, as the kernel's sums come under Inductor
+        x = torch.randn(2, m, 3, dtype=torch.float64).transpose(1, 2).requires_grad_()
+        z = torch.randn(2, n // 2 + 1, 3, 2, dtype=torch.float64).transpose(1, 2).requires_grad_()
+        for ours, torchs, arg in ((rfft_pairs, torch_rfft, x), (irfft_pairs, torch_irfft, z)):
+            g = torch.randn(torchs(arg, n).shape, dtype=torch.float64)
+            torch.testing.assert_close(ours(arg, n), torchs(arg, n), rtol=0, atol=1e-12)
+            assert ours(arg, n).is_contiguous()  # as its fake says: Inductor plans its buffers on the fake
+            (grad,), (expected,) = (torch.autograd.grad(f(arg, n), arg, g) for f in (ours, torchs))
+            torch.testing.assert_close(grad, expected, rtol=0, atol=1e-12)
+            results = torch.library.opcheck(ours._opoverload, (arg, n))
+            assert set(results.values()) == {"SUCCESS"}, results
+
 FAMILIES = sorted(PRESETS)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_complex_tensor_reaches_the_compiler(family: str) -> None:
+    """Inductor has no complex code generation (it runs such operators as eager fallbacks, and once crashed on
+    them): every tensor of the forward and backward graphs torch.compile hands its backend is real."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    model, spec = tiny_preset_model(family)
+    dtypes: set[torch.dtype] = set()
+
+    def record(gm: torch.fx.GraphModule, _: Any) -> Callable:
+        dtypes.update(v.dtype for n in gm.graph.nodes for v in torch.utils._pytree.tree_leaves(n.meta.get("val"))
+                      if isinstance(v, torch.Tensor))
+        return make_boxed_func(gm)
+
+    torch._dynamo.reset()
+    x = torch.randint(1, spec.vocab_size, (2, LENGTH))
+    call = torch.compile(model, backend=aot_autograd(fw_compiler=record, bw_compiler=record), fullgraph=True)
+    forward_backward(model, x, torch.tensor([LENGTH, 19]), call=call)
+    assert torch.float32 in dtypes and not any(d.is_complex for d in dtypes), dtypes
+
 
 
 @pytest.mark.slow
