@@ -56,8 +56,7 @@ def check_compilable(cfg: DictConfig, spec: TaskSpec) -> None:
     graph per distinct batch length and replays it when that length comes again. At the LRA sizes, batches of 50
     padded to their longest example (as the S4 trainer pads them) have about 280 lengths an epoch, 490 over 40
     epochs; the padding, and so BatchNorm's statistics, stay the published ones. Evaluation runs uncompiled."""
-    one_shape = not spec.variable_length or spec.padded_to_seq_len
-    if one_shape:
+    if spec.one_batch_shape:
         return
     if not MODELS.from_node(cfg.model).compiles_any_length:
         raise ConfigError(f"model={cfg.model.name} compiles for one input length (its sizes follow the length), and "

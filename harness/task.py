@@ -46,6 +46,11 @@ class TaskSpec:
     variable_length: bool = False  # batches carry `lengths`
     padded_to_seq_len: bool = False  # every batch padded to seq_len, so all have one shape (e.g. task.pad_to_max)
 
+    @property
+    def one_batch_shape(self) -> bool:
+        """Do all batches have one shape (fixed-length inputs, or every batch padded to seq_len)?"""
+        return not self.variable_length or self.padded_to_seq_len
+
 
 @dataclass
 class Task:

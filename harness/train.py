@@ -270,8 +270,7 @@ def set_up(model: nn.Module, task: Task, train: TrainConfig, optim: OptimConfig,
         # Fuses the many small element-wise kernels (launch-bound at short lengths); the first steps compile. A
         # second batch length makes the lengths dynamic (torch's default), so variable-length batches compile twice.
         net = torch.compile(net, mode=None if train.compile_mode == "default" else train.compile_mode)
-        varying = task.spec.variable_length and not task.spec.padded_to_seq_len
-        if train.compile_mode == "reduce-overhead" and varying and device.type == "cuda":
+        if train.compile_mode == "reduce-overhead" and not task.spec.one_batch_shape and device.type == "cuda":
             # A graph per batch length is the point here (the published padding kept): torch's advice, past eight
             # lengths, to pad batches to a few shapes would change what BatchNorm sees.
             import torch._inductor.config as inductor

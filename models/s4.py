@@ -412,6 +412,15 @@ def _s4_taps_pairs(tensors: list[torch.Tensor], L: int) -> torch.Tensor:
 # code generation, and each backward is the FFT's adjoint written out.
 
 
+def _scale_edge_bins(spectrum: torch.Tensor, n: int, factor: float) -> torch.Tensor:
+    """`spectrum` [..., n//2+1, 2] (owned, changed in place) with its DC bin, and for even n its Nyquist bin, times
+    `factor`: the bins a length-n real signal's half spectrum holds once, where every other bin stands for two."""
+    spectrum[..., 0, :] *= factor
+    if n % 2 == 0:
+        spectrum[..., -1, :] *= factor
+    return spectrum
+
+
 @torch.library.custom_op("seqbench::rfft_pairs", mutates_args=())
 def rfft_pairs(x: torch.Tensor, n: int) -> torch.Tensor:
     """torch.view_as_real(torch.fft.rfft(x, n=n)): x [..., m] float32 or float64 (the kernels are made with
@@ -433,10 +442,7 @@ def _rfft_pairs_grad(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
 
 @torch.library.custom_op("seqbench::rfft_pairs_backward", mutates_args=())
 def _rfft_pairs_backward(g: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    spectrum = g.clone(memory_format=torch.contiguous_format)  # view_as_complex wants the pairs adjacent
-    spectrum[..., 0, :] *= 2
-    if n % 2 == 0:
-        spectrum[..., -1, :] *= 2
+    spectrum = _scale_edge_bins(g.clone(memory_format=torch.contiguous_format), n, 2.0)  # pairs adjacent
     return (torch.fft.irfft(torch.view_as_complex(spectrum), n=n)[..., :m] * (n / 2)).contiguous()
 
 
@@ -471,11 +477,7 @@ def _irfft_pairs_grad(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
 
 @torch.library.custom_op("seqbench::irfft_pairs_backward", mutates_args=())
 def _irfft_pairs_backward(g: torch.Tensor, n: int) -> torch.Tensor:
-    spectrum = (torch.view_as_real(torch.fft.rfft(g, n=n)) * (2.0 / n)).contiguous()
-    spectrum[..., 0, :] *= 0.5
-    if n % 2 == 0:
-        spectrum[..., -1, :] *= 0.5
-    return spectrum
+    return _scale_edge_bins((torch.view_as_real(torch.fft.rfft(g, n=n)) * (2.0 / n)).contiguous(), n, 0.5)
 
 
 @_irfft_pairs_backward.register_fake

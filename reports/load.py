@@ -73,12 +73,17 @@ def _section(record: dict[str, Any], name: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def digest_text(data: dict[str, Any]) -> str:
+    """", sha256 4c5d2876fae0" for a record's data with a fingerprint, else ""."""
+    digest = _section(data, "fingerprint").get("sha256")
+    return f", sha256 {digest[:12]}" if isinstance(digest, str) else ""
+
+
 def generated_set(data: dict[str, Any]) -> str | None:
     """How a generated data set was drawn ("seed 0, sha256 4c5d2876fae0"); None for data read from files."""
     if data.get("source") != "generated":
         return None
-    digest = _section(data, "fingerprint").get("sha256")
-    return f"seed {data.get('seed')}" + (f", sha256 {digest[:12]}" if isinstance(digest, str) else "")
+    return f"seed {data.get('seed')}" + digest_text(data)
 
 
 def run_row(record: dict[str, Any]) -> dict[str, Any]:

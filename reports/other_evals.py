@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from reports.leaderboard import Board, display
-from reports.load import _section, generated_set
+from reports.load import _section, digest_text, generated_set
 from reports.render import Note
 
 COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "task_config"]
@@ -29,9 +29,7 @@ def describe(data: dict[str, Any]) -> str:
     drawn = generated_set(data)
     if drawn is not None:
         return f"generated, {drawn}"
-    digest = _section(data, "fingerprint").get("sha256")
-    where = data.get("root") or data.get("dir") or "files"
-    return f"files at {where}" + (f", sha256 {digest[:12]}" if isinstance(digest, str) else "")
+    return f"files at {data.get('root') or data.get('dir') or 'files'}" + digest_text(data)
 
 
 def load(evaluations: Iterable[dict[str, Any]]) -> pd.DataFrame:
