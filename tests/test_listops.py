@@ -472,14 +472,21 @@ def test_ctrl_c_of_the_generate_command_is_one_line(tmp_path: Path) -> None:
     # LRA size with two processes: minutes of work, interrupted once its workers draw; the terminal's Ctrl-C
     # reaches the whole process group.
     command = [sys.executable, "-m", "tasks.listops", "generate", "--out", str(tmp_path / "out"), "--workers", "2"]
+    # A program started in the background of a non-interactive shell (`pytest &` in a script) inherits SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: the command started here is a foreground one.
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=default_sigint)
     wait_for_workers(process, 2)
     os.killpg(process.pid, signal.SIGINT)
     rest = process.communicate(timeout=60)[1]
     assert process.returncode == 130
     assert "interrupted; no file of" in rest and "Traceback" not in rest
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, whatever this process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_workers(process: subprocess.Popen, workers: int) -> None:
