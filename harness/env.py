@@ -46,6 +46,18 @@ def code_versions(config: dict[str, Any]) -> dict[str, int | None]:
     return versions.of_config(config)
 
 
+def cpu_model() -> str | None:
+    """The host CPU's model name (Linux /proc/cpuinfo), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def capture(device: torch.device | None = None, precision: str | None = None) -> dict[str, Any]:
     """The environment of a run on `device`. With the run's `train.precision`, `tf32` says whether its fp32 matmuls
     and convolutions ran in TF32 (harness.device.set_precision sets it so; None off CUDA)."""
@@ -60,6 +72,7 @@ def capture(device: torch.device | None = None, precision: str | None = None) ->
         "packages": packages(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),  # a step bound by Python and kernel launches runs as fast as this CPU
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),  # in a SLURM job, the CPUs the job was given
         "argv": sys.argv,

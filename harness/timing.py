@@ -77,6 +77,20 @@ def wall_call_s(step: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def host_call_ms(step: Callable[[], None], device: torch.device, n: int) -> list[float]:
+    """n calls timed on the host clock from the call to its return, synchronized before and after each but not
+    in between: on CUDA the time to queue a call's kernels. Near the call's whole time (time_calls), the call is
+    bound by Python and kernel launches and a faster host makes it faster; far under it, by the GPU."""
+    times = []
+    for _ in range(n):
+        synchronize(device)
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1e3)
+    synchronize(device)
+    return times
+
+
 @contextlib.contextmanager
 def tf32(device: torch.device, allowed: bool = True) -> Iterator[None]:
     """Allow (or forbid) TF32 in fp32 matmuls and convolutions on CUDA, restored after.

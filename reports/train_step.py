@@ -61,6 +61,7 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "ms/step": _num(m["time_ms"], ".1f") if done else r["status"],
             "samples/s": _num(m.get("samples_per_s"), ",.0f"),
             "GPU busy": _num(m.get("gpu_busy"), ".0%"),
+            "host ms": _num(m.get("host_ms"), ".1f"),
             "speed-up vs published": f"{base / m['time_ms']:.2f}x" if done and base and m["impl"] == "ours" else "",
             "compile s": _num(m.get("compile_s"), ".0f"),
             "ops/step": _num(m.get("dispatched_ops"), ","),
@@ -86,7 +87,10 @@ def table(records: Iterable[dict[str, Any]]) -> str:
 
 LEGEND = ("ms/step: median of whole optimizer steps (forward, loss, backward, AdamW, schedule) on a random full-length "
           "batch already on the device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
-          "count). compile s: the first compiled step's extra time. ops/step: operators dispatched by an eager step "
+          "count). host ms: the time a step's call takes to return (on CUDA, to queue its kernels); near ms/step, "
+          "the step is bound by the host's Python and launches, and the host CPU (the record's env.cpu) sets its "
+          "speed. "
+          "compile s: the first compiled step's extra time. ops/step: operators dispatched by an eager step "
           "(a proxy for kernel launches). peak: the rise of allocated memory over the timed steps (n/a with CUDA "
           "graphs, whose pool is allocated at capture). code: the commit the step ran. same training: |loss "
           "compiled - loss eager| after that many steps of one training (same initialisation and batches, dropout "

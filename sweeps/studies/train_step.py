@@ -18,6 +18,10 @@ Per (preset, mode) one benchmark record (scope `model`, pass `train_step`), whos
   measured with CUDA events around each step, so launch gaps count. Near 1: the GPU works all along; far below:
   the step waits for Python and kernel launches. None on a CPU. `kernel_top`: the costliest kernels of that
   profile, ms a step each, to say where the GPU's time goes.
+- `host_ms`: the median time a step's call takes to return on the host, synchronized before but not after (on
+  CUDA, the time to queue its kernels: harness.timing.host_call_ms). Near `time_ms`, the step waits for Python
+  and kernel launches, and its speed is the host CPU's as much as the GPU's (`env.cpu` names it); far under it,
+  the GPU bounds the step.
 - `compile_s`: the first step's wall time less a step's (compiled modes: what compiling cost).
 - `dispatched_ops`: the operators one step dispatches (harness.timing.dispatched_ops: leaf aten operators seen by
   torch.profiler on the host, views and allocations left out), a proxy for kernel launches that needs no GPU.
@@ -57,7 +61,7 @@ from harness.errors import ConfigError, UserError, exit_with
 from harness.optim import lr_factor, make_optimizer
 from harness.registry import MODELS, TASKS, compose_config
 from harness.task import Batch, TaskSpec
-from harness.timing import dispatched_ops, synchronize, time_after_warmup, wall_call_s
+from harness.timing import dispatched_ops, host_call_ms, synchronize, time_after_warmup, wall_call_s
 from harness.train import plan
 from sweeps.studies.compare_published import load_classification
 
@@ -322,10 +326,11 @@ def time_step(model: nn.Module, read: Callable[[nn.Module, Batch], torch.Tensor]
                                allow_tf32=tf32)
     median = timing.median_ms
     busy_ms, top_kernels = kernel_ms(step, device)
+    host_ms = statistics.median(host_call_ms(step, device, max(3, opts.repeats // 2)))
     step.evaluate()  # compiles the evaluation graph first, when compiled
     eval_ms = statistics.median(wall_call_s(step.evaluate, device) * 1e3 for _ in range(max(3, opts.repeats // 2)))
     extra = {"samples_per_s": cfg.train.batch_size / (median * 1e-3),
-             "gpu_busy": None if busy_ms is None else busy_ms / median, "kernel_ms": busy_ms,
+             "gpu_busy": None if busy_ms is None else busy_ms / median, "kernel_ms": busy_ms, "host_ms": host_ms,
              "kernel_top": top_kernels,
              "compile_s": None if first_s is None else max(0.0, first_s - median * 1e-3),
              "dispatched_ops": None if ops is None else sum(ops.values()),
