@@ -508,7 +508,7 @@ def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(t
         assert rec["config"]["optim"]["lr"] == 0.0045 and rec["config"]["optim"]["weight_decay"] == 0.01  # preset's
         assert m["samples_per_s"] == pytest.approx(2 / (m["time_ms"] / 1e3))
         assert m["dispatched_ops"] > 0 and m["gpu_busy"] is None and m["compile_s"] is None  # eager, on a CPU
-        assert m["host_ms"] > 0 and rec["env"]["cpu_count"] > 0
+        assert m["host_ms"] > 0 and "cpu" in rec["env"]  # the host CPU, which sets the pace of a host-bound step
         # 250 epochs of 45,000 training images at the overridden batch of 2, and an evaluation batch each epoch.
         proj = m["projection"]
         assert (proj["steps"], proj["epochs"]) == (250 * 22_500, 250)
