@@ -191,15 +191,11 @@ def build_block(name: str, model_cfg: Any, length: int, d_model: int, device: to
 
 
 def device_label(device: torch.device, env: dict[str, Any]) -> str:
-    """The GPU's name, or the CPU's model name from /proc/cpuinfo (env's `platform.processor()` is often just
-    the architecture); it is part of every point's run id."""
-    if device.type == "cuda":
+    """The GPU's name, or the CPU's model name (env's `cpu`, from /proc/cpuinfo: its `device`,
+    `platform.processor()`, is often just the architecture); it is part of every point's run id."""
+    if device.type == "cuda" or env.get("cpu") is None:
         return str(env.get("device"))
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return str(env.get("device"))
+    return str(env["cpu"])
 
 
 def point_run_id(point: Point, config: dict[str, Any], device_name: str) -> str:
