@@ -148,9 +148,9 @@ def expected_seeds(runs: pd.DataFrame) -> dict[str, set[Any]]:
     """Sweep group -> the seeds its runs have: what a configuration of that sweep was run for, where the sweep
     crossed its configurations with seeds.
 
-    A sweep crossed them where one seed ran in two configurations or one configuration ran two seeds. Where every
-    configuration ran one seed of its own (paper presets, each with its published seed, run under one sweep name),
-    no seed was asked for the others, and the group expects none."""
+    A sweep crossed them where a configuration ran two seeds or more. Where every configuration ran one seed
+    (paper presets, each with its published seed, run under one sweep name; two of them may share a seed, as S4
+    and S4D share 2222), no seed was asked for the others, and the group expects none."""
     seeds: dict[str, dict[Any, set[Any]]] = {}  # group -> configuration -> its seeds
     for sweep, sweep_id, key, seed in zip(runs["sweep"], runs["sweep_id"], runs["config_key"], runs["seed"],
                                           strict=True):
@@ -159,9 +159,8 @@ def expected_seeds(runs: pd.DataFrame) -> dict[str, set[Any]]:
             seeds.setdefault(group, {}).setdefault(key, set()).add(seed)
     out: dict[str, set[Any]] = {}
     for group, by_config in seeds.items():
-        every = [s for of_config in by_config.values() for s in of_config]
-        if len(set(every)) < len(every) or any(len(s) > 1 for s in by_config.values()):
-            out[group] = set(every)
+        if any(len(of_config) > 1 for of_config in by_config.values()):
+            out[group] = set().union(*by_config.values())
     return out
 
 

@@ -591,15 +591,17 @@ def test_a_board_says_which_generated_draw_its_runs_met(tmp_path: Path):
 
 def test_presets_with_their_own_seeds_under_one_sweep_name_lack_no_seed(tmp_path: Path):
     """Paper presets run one by one under `sweep=listops-paper`, each with its published seed (S4D 2222, MultiresNet
-    1): no seed axis was crossed, so neither row lacks the other's seed. A crossed sweep still names a lost seed."""
+    1, S4 2222 as S4D): no seed axis was crossed, so no row lacks another's seed. A crossed sweep still names a lost
+    seed."""
     s = Store(tmp_path)
     s.write(record("s4d", synthetic("listops", "s4d"), 2222, 0.57, sweep="listops-paper"))
     s.write(record("multires", synthetic("listops", "multires"), 1, 0.6, sweep="listops-paper"))
+    s.write(record("s4", synthetic("listops", "s4"), 2222, 0.59, sweep="listops-paper"))
     for model, seeds in (("s4", (0, 1)), ("sgconv", (0,))):  # crossed with seeds 0, 1; sgconv's seed 1 lost
         for seed in seeds:
             s.write(record(f"{model}-{seed}", synthetic("listops", model), seed, 0.5, sweep="crossed"))
     presets = board_of(tmp_path, "listops", sweep="listops-paper").table.set_index("model")["status"]
-    assert presets.to_dict() == {"s4d": "1 complete", "multires": "1 complete"}
+    assert presets.to_dict() == {"s4d": "1 complete", "multires": "1 complete", "s4": "1 complete"}
     crossed = board_of(tmp_path, "listops", sweep="crossed").table.set_index("model")["status"]
     assert crossed.to_dict() == {"s4": "2 complete", "sgconv": "1 complete, no record for seed 1"}
 

@@ -1,7 +1,7 @@
 """The S4D ListOps run's best weights on the val and test splits, example by example, broken down by the
 expression's outermost operator, its label and its length (why test is 4.8 points below val).
 
-    PYTHONPATH=. python reports/measured/h100-2026-12-07c/listops/checks/by_operator.py ROOT DATA
+    PYTHONPATH=. python reports/measured/h100-2026-12-07d/listops/checks/by_operator.py ROOT DATA
 
 ROOT holds store/ and runs/ (this folder's ../store and ../runs); DATA is `paths.data`/listops, where the task
 finds the generated LRA-size set of the run, or makes it (30 s on two cores). Runs on the CPU in about 5 minutes.
