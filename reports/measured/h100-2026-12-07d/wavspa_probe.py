@@ -1,0 +1,125 @@
+"""Where the wavspa_ada_listops step's time goes, piece by piece, at the preset's shapes (GPU only).
+
+The eager step is 636 ms on an H100 (batch 400 x 2,000 tokens, 8 layers; `../h100-2026-12-06/`), GPU-bound, so a
+paper run is ~14 GPU-hours. A WavSpA layer is a wavelet analysis (grouped strided conv1d), one softmax attention
+per band (two bands of 1,015 at one level, one head of 64, dropout 0.1 on the weights), and the synthesis. This
+times each part forward + backward (CUDA events, medians of 10 after 3 warm-up calls, peak memory above the
+inputs; an OOM is printed as a result), the attention through each SDPA backend that takes fp32 or a cast of it:
+- `efficient fp32`: what the preset runs now (fp32 inputs at train.precision=tf32 pick the memory-efficient kernel);
+- `math tf32`: the unfused attention with TF32 matmuls, the precision the published JAX code gets on a GPU;
+- `flash bf16`: q, k, v cast to bf16 (not the preset's precision: for scale only);
+and prints the costliest CUDA kernels of one whole layer and of one block, forward + backward.
+
+    PYTHONPATH=. python reports/measured/h100-2026-12-07d/wavspa_probe.py
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from models.wavspa import WavSpABlock, WavSpALayer, daubechies_lowpass, wavedec, waverec
+
+SMOKE = not torch.cuda.is_available()  # on a CPU: tiny shapes, each part run once, to check the script
+B, T, D, HD = (2, 65, 16, 8) if SMOKE else (400, 2001, 128, 64)  # batch, tokens with CLS, width, head width
+M = (T + 1) // 2 + 14  # a band's length: ceil(T / 2) + wlen - 2
+dev = torch.device("cpu" if SMOKE else "cuda")
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+
+
+def timed(fn: Callable[[], None], reps: int = 10, warm: int = 3) -> tuple[float, float]:
+    """(median ms, peak MiB above what was allocated before)."""
+    if SMOKE:
+        fn()
+        return float("nan"), float("nan")
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def report(name: str, fn: Callable[[], None]) -> None:
+    try:
+        ms, mib = timed(fn)
+        print(f"{name:44s} {ms:9.2f} ms  {mib:9.0f} MiB", flush=True)
+    except torch.OutOfMemoryError:
+        print(f"{name:44s} OOM", flush=True)
+    except RuntimeError as exc:  # a backend that does not take these inputs on this device
+        print(f"{name:44s} not run: {str(exc).splitlines()[0][:100]}", flush=True)
+    torch.cuda.empty_cache()
+
+
+def attention(backend: SDPBackend, dtype: torch.dtype) -> Callable[[], None]:
+    q, k, v = (torch.randn(B, 1, M, HD, device=dev, requires_grad=True) for _ in range(3))
+    g = torch.randn(B, 1, M, HD, device=dev)
+
+    def step() -> None:
+        with sdpa_kernel(backend):
+            y = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), dropout_p=0.1)
+        y.float().backward(g)
+    return step
+
+
+def transforms() -> Callable[[], None]:
+    x = torch.randn(B, T, D, device=dev, requires_grad=True)
+    w = daubechies_lowpass(16)[:, None].repeat(1, D).to(dev).requires_grad_()
+
+    def step() -> None:
+        y = waverec(wavedec(x, w, 1), w)[:, :T]
+        y.backward(torch.ones_like(y))
+    return step
+
+
+def module(m: torch.nn.Module) -> Callable[[], None]:
+    m = m.to(dev).train()
+    x = torch.randn(B, T, D, device=dev, requires_grad=True)
+    g = torch.randn(B, T, D, device=dev)
+
+    def step() -> None:
+        m(x).backward(g)
+    return step
+
+
+def top_kernels(name: str, fn: Callable[[], None], n: int = 12) -> None:
+    fn()
+    kind = torch.profiler.ProfilerActivity.CPU if SMOKE else torch.profiler.ProfilerActivity.CUDA
+    with torch.profiler.profile(activities=[kind]) as prof:
+        fn()
+        if not SMOKE:
+            torch.cuda.synchronize()
+    attr = "self_cpu_time_total" if SMOKE else "self_device_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: -getattr(e, attr))
+    total = sum(getattr(e, attr) for e in events) / 1e3
+    print(f"-- {name}: {total:.1f} ms of {'CPU ops' if SMOKE else 'CUDA kernels'}; the costliest:")
+    for e in events[:n]:
+        print(f"   {getattr(e, attr) / 1e3:8.2f} ms  {e.count:4d}x  {e.key[:110]}")
+
+
+print("CPU smoke run" if SMOKE else torch.cuda.get_device_name(), torch.__version__, flush=True)
+report("attention, one band, efficient fp32", attention(SDPBackend.EFFICIENT_ATTENTION, torch.float32))
+report("attention, one band, math tf32", attention(SDPBackend.MATH, torch.float32))
+report("attention, one band, flash bf16", attention(SDPBackend.FLASH_ATTENTION, torch.bfloat16))
+report("attention, one band, efficient bf16", attention(SDPBackend.EFFICIENT_ATTENTION, torch.bfloat16))
+report("wavedec + waverec (db8, one level)", transforms())
+layer = WavSpALayer(D, n_heads=1, qkv_dim=HD, wavelet="ada", wlen=16, levels=1, attn_dropout=0.1, dropout=0.1)
+report("WavSpA layer (2 bands)", module(layer))
+block = WavSpABlock(WavSpALayer(D, n_heads=1, qkv_dim=HD, wavelet="ada", wlen=16, levels=1, attn_dropout=0.1,
+                                dropout=0.1), D, D, 0.1)
+report("WavSpA block (layer, LayerNorm, MLP)", module(block))
+top_kernels("WavSpA layer", module(layer))
+top_kernels("WavSpA block", module(block))
