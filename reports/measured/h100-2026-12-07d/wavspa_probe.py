@@ -3,8 +3,9 @@
 The eager step is 636 ms on an H100 (batch 400 x 2,000 tokens, 8 layers; `../h100-2026-12-06/`), GPU-bound, so a
 paper run is ~14 GPU-hours. A WavSpA layer is a wavelet analysis (grouped strided conv1d), one softmax attention
 per band (two bands of 1,015 at one level, one head of 64, dropout 0.1 on the weights), and the synthesis. This
-times each part forward + backward (CUDA events, medians of 10 after 3 warm-up calls, peak memory above the
-inputs; an OOM is printed as a result), the attention through each SDPA backend that takes fp32 or a cast of it:
+times each part forward + backward (harness.timing: CUDA events, medians of 10 after 3 warm-up calls, peak memory
+above the inputs; an OOM is printed as a result), the attention through each SDPA backend that takes fp32 or a
+cast of it:
 - `efficient fp32`: what the preset runs now (fp32 inputs at train.precision=tf32 pick the memory-efficient kernel);
 - `math tf32`: the unfused attention with TF32 matmuls, the precision the published JAX code gets on a GPU;
 - `flash bf16`: q, k, v cast to bf16 (not the preset's precision: for scale only);
@@ -15,49 +16,30 @@ and prints the costliest CUDA kernels of one whole layer and of one block, forwa
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from harness.timing import PeakMemory, time_after_warmup
 from models.wavspa import WavSpABlock, WavSpALayer, daubechies_lowpass, wavedec, waverec
 
 SMOKE = not torch.cuda.is_available()  # on a CPU: tiny shapes, each part run once, to check the script
 B, T, D, HD = (2, 65, 16, 8) if SMOKE else (400, 2001, 128, 64)  # batch, tokens with CLS, width, head width
 M = (T + 1) // 2 + 14  # a band's length: ceil(T / 2) + wlen - 2
 dev = torch.device("cpu" if SMOKE else "cuda")
-torch.backends.cuda.matmul.allow_tf32 = True
-torch.backends.cudnn.allow_tf32 = True
-
-
-def timed(fn: Callable[[], None], reps: int = 10, warm: int = 3) -> tuple[float, float]:
-    """(median ms, peak MiB above what was allocated before)."""
-    if SMOKE:
-        fn()
-        return float("nan"), float("nan")
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+torch.backends.cuda.matmul.allow_tf32 = True  # as train.precision=tf32 (time_after_warmup sets it too; the
+torch.backends.cudnn.allow_tf32 = True  # kernel listing runs outside it)
 
 
 def report(name: str, fn: Callable[[], None]) -> None:
+    """The median of 10 calls after 3 warm-up calls, TF32 allowed (harness.timing: CUDA events on a GPU), and the
+    peak memory above what was allocated before them."""
     try:
-        ms, mib = timed(fn)
-        print(f"{name:44s} {ms:9.2f} ms  {mib:9.0f} MiB", flush=True)
-    except torch.OutOfMemoryError:
+        t = time_after_warmup(fn, dev, warmup=3, repeats=1 if SMOKE else 10, memory=PeakMemory(dev))
+        print(f"{name:44s} {t.median_ms:9.2f} ms  {(t.peak_bytes or 0) / 2**20:9.0f} MiB", flush=True)
+    except torch.OutOfMemoryError:  # a result, as the benchmark records it
         print(f"{name:44s} OOM", flush=True)
     except RuntimeError as exc:  # a backend that does not take these inputs on this device
         print(f"{name:44s} not run: {str(exc).splitlines()[0][:100]}", flush=True)
