@@ -33,7 +33,7 @@ from torch import nn
 from harness.config import ModelConfig, one_of, positive
 from harness.errors import ConfigError
 from harness.task import TaskSpec
-from models import MODELS
+from models import MODELS, flash_attention
 from models._validate import divides, even, probability
 from models.backbone import ResidualBlock, length_mask
 from models.transformer import HEADS, MLP, POOLINGS, POSITIONS, PositionalEncoder, SequenceModel, lra_init_
@@ -53,6 +53,10 @@ class WavSpAConfig(ModelConfig):
     wlen: int = 16  # filter taps N (even); ada initialises with db{wlen/2}
     levels: int = 1  # decomposition levels; levels + 1 bands, each with its own attention
     attention: str = "softmax"  # softmax (full, fused SDPA) | linear (elu+1 feature map, Katharopoulos et al.)
+    # How softmax attention runs on fp32 inputs: sdpa (torch's fused kernels; on a GPU the memory-efficient one,
+    # which emulates full fp32 products) | flash_tf32 (models.flash_attention: TF32 products, as JAX computes fp32
+    # matmuls on a GPU; CUDA only, elsewhere and on other dtypes SDPA runs).
+    attention_kernel: str = "sdpa"
     dropout: float = 0.1
     attn_dropout: float = 0.1  # on the attention weights (softmax only)
     positions: str = "sinusoidal"  # sinusoidal | learned | none
@@ -71,6 +75,7 @@ class WavSpAConfig(ModelConfig):
         divides("model.n_heads", self.n_heads, "model.qkv_dim", self.qkv_dim)
         one_of("model.wavelet", self.wavelet, ("ada", "ortho", "lift", "adalift"))
         one_of("model.attention", self.attention, ("softmax", "linear"))
+        one_of("model.attention_kernel", self.attention_kernel, ("sdpa", "flash_tf32"))
         even("model.wlen", self.wlen)
         if self.wavelet == "ada" and self.wlen > 2 * MAX_DAUBECHIES:
             raise ConfigError(f"model.wlen={self.wlen} is above {2 * MAX_DAUBECHIES} (db1..db{MAX_DAUBECHIES}), "
@@ -302,13 +307,15 @@ class BandAttention(nn.Module):
 
     softmax: Flax `SelfAttention(use_bias=False)`: q/k/v D -> qkv_dim, out qkv_dim -> D, logits scaled by
     head_dim^-1/2, dropout on the attention weights; runs through `F.scaled_dot_product_attention` (fused flash
-    or memory-efficient kernels on GPU, no L x L matrix). linear: the reference `LinearAttention` (biases,
+    or memory-efficient kernels on GPU, no L x L matrix), or with `kernel="flash_tf32"` on fp32 CUDA inputs
+    through `models.flash_attention` (TF32 products). linear: the reference `LinearAttention` (biases,
     elu + 1 feature map, eps 1e-6) followed, in the block, by dropout on its output.
     """
 
-    def __init__(self, d_model: int, *, n_heads: int, qkv_dim: int, kind: str, attn_dropout: float, dropout: float):
+    def __init__(self, d_model: int, *, n_heads: int, qkv_dim: int, kind: str, attn_dropout: float, dropout: float,
+                 kernel: str = "sdpa"):
         super().__init__()
-        self.kind = kind
+        self.kind, self.kernel = kind, kernel
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
         bias = kind == "linear"
@@ -323,8 +330,11 @@ class BandAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, m, _ = x.shape
         q, k, v = (proj(x).view(b, m, self.n_heads, -1).transpose(1, 2) for proj in (self.q, self.k, self.v))
-        if self.kind == "softmax":
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        p = self.attn_dropout if self.training else 0.0
+        if self.kind == "softmax" and self.kernel == "flash_tf32" and flash_attention.available(q):
+            y = flash_attention.flash_attention_tf32(q, k, v, p)
+        elif self.kind == "softmax":
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         else:
             y = linear_attention(q, k, v)
         return self.out_dropout(self.out(y.transpose(1, 2).reshape(b, m, -1)))
@@ -354,7 +364,7 @@ class WavSpALayer(nn.Module):
 
     def __init__(self, d_model: int, *, n_heads: int = 1, qkv_dim: int = 64, wavelet: str = "ada", wlen: int = 16,
                  levels: int = 1, attention: str = "softmax", attn_dropout: float = 0.0, dropout: float = 0.0,
-                 reverse_channels: bool = True):
+                 reverse_channels: bool = True, attention_kernel: str = "sdpa"):
         super().__init__()
         self.wavelet, self.levels, self.reverse_channels = wavelet, levels, reverse_channels
         if wavelet == "ada":
@@ -366,7 +376,7 @@ class WavSpALayer(nn.Module):
             self.w_pred = nn.Parameter(torch.randn(wlen, d_model) * 0.02)
         # 'lift' has no parameters (the reference creates two unused (wlen, D) arrays for it; left out).
         self.attn = nn.ModuleList(BandAttention(d_model, n_heads=n_heads, qkv_dim=qkv_dim, kind=attention,
-                                                attn_dropout=attn_dropout, dropout=dropout)
+                                                attn_dropout=attn_dropout, dropout=dropout, kernel=attention_kernel)
                                   for _ in range(levels + 1))
 
     def filter(self) -> torch.Tensor:
@@ -430,7 +440,7 @@ def build(cfg: WavSpAConfig, spec: TaskSpec) -> nn.Module:
     blocks = [WavSpABlock(WavSpALayer(cfg.d_model, n_heads=cfg.n_heads, qkv_dim=cfg.qkv_dim, wavelet=cfg.wavelet,
                                       wlen=cfg.wlen, levels=cfg.levels, attention=cfg.attention,
                                       attn_dropout=cfg.attn_dropout, dropout=cfg.dropout,
-                                      reverse_channels=cfg.reverse_channels),
+                                      reverse_channels=cfg.reverse_channels, attention_kernel=cfg.attention_kernel),
                           cfg.d_model, cfg.d_ff, cfg.dropout)
               for _ in range(cfg.n_layers)]
     encoder = PositionalEncoder(spec, cfg.d_model, cfg.positions, cls_token=cfg.pooling == "cls")

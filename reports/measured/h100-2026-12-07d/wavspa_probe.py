@@ -9,7 +9,9 @@ cast of it:
 - `efficient fp32`: what the preset runs now (fp32 inputs at train.precision=tf32 pick the memory-efficient kernel);
 - `math tf32`: the unfused attention with TF32 matmuls, the precision the published JAX code gets on a GPU;
 - `flash bf16`: q, k, v cast to bf16 (not the preset's precision: for scale only);
-and prints the costliest CUDA kernels of one whole layer and of one block, forward + backward.
+- `flash_tf32`: ours (models/flash_attention.py, `model.attention_kernel=flash_tf32`), TF32 products in Triton;
+with each one's error against float64 attention (no dropout, batch 8), and prints the costliest CUDA kernels of one
+whole layer and of one block, forward + backward, through SDPA and through ours.
 
     PYTHONPATH=. python reports/measured/h100-2026-12-07d/wavspa_probe.py
 """
@@ -22,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from harness.timing import PeakMemory, time_after_warmup
+from harness.timing import PeakMemory, tf32, time_after_warmup
+from models.flash_attention import available, flash_attention_tf32
 from models.wavspa import WavSpABlock, WavSpALayer, daubechies_lowpass, wavedec, waverec
 
 SMOKE = not torch.cuda.is_available()  # on a CPU: tiny shapes, each part run once, to check the script
-B, T, D, HD = (2, 65, 16, 8) if SMOKE else (400, 2001, 128, 64)  # batch, tokens with CLS, width, head width
+B, T, D, HD = (2, 65, 16, 16) if SMOKE else (400, 2001, 128, 64)  # batch, tokens with CLS, width, head width
 M = (T + 1) // 2 + 14  # a band's length: ceil(T / 2) + wlen - 2
 dev = torch.device("cpu" if SMOKE else "cuda")
 torch.backends.cuda.matmul.allow_tf32 = True  # as train.precision=tf32 (time_after_warmup sets it too; the
@@ -38,23 +41,41 @@ def report(name: str, fn: Callable[[], None]) -> None:
     peak memory above what was allocated before them."""
     try:
         t = time_after_warmup(fn, dev, warmup=3, repeats=1 if SMOKE else 10, memory=PeakMemory(dev))
-        print(f"{name:44s} {t.median_ms:9.2f} ms  {(t.peak_bytes or 0) / 2**20:9.0f} MiB", flush=True)
+        print(f"{name:54s} {t.median_ms:9.2f} ms  {(t.peak_bytes or 0) / 2**20:9.0f} MiB", flush=True)
     except torch.OutOfMemoryError:  # a result, as the benchmark records it
-        print(f"{name:44s} OOM", flush=True)
+        print(f"{name:54s} OOM", flush=True)
     except RuntimeError as exc:  # a backend that does not take these inputs on this device
-        print(f"{name:44s} not run: {str(exc).splitlines()[0][:100]}", flush=True)
+        print(f"{name:54s} not run: {str(exc).splitlines()[0][:100]}", flush=True)
     torch.cuda.empty_cache()
 
 
-def attention(backend: SDPBackend, dtype: torch.dtype) -> Callable[[], None]:
+def attend(backend: SDPBackend | int, dtype: torch.dtype, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           p: float) -> torch.Tensor:
+    if isinstance(backend, int):  # ours, with this block size
+        return flash_attention_tf32(q, k, v, p, block=backend)
+    with sdpa_kernel(backend):
+        return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), dropout_p=p).float()
+
+
+def attention(backend: SDPBackend | int, dtype: torch.dtype) -> Callable[[], None]:
     q, k, v = (torch.randn(B, 1, M, HD, device=dev, requires_grad=True) for _ in range(3))
     g = torch.randn(B, 1, M, HD, device=dev)
 
     def step() -> None:
-        with sdpa_kernel(backend):
-            y = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), dropout_p=0.1)
-        y.float().backward(g)
+        attend(backend, dtype, q, k, v, 0.1).backward(g)
     return step
+
+
+def error(backend: SDPBackend | int, dtype: torch.dtype) -> str:
+    """Max |out - exact| / max |exact| without dropout, exact = float64 attention written out."""
+    q, k, v = (torch.randn(8, 1, M, HD, device=dev) for _ in range(3))
+    exact = torch.softmax(q.double() @ k.double().transpose(-1, -2) / HD**0.5, -1) @ v.double()
+    try:
+        with tf32(dev):
+            got = attend(backend, dtype, q, k, v, 0.0)
+    except RuntimeError:
+        return "n/a"
+    return f"{((got.double() - exact).abs().max() / exact.abs().max()).item():.1e}"
 
 
 def transforms() -> Callable[[], None]:
@@ -93,15 +114,26 @@ def top_kernels(name: str, fn: Callable[[], None], n: int = 12) -> None:
 
 
 print("CPU smoke run" if SMOKE else torch.cuda.get_device_name(), torch.__version__, flush=True)
-report("attention, one band, efficient fp32", attention(SDPBackend.EFFICIENT_ATTENTION, torch.float32))
-report("attention, one band, math tf32", attention(SDPBackend.MATH, torch.float32))
-report("attention, one band, flash bf16", attention(SDPBackend.FLASH_ATTENTION, torch.bfloat16))
-report("attention, one band, efficient bf16", attention(SDPBackend.EFFICIENT_ATTENTION, torch.bfloat16))
+BACKENDS = {"efficient fp32": (SDPBackend.EFFICIENT_ATTENTION, torch.float32),
+            "math tf32": (SDPBackend.MATH, torch.float32),
+            "flash bf16": (SDPBackend.FLASH_ATTENTION, torch.bfloat16),
+            "efficient bf16": (SDPBackend.EFFICIENT_ATTENTION, torch.bfloat16),
+            "flash_tf32 (ours), block 64": (64, torch.float32),
+            "flash_tf32 (ours), block 32": (32, torch.float32)}
+for name, (backend, dtype) in BACKENDS.items():
+    if isinstance(backend, int) and not available(torch.zeros(1, 1, 1, HD, device=dev)):
+        continue  # a CPU without Triton's interpreter
+    report(f"attention, one band, {name}", attention(backend, dtype))
+    print(f"{'':54s} error against float64: {error(backend, dtype)}", flush=True)
 report("wavedec + waverec (db8, one level)", transforms())
-layer = WavSpALayer(D, n_heads=1, qkv_dim=HD, wavelet="ada", wlen=16, levels=1, attn_dropout=0.1, dropout=0.1)
-report("WavSpA layer (2 bands)", module(layer))
-block = WavSpABlock(WavSpALayer(D, n_heads=1, qkv_dim=HD, wavelet="ada", wlen=16, levels=1, attn_dropout=0.1,
-                                dropout=0.1), D, D, 0.1)
-report("WavSpA block (layer, LayerNorm, MLP)", module(block))
-top_kernels("WavSpA layer", module(layer))
-top_kernels("WavSpA block", module(block))
+
+
+def block(kernel: str) -> WavSpABlock:
+    return WavSpABlock(WavSpALayer(D, n_heads=1, qkv_dim=HD, wavelet="ada", wlen=16, levels=1, attn_dropout=0.1,
+                                   dropout=0.1, attention_kernel=kernel), D, D, 0.1)
+
+
+for kernel in ("sdpa", "flash_tf32"):
+    report(f"WavSpA layer (2 bands), {kernel}", module(block(kernel).mixer))
+    report(f"WavSpA block (layer, LayerNorm, MLP), {kernel}", module(block(kernel)))
+    top_kernels(f"WavSpA block, {kernel}", module(block(kernel)))
