@@ -105,6 +105,41 @@ def check_wavspa_through_the_kernel() -> None:
     fa.flash_attention_tf32 = original
 
 
+def check_the_kernels_compile_for_an_h100() -> None:
+    """Triton compiles each kernel for sm_90 (ptxas included) at WavSpA's shapes, with and without dropout, at both
+    block sizes: what the interpreter does not check (types, layouts, shared memory) short of a GPU run."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from models import flash_attention as fa
+
+    scalars = {"seed_ptr": "*i64", "scale": "fp32", "p_drop": "fp32"}
+    constants = ("M", "D", "BM", "BN", "DROPOUT")
+    kernels = {fa._fwd: ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "lse_ptr"),
+               fa._bwd_kv: ("q_ptr", "k_ptr", "v_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dk_ptr", "dv_ptr"),
+               fa._bwd_q: ("q_ptr", "k_ptr", "v_ptr", "do_ptr", "lse_ptr", "delta_ptr", "dq_ptr")}
+    for block in (64, 32):
+        for dropout in (False, True):
+            for fn, pointers in kernels.items():
+                signature = {name: "*fp32" for name in pointers} | scalars | dict.fromkeys(constants, "constexpr")
+                values = {"M": 1015, "D": 64, "BM": block, "BN": block, "DROPOUT": dropout}
+                compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=values),
+                                          target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+                most = 227 * 1024  # the shared memory an H100 block may have
+                assert compiled.metadata.shared <= most, (fn.__name__, block, compiled.metadata.shared)
+
+
+def test_the_kernels_compile_for_an_h100(tmp_path) -> None:
+    pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it SDPA runs")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_CACHE_DIR": str(tmp_path)}
+    env.pop("TRITON_INTERPRET", None)
+    check = "check_the_kernels_compile_for_an_h100"
+    done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("check", ["check_against_the_attention_written_out", "check_the_dropout_mask",
                                    "check_the_custom_op", "check_wavspa_through_the_kernel"])
 def test_flash_attention_equals_the_attention_written_out(check: str) -> None:
