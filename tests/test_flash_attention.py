@@ -130,6 +130,7 @@ def check_the_kernels_compile_for_an_h100() -> None:
                 assert compiled.metadata.shared <= most, (fn.__name__, block, compiled.metadata.shared)
 
 
+@pytest.mark.slow  # a build check (6 s), not a correctness one
 def test_the_kernels_compile_for_an_h100(tmp_path) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it SDPA runs")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_CACHE_DIR": str(tmp_path)}
