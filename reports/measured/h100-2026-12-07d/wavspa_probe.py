@@ -26,7 +26,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from harness.timing import PeakMemory, tf32, time_after_warmup
 from models.flash_attention import available, flash_attention_tf32
-from models.wavspa import WavSpABlock, WavSpALayer, daubechies_lowpass, wavedec, waverec
+from models.wavspa import WavSpABlock, WavSpALayer, analysis_filters, daubechies_lowpass, reflect_pad, wavedec, waverec
 
 SMOKE = not torch.cuda.is_available()  # on a CPU: tiny shapes, each part run once, to check the script
 B, T, D, HD = (2, 65, 16, 16) if SMOKE else (400, 2001, 128, 64)  # batch, tokens with CLS, width, head width
@@ -78,14 +78,39 @@ def error(backend: SDPBackend | int, dtype: torch.dtype) -> str:
     return f"{((got.double() - exact).abs().max() / exact.abs().max()).item():.1e}"
 
 
-def transforms() -> Callable[[], None]:
+def fft_transforms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """One level of `wavedec` then `waverec` through FFTs, as the published code computes them: the analysis is a
+    circular cross-correlation kept at even offsets, the synthesis its adjoint, a circular convolution of the
+    zero-upsampled bands (models/wavspa.py does both with grouped strided convolutions). For timing beside it."""
+    lo, hi = analysis_filters(w)
+    n = w.shape[0]
+    xpad = reflect_pad(x, n - 2, n - 2 + x.shape[1] % 2)  # [B, P, D]
+    p = xpad.shape[1]
+    spectrum = torch.fft.rfft(xpad, dim=1)[..., None]  # [B, P/2+1, D, 1]
+    filters = torch.stack([lo, hi], -1)  # [N, D, 2]
+    bands = torch.fft.irfft(spectrum * torch.fft.rfft(filters, n=p, dim=0).conj(), n=p, dim=1)[:, 0::2]
+    up = bands.new_zeros(bands.shape[0], p, *bands.shape[2:])
+    up[:, 0::2] = bands  # [B, P, D, 2]: A and D_t at even positions
+    y = torch.fft.irfft((torch.fft.rfft(up, dim=1) * torch.fft.rfft(filters, n=p, dim=0)).sum(-1), n=p, dim=1)
+    return y[:, n - 2: p - (n - 2)]
+
+
+def transforms(kind: str) -> Callable[[], None]:
     x = torch.randn(B, T, D, device=dev, requires_grad=True)
     w = daubechies_lowpass(16)[:, None].repeat(1, D).to(dev).requires_grad_()
+    through = {"conv": lambda: waverec(wavedec(x, w, 1), w), "fft": lambda: fft_transforms(x, w)}[kind]
 
     def step() -> None:
-        y = waverec(wavedec(x, w, 1), w)[:, :T]
+        y = through()[:, :T]
         y.backward(torch.ones_like(y))
     return step
+
+
+def check_fft_transforms() -> None:
+    """fft_transforms computes what wavedec + waverec compute (float64, random filters)."""
+    x = torch.randn(2, 37, 6, dtype=torch.float64)
+    w = torch.randn(16, 6, dtype=torch.float64)
+    torch.testing.assert_close(fft_transforms(x, w)[:, :37], waverec(wavedec(x, w, 1), w)[:, :37])
 
 
 def module(m: torch.nn.Module) -> Callable[[], None]:
@@ -125,7 +150,9 @@ for name, (backend, dtype) in BACKENDS.items():
         continue  # a CPU without Triton's interpreter
     report(f"attention, one band, {name}", attention(backend, dtype))
     print(f"{'':54s} error against float64: {error(backend, dtype)}", flush=True)
-report("wavedec + waverec (db8, one level)", transforms())
+check_fft_transforms()
+report("wavedec + waverec (db8, one level), grouped conv", transforms("conv"))
+report("wavedec + waverec (db8, one level), FFT", transforms("fft"))
 
 
 def block(kernel: str) -> WavSpABlock:
