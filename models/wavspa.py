@@ -55,7 +55,8 @@ class WavSpAConfig(ModelConfig):
     attention: str = "softmax"  # softmax (full, fused SDPA) | linear (elu+1 feature map, Katharopoulos et al.)
     # How softmax attention runs on fp32 inputs: sdpa (torch's fused kernels; on a GPU the memory-efficient one,
     # which emulates full fp32 products) | flash_tf32 (models.flash_attention: TF32 products, as JAX computes fp32
-    # matmuls on a GPU; CUDA only, elsewhere and on other dtypes SDPA runs).
+    # matmuls on a GPU; CUDA only, elsewhere and on other dtypes SDPA runs; compiled once per band length, so
+    # with pad_to_seq_len=true, once).
     attention_kernel: str = "sdpa"
     dropout: float = 0.1
     attn_dropout: float = 0.1  # on the attention weights (softmax only)
