@@ -9,10 +9,10 @@ of 1,015 per layer at batch 400, and its step is GPU-bound (reports/measured/h10
 The maths (per batch and head, q, k, v [M, d], scale s = d^-1/2, dropout p with keep mask Z):
     S = s q k^T,  P = softmax(S) by rows,  O = (Z / (1 - p) * P) v,  lse = log sum_j exp(S_ij)
 forward: one program per block of queries walks the key blocks with the running maximum and sum (online
-softmax); backward (FlashAttention-2's split, no atomics, so deterministic): with D_i = sum_j dO_i O_i,
+softmax); backward (FlashAttention-2's split, no atomics, so deterministic): with D_i = dO_i . O_i (rows),
 dP~ = dO v^T, dP = Z / (1 - p) * dP~, dS = P * (dP - D), one program per key block accumulates
 dV = (Z / (1 - p) * P)^T dO and dK = s dS^T q, one per query block dQ = s dS k. The keep mask is drawn twice from the
-same Philox counters (seed + batch*heads index, query * M + key), never stored.
+same Philox counters (the call's seed; query * M + key and the batch-and-head index), never stored.
 
 The kernels run on CUDA, and on the CPU under Triton's interpreter (TRITON_INTERPRET=1 before triton is imported),
 which is how the tests check them against the attention written out in torch.
@@ -50,8 +50,14 @@ if triton is not None:
 
     @triton.jit
     def _keep(seed, bh, offs_m, offs_n, M, p_drop):
-        """The dropout keep mask of a [BM, BN] tile: one Philox draw per (query, key) of this batch and head."""
-        return tl.rand(seed + bh, offs_m[:, None] * M + offs_n[None, :]) >= p_drop
+        """The dropout keep mask of a [BM, BN] tile: one Philox draw per (query, key) of this batch and head, the
+        call's seed the key and (query * M + key, batch * heads + head) the counter, so that no two calls or heads
+        share a draw (`tl.rand` takes one counter word, and seed + head would let two calls' seeds overlap)."""
+        c0 = offs_m[:, None] * M + offs_n[None, :]
+        c1 = tl.zeros_like(c0) + bh.to(tl.int32)
+        zero = tl.zeros_like(c0)
+        bits, _, _, _ = tl.random.philox(seed, c0, c1, zero, zero)
+        return tl.random.uint_to_uniform_float(bits) >= p_drop
 
     @triton.jit
     def _fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, seed_ptr, scale, p_drop, M: tl.constexpr,
