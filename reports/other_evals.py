@@ -17,6 +17,7 @@ import pandas as pd
 
 from reports.leaderboard import Board, display
 from reports.load import _section, digest_text, generated_set
+from reports.references import Reference
 from reports.render import Note
 
 COLUMNS = ["run_id", "train_run_id", "status", "metric", "test", "split", "examples", "data", "task_config"]
@@ -67,10 +68,17 @@ def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] 
     if mine.empty:
         return None
     disp = display(board.metric)
+    d = disp.digits
 
     def value(v: float) -> str:
-        return "—" if not math.isfinite(v) else f"{v * disp.scale:.{disp.digits}f}"
+        return "—" if not math.isfinite(v) else f"{v * disp.scale:.{d}f}"
 
+    # The published number of each run's row, where the row is at the paper's settings (the board's Δ's number),
+    # numbered as the board's footnotes.
+    key_of = dict(zip(board.runs["run_id"], board.runs["config_key"], strict=True))
+    ref_of = {key: ref for key, ref in zip(board.rows["config_key"], board.rows["ref"], strict=True)
+              if isinstance(ref, Reference)}
+    number = {id(ref): i + 1 for i, ref in enumerate(board.cited)}
     out = []
     for r in mine.sort_values(["model", "train_run_id", "run_id"]).to_dict("records"):
         ok = r["status"] == "complete" and math.isfinite(r["test"])
@@ -78,19 +86,29 @@ def table(board: Board, evals: pd.DataFrame) -> tuple[pd.DataFrame, list[Note]] 
         if ok and r["metric"] in SE_METRICS and r["examples"]:
             se = value(math.sqrt(r["test"] * (1 - r["test"]) / r["examples"]))
         own = isinstance(r["data_set"], str) and r["data"] == f"generated, {r['data_set']}"
+        settings = other_settings(r["task_config"], _section(r["config"], "task"))
+        ref = ref_of.get(key_of.get(r["train_run_id"]))
+        # Δ only where the data was read as in training: another l_max, say, is another benchmark.
+        delta = "—"
+        if ok and ref is not None and settings == "—":
+            delta = f"{r['test'] * disp.scale - ref.value:+.{d}f}" + ("" if ref.verified else " (unverified)")
         out.append({"model": r["model"], "run": r["train_run_id"], "seed": str(r["seed"]),
                     "evaluated on": r["data"] + (" (the run's own set)" if own else ""),
-                    "other task settings": other_settings(r["task_config"], _section(r["config"], "task")),
-                    "split": r["split"],
+                    "other task settings": settings, "split": r["split"],
                     "examples": "—" if not r["examples"] else f"{r['examples']:,}",
                     f"{r['split']} {disp.name}": value(r["test"]) if ok else str(r["status"]), "SE": se,
                     f"run's own test {disp.name}": value(r["test_run"]),
-                    "difference": value(r["test"] - r["test_run"]) if ok else "—"})
+                    "difference": value(r["test"] - r["test_run"]) if ok else "—",
+                    "published": f"{ref.value:.{d}f} [{number[id(ref)]}]" if ref is not None else "—",
+                    "Δ vs published": delta})
     note = Note(f"Evaluated again ({board.title}): each complete run's weights (its best or last state, as its own "
                 "test used) on other data: `python run.py job=redraw eval.runs=[RUN] eval.seed=7 eval.n_test=10000` "
                 "(a fresh draw of its own generated set) or `job=eval` with a task config (a release: task.root=...). "
                 "Other task settings: how the evaluation read its data where that differs from the run's training "
                 "(e.g. l_max), apart from which data. SE: the binomial standard error of an accuracy on that many "
-                "examples. difference: this evaluation less the run's own test value. The board ranks the runs by "
+                "examples. difference: this evaluation less the run's own test value. Δ vs published: this "
+                "evaluation less the published number of the run's row, for a row at the paper's settings whose "
+                "evaluation read the data as its training did; the published number comes from another draw "
+                "still (the authors' copy), so it carries that draw's error too. The board ranks the runs by "
                 "their own test split.")
     return pd.DataFrame(out), [note]

@@ -255,6 +255,35 @@ def test_a_difference_from_an_unverified_number_says_so(tmp_path: Path):
     assert table.loc["published: S4D-Lin", "status"] == "published, unverified"
 
 
+def test_a_paper_run_evaluated_on_a_fresh_draw_shows_its_delta_to_the_paper_there(tmp_path: Path):
+    """A run at paper settings evaluated again: the evaluations table gives the published number of its row and the
+    Δ to it, labelled as the board labels it, unless the evaluation read the data otherwise (another l_max)."""
+    from reports import other_evals
+
+    s = Store(tmp_path / "store")
+    trained = composed("+experiment=s4d_listops")
+    s.write(record("s4d-0", trained, 0, 0.5, sizes=LISTOPS_SIZES))
+    board = board_of(tmp_path / "store", "listops")
+    drawn = {"source": "generated", "seed": 7, "fingerprint": {"sha256": "163c5332f5b3" + "0" * 52},
+             "sizes": {"train": 0, "val": 0, "test": 10_000}}
+    evaluations = [{"run_id": f"eval-{name}", "kind": "eval", "train_run_id": "s4d-0", "status": "complete",
+                    "metrics": {"metric": "accuracy", "test": test}, "data": drawn, "eval": {"split": "test"},
+                    "config": {"task": {**trained["task"], "seed": 7, "n_train": 0, "n_val": 0, "n_test": 10_000,
+                                        **task}}}
+                   for name, test, task in [("fresh", 0.6114, {}), ("longer", 0.4, {"l_max": 4096})]]
+    table, _ = other_evals.table(board, other_evals.load(evaluations))
+    rows = table.set_index("other task settings")
+    [number] = [i + 1 for i, ref in enumerate(board.cited) if ref.label == "S4D-Lin"]
+    assert rows.loc["—", "published"] == rows.loc["l_max=4096", "published"] == f"60.52 [{number}]"
+    assert rows.loc["—", "Δ vs published"] == "+0.62 (unverified)"  # 61.14 - 60.52, the number unverified
+    assert rows.loc["l_max=4096", "Δ vs published"] == "—"
+    # A reduced run has no published number to be compared with, here as on the board.
+    s.write(record("s4d-small", composed("+experiment=s4d_listops", "model.d_model=32"), 0, 0.4, sizes=LISTOPS_SIZES))
+    board = board_of(tmp_path / "store", "listops")
+    table, _ = other_evals.table(board, other_evals.load([{**evaluations[0], "train_run_id": "s4d-small"}]))
+    assert table.loc[0, "published"] == table.loc[0, "Δ vs published"] == "—"
+
+
 def test_a_run_without_a_published_setting_says_so(tmp_path: Path):
     s = Store(tmp_path / "store")
     for seed in (0, 1):
