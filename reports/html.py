@@ -9,7 +9,8 @@ from pathlib import Path
 from reports.render import html_text
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1800px; }
+.wide { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 0.8em 0 1.6em; font-size: 0.85em; }
 th, td { border-top: 1px solid #ccc; border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 th { border-bottom: 2px solid #444; }

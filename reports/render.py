@@ -153,4 +153,6 @@ def html_table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{html_text(cell(v))}</td>" for v in row) + "</tr>"
                    for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # In a box of its own that scrolls sideways: a wide table (many machines, long data names) moves alone, not the
+    # page with every figure on it.
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
