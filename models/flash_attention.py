@@ -40,10 +40,12 @@ BLOCK = 64  # queries and keys per block: three fp32 [64, 64] tiles (q, k, v at 
 
 
 def available(q: Tensor) -> bool:
-    """Can the kernels take q: CUDA with triton (or the interpreter), fp32, a head width tl.dot takes."""
+    """Can the kernels take q: a GPU with TF32 (Ampere or later) and triton, or the interpreter; fp32; a head width
+    tl.dot takes."""
     d = q.shape[-1]
-    return (triton is not None and (q.is_cuda or INTERPRETED) and q.dtype == torch.float32
-            and 16 <= d <= 128 and d & (d - 1) == 0)
+    device_ok = INTERPRETED or (q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 8)
+    return (triton is not None and device_ok and q.dtype == torch.float32 and 16 <= d <= 128
+            and d & (d - 1) == 0)
 
 
 if triton is not None:
