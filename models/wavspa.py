@@ -55,8 +55,9 @@ class WavSpAConfig(ModelConfig):
     attention: str = "softmax"  # softmax (full, fused SDPA) | linear (elu+1 feature map, Katharopoulos et al.)
     # How softmax attention runs on fp32 inputs: sdpa (torch's fused kernels; on a GPU the memory-efficient one,
     # which emulates full fp32 products) | flash_tf32 (models.flash_attention: TF32 products, as JAX computes fp32
-    # matmuls on a GPU; CUDA only, elsewhere and on other dtypes SDPA runs; compiled once per band length, so
-    # with pad_to_seq_len=true, once).
+    # matmuls on a GPU; compiled once per band length, so with pad_to_seq_len=true once). Where TF32 does not exist
+    # (a CPU, a GPU before Ampere) or the inputs are not fp32 (bf16 autocast), SDPA runs, as train.precision=tf32
+    # runs fp32 there.
     attention_kernel: str = "sdpa"
     dropout: float = 0.1
     attn_dropout: float = 0.1  # on the attention weights (softmax only)
