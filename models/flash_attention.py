@@ -230,7 +230,9 @@ def flash_attention_tf32(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0
     """softmax(q k^T / sqrt(d)) v on [B, H, M, d] with dropout `dropout_p` on the weights (pass 0 in eval mode),
     products in TF32; `available(q)` says whether it runs here."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return _attention(q, k, v, draw_seed(q.device), float(dropout_p), block)[0]
+    # Without dropout no seed is drawn, so evaluating (as SDPA) leaves the training's random stream where it was.
+    seed = draw_seed(q.device) if dropout_p > 0 else torch.zeros(1, dtype=torch.int64, device=q.device)
+    return _attention(q, k, v, seed, float(dropout_p), block)[0]
 
 
 def keep_mask(seed: Tensor, batch_heads: int, m: int, dropout_p: float, block: int = BLOCK) -> Tensor:

@@ -77,6 +77,9 @@ def check_the_dropout_mask() -> None:
     first = fa.flash_attention_tf32(q, k, v, 0.5, block=16)
     torch.manual_seed(4)
     assert torch.equal(fa.flash_attention_tf32(q, k, v, 0.5, block=16), first)
+    state = torch.get_rng_state()  # and without dropout (evaluation) it draws nothing, as SDPA
+    fa.flash_attention_tf32(q, k, v, 0.0, block=16)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def check_the_custom_op() -> None:
