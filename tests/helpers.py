@@ -1,4 +1,5 @@
-"""What several test modules share: the repo root, composing a run config, running `run.py`."""
+"""What several test modules share: the repo root, composing a run config, running `run.py`, running a Triton
+check in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def run_py(tmp_path: Path, *args: str, timeout: int = 300, cwd: Path | None = No
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *flags, *paths, *overrides], cwd=cwd or tmp_path,
                           capture_output=True, text=True, timeout=timeout,
                           env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_triton_check(test_file: str, check: str, interpret: bool = True, **env: str) -> None:
+    """Run the function `check` of the test module `test_file` in a fresh Python (`python TEST_FILE CHECK`, which
+    prints "CHECK: ok" when it returns) and assert that it passed. Under Triton's interpreter by default: it must be
+    chosen before triton is imported, hence the fresh process; `interpret=False` compiles for real instead."""
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    if interpret:
+        environ |= {"TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    else:
+        environ.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, test_file, check], cwd=ROOT, env=environ, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]

@@ -10,14 +10,12 @@ The interpreter must be chosen before triton is imported, so the checks run in a
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import run_triton_check
 
 
 def check_unpack_against_the_torch_copy() -> None:
@@ -100,10 +98,7 @@ def check_grad_products_against_torch() -> None:
                                    "check_fft_conv_through_the_kernels"])
 def test_triton_kernels_equal_what_torch_computes(check: str) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it the torch copies run")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]
+    run_triton_check(__file__, check)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,12 @@ The interpreter must be chosen before triton is imported, so the checks run in a
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import run_triton_check
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
@@ -138,22 +136,15 @@ def check_the_kernels_compile_for_an_h100() -> None:
 @pytest.mark.slow  # a build check (6 s), not a correctness one
 def test_the_kernels_compile_for_an_h100(tmp_path) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it SDPA runs")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TRITON_CACHE_DIR": str(tmp_path)}
-    env.pop("TRITON_INTERPRET", None)
-    check = "check_the_kernels_compile_for_an_h100"
-    done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]
+    run_triton_check(__file__, "check_the_kernels_compile_for_an_h100", interpret=False,
+                     TRITON_CACHE_DIR=str(tmp_path))
 
 
 @pytest.mark.parametrize("check", ["check_against_the_attention_written_out", "check_the_dropout_mask",
                                    "check_the_custom_op", "check_wavspa_through_the_kernel"])
 def test_flash_attention_equals_the_attention_written_out(check: str) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it SDPA runs")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, __file__, check], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and f"{check}: ok" in done.stdout, done.stderr[-3000:]
+    run_triton_check(__file__, check)
 
 
 if __name__ == "__main__":
