@@ -62,6 +62,20 @@ if triton is not None:
         return tl.random.uint_to_uniform_float(bits) >= p_drop
 
     @triton.jit
+    def _tiles(a_ptr, b_ptr, base, offs, offs_d, M, D: tl.constexpr):
+        """Two [rows, D] tiles (q and dO, or k and v) of one batch and head, zero past the length."""
+        at = base + offs[:, None] * D + offs_d[None, :]
+        return (tl.load(a_ptr + at, mask=offs[:, None] < M, other=0.0),
+                tl.load(b_ptr + at, mask=offs[:, None] < M, other=0.0))
+
+    @triton.jit
+    def _row_stats(lse_ptr, delta_ptr, bh, offs_m, M):
+        """The forward's log-sum-exp and the backward's D of a block of queries."""
+        at = bh * M + offs_m
+        return (tl.load(lse_ptr + at, mask=offs_m < M, other=0.0),
+                tl.load(delta_ptr + at, mask=offs_m < M, other=0.0))
+
+    @triton.jit
     def _fwd(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, seed_ptr, scale, p_drop, M: tl.constexpr,
              D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, DROPOUT: tl.constexpr):
         bh = tl.program_id(1).to(tl.int64)
@@ -75,8 +89,7 @@ if triton is not None:
         seed = tl.load(seed_ptr)
         for start_n in range(0, M, BN):
             offs_n = start_n + tl.arange(0, BN)
-            kv = base + offs_n[:, None] * D + offs_d[None, :]
-            k = tl.load(k_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
+            k, v = _tiles(k_ptr, v_ptr, base, offs_n, offs_d, M, D)
             s = tl.dot(q, tl.trans(k), input_precision="tf32") * scale
             s = tl.where(offs_n[None, :] < M, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -85,7 +98,6 @@ if triton is not None:
             l_i = l_i * alpha + tl.sum(p, 1)
             if DROPOUT:
                 p = tl.where(_keep(seed, bh, offs_m, offs_n, M, p_drop), p / (1.0 - p_drop), 0.0)
-            v = tl.load(v_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
             acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="tf32")
             m_i = m_new
         rows = offs_m < M
@@ -114,22 +126,18 @@ if triton is not None:
         offs_n = tl.program_id(0) * BN + tl.arange(0, BN)
         offs_d = tl.arange(0, D)
         base = bh * M * D
-        kv = base + offs_n[:, None] * D + offs_d[None, :]
-        k = tl.load(k_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
-        v = tl.load(v_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
+        k, v = _tiles(k_ptr, v_ptr, base, offs_n, offs_d, M, D)
         dk = tl.zeros([BN, D], tl.float32)
         dv = tl.zeros([BN, D], tl.float32)
         seed = tl.load(seed_ptr)
         for start_m in range(0, M, BM):
             offs_m = start_m + tl.arange(0, BM)
-            qo = base + offs_m[:, None] * D + offs_d[None, :]
-            q = tl.load(q_ptr + qo, mask=offs_m[:, None] < M, other=0.0)
-            do = tl.load(do_ptr + qo, mask=offs_m[:, None] < M, other=0.0)
-            lse = tl.load(lse_ptr + bh * M + offs_m, mask=offs_m < M, other=0.0)
-            delta = tl.load(delta_ptr + bh * M + offs_m, mask=offs_m < M, other=0.0)
+            q, do = _tiles(q_ptr, do_ptr, base, offs_m, offs_d, M, D)
+            lse, delta = _row_stats(lse_ptr, delta_ptr, bh, offs_m, M)
             dropped, ds = _tile_grads(q, k, v, do, lse, delta, offs_m, offs_n, M, seed, bh, scale, p_drop, DROPOUT)
             dv += tl.dot(tl.trans(dropped), do, input_precision="tf32")
             dk += tl.dot(tl.trans(ds), q, input_precision="tf32")
+        kv = base + offs_n[:, None] * D + offs_d[None, :]
         tl.store(dk_ptr + kv, dk * scale, mask=offs_n[:, None] < M)
         tl.store(dv_ptr + kv, dv, mask=offs_n[:, None] < M)
 
@@ -140,21 +148,16 @@ if triton is not None:
         offs_m = tl.program_id(0) * BM + tl.arange(0, BM)
         offs_d = tl.arange(0, D)
         base = bh * M * D
-        qo = base + offs_m[:, None] * D + offs_d[None, :]
-        q = tl.load(q_ptr + qo, mask=offs_m[:, None] < M, other=0.0)
-        do = tl.load(do_ptr + qo, mask=offs_m[:, None] < M, other=0.0)
-        lse = tl.load(lse_ptr + bh * M + offs_m, mask=offs_m < M, other=0.0)
-        delta = tl.load(delta_ptr + bh * M + offs_m, mask=offs_m < M, other=0.0)
+        q, do = _tiles(q_ptr, do_ptr, base, offs_m, offs_d, M, D)
+        lse, delta = _row_stats(lse_ptr, delta_ptr, bh, offs_m, M)
         dq = tl.zeros([BM, D], tl.float32)
         seed = tl.load(seed_ptr)
         for start_n in range(0, M, BN):
             offs_n = start_n + tl.arange(0, BN)
-            kv = base + offs_n[:, None] * D + offs_d[None, :]
-            k = tl.load(k_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
-            v = tl.load(v_ptr + kv, mask=offs_n[:, None] < M, other=0.0)
+            k, v = _tiles(k_ptr, v_ptr, base, offs_n, offs_d, M, D)
             _, ds = _tile_grads(q, k, v, do, lse, delta, offs_m, offs_n, M, seed, bh, scale, p_drop, DROPOUT)
             dq += tl.dot(ds, k, input_precision="tf32")
-        tl.store(dq_ptr + qo, dq * scale, mask=offs_m[:, None] < M)
+        tl.store(dq_ptr + base + offs_m[:, None] * D + offs_d[None, :], dq * scale, mask=offs_m[:, None] < M)
 
     @triton.jit
     def _mask(keep_ptr, seed_ptr, p_drop, M: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
