@@ -22,7 +22,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from reports.leaderboard import Board, display, fmt_bytes, fmt_count  # noqa: E402
-from reports.plots import Figure, _save, _styles, _wrap, count_axis, log_axis, slug  # noqa: E402
+from reports.plots import Figure, _save, _wrap, board_styles, count_axis, log_axis, slug  # noqa: E402
 
 KINDS = {"cuda": "GPU", "cpu": "CPU"}
 
@@ -106,7 +106,7 @@ def figure(board: Board, out: Path) -> Figure | None:
     sns.set_theme(style="whitegrid")
     disp = display(board.metric)
     label = device_label(set().union(*costs["kinds"]))
-    styles = _styles(sorted(set(costs["label"])))
+    styles = board_styles(board, list(costs["label"]))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, column, xlabel in ((axes[0], "device_hours", f"training {label} (summed over resumed pieces)"),
                                (axes[1], "params", "parameters")):

@@ -36,7 +36,7 @@ class Difference:
     paper: Any
 
     def __str__(self) -> str:
-        return f"{self.key} {_show(self.ours)} (paper {_show(self.paper)})"
+        return f"{self.key} {show_setting(self.ours)} (paper {show_setting(self.paper)})"
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SettingCheck:
 _ABSENT = object()
 
 
-def _show(value: Any) -> str:
+def show_setting(value: Any) -> str:
     """As the config would be written: null, true, a string without quotes; 'absent' for a missing key."""
     if value is _ABSENT:
         return "absent"
@@ -135,7 +135,7 @@ def compare(config: dict[str, Any], sizes: Iterable[dict[str, int] | None], pres
     paper = preset_config(preset)
     keys = (set(config) | set(paper)) - IGNORED
     diffs = [Difference(k, config.get(k, _ABSENT), paper.get(k, _ABSENT)) for k in keys
-             if not _same(config.get(k, _ABSENT), paper.get(k, _ABSENT))]
+             if not same_setting(config.get(k, _ABSENT), paper.get(k, _ABSENT))]
     unknown = []
     sizes = list(sizes)
     for split, n in paper_sizes.items():
@@ -149,7 +149,7 @@ def compare(config: dict[str, Any], sizes: Iterable[dict[str, int] | None], pres
     return SettingCheck(preset, tuple(diffs), tuple(unknown))
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_setting(a: Any, b: Any) -> bool:
     """Equal as the config would be written (1 and 1.0, 1 and true differ); `_ABSENT` equals only itself."""
     if a is b:
         return True

@@ -91,6 +91,17 @@ def _styles(names: list[str]) -> dict[str, dict[str, object]]:
                 "linestyle": LINESTYLES[i % len(LINESTYLES)]} for i, n in enumerate(names)}
 
 
+def board_styles(board: Board, names: list[str]) -> dict[str, dict[str, object]]:
+    """Styles for `names`, configurations of the board, chosen among all of the board's configurations (its ranked
+    rows and its runs of any status), so that a configuration has the same colour and marker in every figure of the
+    board: a figure that leaves out the runs that did not complete would otherwise recolour the rest."""
+    labels = set(board.rows["label"]) if len(board.rows) else set()
+    if len(board.runs):
+        labels |= set(run_labels(board.runs))
+    styles = _styles(sorted(str(label) for label in labels))
+    return styles if set(names) <= styles.keys() else _styles(sorted(set(names)))
+
+
 def scaling(bench: pd.DataFrame, out: Path) -> list[Figure]:
     """Tokens/s and peak memory (GiB) against length, log-log, a line per model; out-of-memory lengths as ×."""
     figures: list[Figure] = []
@@ -183,7 +194,7 @@ def metric_vs_params(board: Board, out: Path) -> Figure | None:
     fig, ax = plt.subplots(figsize=(10, 4.4))
     each = len(rows) <= MAX_LABELLED
     series = rows["label"] if each else rows["model"]
-    styles = _styles(sorted(set(series)))
+    styles = board_styles(board, list(series)) if each else _styles(sorted(set(series)))
     colors = _palette(sorted(set(rows["model"]) | {str(r.model) for r, _ in refs}))
     # Configurations of one parameter count (e.g. two S4D inits) would hide each other: spread them apart a little.
     rank = rows.groupby("params").cumcount()
@@ -306,7 +317,7 @@ def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | Non
     disp = display(board.metric)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
     configs = sorted(set(labels[runs.index]))
-    styles = _styles(configs)
+    styles = board_styles(board, configs)
     seeds = sorted(set(runs["seed"]))
     dash = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(seeds)}
     # Equal values (e.g. the same validation accuracy) would stack exactly: each configuration is shifted a little.

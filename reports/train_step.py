@@ -13,6 +13,9 @@ import pandas as pd
 from harness.results import Store
 from reports import render
 from reports.leaderboard import fmt_bytes
+from reports.load import flatten
+from reports.paper import preset_config, same_setting, show_setting
+from reports.references import Preset
 
 PASS = "train_step"
 
@@ -41,22 +44,36 @@ def _same(same: dict[str, Any] | None) -> str:
     return f"{same['difference']:.1e} ({same['rounding']:.1e}) after {same['steps']:,}"
 
 
+def changed(record: dict[str, Any]) -> str:
+    """The settings of the step's model, optimizer and training that differ from its preset's (`key=value`, as the
+    override would be written), so that two steps of one preset in one table say what told them apart (e.g.
+    `model.attention_kernel=flash_tf32`, or a batch shrunk to run on a CPU)."""
+    config = record.get("config") or {}
+    if not config.get("preset"):
+        return ""
+    preset = preset_config(Preset(config["preset"]))
+    ours = flatten({part: config[part] for part in ("model", "optim", "train") if isinstance(config.get(part), dict)})
+    return " ".join(f"{key}={show_setting(value)}" for key, value in sorted(ours.items())
+                    if key in preset and not same_setting(value, preset[key]))
+
+
 def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per train-step record, in the order preset, published first, then eager, compiled, graphs."""
     steps = [r for r in records if is_train_step(r)]
-    published = {(r["env"].get("device"), r["config"].get("preset")): r["metrics"]["time_ms"]
+    # A speed-up compares steps of one preset at the same settings on the same device.
+    published = {(r["env"].get("device"), r["config"].get("preset"), changed(r)): r["metrics"]["time_ms"]
                  for r in steps if r["metrics"]["impl"] == "published" and r["status"] == "complete"}
     order = {"eager": 0, "compiled": 1, "graphs": 2}
     out = []
     for r in sorted(steps, key=lambda r: (r["env"].get("device") or "", r["config"].get("preset") or "",
                                           r["metrics"]["impl"] != "published", order.get(r["config"].get("mode"), 9))):
         m, device, preset = r["metrics"], r["env"].get("device"), r["config"].get("preset")
-        base = published.get((device, preset))
+        base = published.get((device, preset, changed(r)))
         done = r["status"] == "complete"
         proj = m.get("projection") or {}
         out.append({
             "device": device, "code": (r["env"].get("git_commit") or "")[:7], "preset": preset, "impl": m["impl"],
-            "mode": r["config"].get("mode"),
+            "mode": r["config"].get("mode"), "changed from the preset": changed(r),
             "precision": m["dtype"], "batch x L": f"{m['batch_size']} x {m['length']}",
             "ms/step": _num(m["time_ms"], ".1f") if done else r["status"],
             "samples/s": _num(m.get("samples_per_s"), ",.0f"),
@@ -85,8 +102,9 @@ def table(records: Iterable[dict[str, Any]]) -> str:
     return "No train-step records." if df.empty else render.markdown(df) + "\n\n" + LEGEND
 
 
-LEGEND = ("ms/step: median of whole optimizer steps (forward, loss, backward, AdamW, schedule) on a random full-length "
-          "batch already on the device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
+LEGEND = ("changed from the preset: the step's settings that differ from its preset's. ms/step: median of whole "
+          "optimizer steps (forward, loss, backward, AdamW, schedule) on a random full-length batch already on the "
+          "device. GPU busy: the kernels' time in a step over the step's time (launch gaps "
           "count). host ms: the time a step's call takes to return (on CUDA, to queue its kernels); near ms/step, "
           "the step is bound by the host's Python and launches, and the host CPU (the record's env.cpu) sets its "
           "speed. "

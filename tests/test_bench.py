@@ -29,6 +29,7 @@ from harness.results import Store
 from harness.timing import PeakMemory, fit_exponent, time_calls
 from reports import bench as tables
 from reports import build
+from reports.train_step import rows as train_step_rows
 from reports.train_step import table as train_step_table
 from sweeps.studies import compare_published as study
 from sweeps.studies import train_step
@@ -521,6 +522,16 @@ def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(t
     assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
     assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
     assert sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records()) == [0.0045, 0.0045, 0.01, 0.01]
+    # The table tells the two learning rates apart by what each changed from the preset, and compares each of ours
+    # with the published step at its own settings.
+    rows = {(r["impl"], r["changed from the preset"]): r for r in train_step_rows(Store(root / "store").records())}
+    shrunk = "model.d_model=8 model.n_layers=1{} train.batch_size=2".format
+    assert set(rows) == {(impl, shrunk(lr)) for impl in ("ours", "published") for lr in ("", " optim.lr=0.01")}
+    by_lr = {r["config"]["optim"]["lr"]: r for r in Store(root / "store").records() if r["metrics"]["impl"] == "ours"}
+    mine, theirs = by_lr[0.01]["metrics"]["time_ms"], next(
+        r["metrics"]["time_ms"] for r in Store(root / "store").records()
+        if r["metrics"]["impl"] == "published" and r["config"]["optim"]["lr"] == 0.01)
+    assert rows[("ours", shrunk(" optim.lr=0.01"))]["speed-up vs published"] == f"{theirs / mine:.2f}x"
 
 
 @pytest.mark.slow  # compiles a small S4D (about 20 s)

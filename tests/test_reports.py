@@ -818,3 +818,18 @@ def test_a_run_still_under_way_is_drawn_as_far_as_it_got_and_never_ranked(tmp_pa
     assert plots.training_curves(b, b.runs, tmp_path / "diverged") is not None
     assert plots.legend_label("sgconv", with_diverged.set_index("run_id").loc[["diverged"]]) == \
         "sgconv (diverged after epoch 2, not ranked)"
+
+
+def test_a_configuration_keeps_its_colour_in_every_figure_of_a_board():
+    """The cost and parameter figures draw the complete rows only, the curves every run: a run that did not complete
+    (here sgconv, which sorts between the two complete ones) must not recolour the rest from one figure to the next."""
+    config = synthetic("listops", "s4")
+    transformer = record("t", {**config, "model": {"name": "transformer", "d_model": 64}}, 0, 0.3)
+    preempted = record("g", {**config, "model": {"name": "sgconv", "d_model": 64}}, 0, None, status="preempted",
+                       error="stopped by signal 15 at step 30")
+    (b,) = boards(runs_of([record("s", config, 0, 0.5), transformer, preempted]), load_references())
+    ranked = plots.board_styles(b, list(b.rows["label"]))
+    every = plots.board_styles(b, ["s4", "sgconv", "transformer"])
+    assert list(b.rows["label"]) == ["s4", "transformer"]
+    assert ranked["transformer"] == every["transformer"] and ranked["s4"] == every["s4"]
+    assert len({str(style["color"]) for style in every.values()}) == 3

@@ -1,7 +1,7 @@
 """A ListOps run's best weights on the val and test splits, example by example, broken down by the expression's
 outermost operator, its label and its length (why test is 4.8 points below val for S4D, 3.5 for MultiresNet).
 
-    PYTHONPATH=. python reports/measured/h100-2026-12-07d/listops/checks/by_operator.py ROOT DATA [RUN]
+    PYTHONPATH=. python reports/measured/h100-2026-12-07e/listops/checks/by_operator.py ROOT DATA [RUN]
 
 ROOT holds store/ and runs/ (this folder's ../store and ../runs); DATA is `paths.data`/listops, where the task
 finds the generated LRA-size set of the run, or makes it (30 s on two cores); RUN is the run's id (default: the

@@ -3,7 +3,7 @@ training split, and the majority label of each outermost operator (`[MAX` -> 9, 
 test and a fresh draw of 10,000 from the same generator (seed 7). No weights needed: the Transformer's run left
 none (its 36 MB checkpoint could not be carried back), and a model near 36% is close to such a prior.
 
-    PYTHONPATH=. python reports/measured/h100-2026-12-07d/listops/checks/label_prior.py DATA
+    PYTHONPATH=. python reports/measured/h100-2026-12-07e/listops/checks/label_prior.py DATA
 
 DATA is `paths.data`/listops: the task finds the run's generated LRA-size set there (seed 0), or makes it, and
 makes the fresh draw beside it. Seconds on two cores.
