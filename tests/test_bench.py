@@ -520,7 +520,7 @@ def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(t
     assert f"{published_ms / ours_ms:.2f}x" in capsys.readouterr().out  # the speed-up column
     # Another learning rate is another point; the same command again overwrites its points.
     assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
-    assert train_step.main([*args, *small, "optim.lr=0.01"]) == 0
+    assert train_step.main(["optim.lr=0.01", *args, *small]) == 0  # overrides may come before the options too
     assert sorted(r["config"]["optim"]["lr"] for r in Store(root / "store").records()) == [0.0045, 0.0045, 0.01, 0.01]
     # The table tells the two learning rates apart by what each changed from the preset, and compares each of ours
     # with the published step at its own settings.

@@ -94,7 +94,10 @@ def check_grad_products_against_torch() -> None:
         assert no_cross is None and torch.equal(only_gk, gk)
 
 
-@pytest.mark.parametrize("check", ["check_unpack_against_the_torch_copy", "check_grad_products_against_torch",
+# Each check is a fresh Python under Triton's interpreter: the quick lane keeps the whole convolution, the full suite
+# its parts too.
+@pytest.mark.parametrize("check", [*(pytest.param(c, marks=pytest.mark.slow) for c in (
+                                       "check_unpack_against_the_torch_copy", "check_grad_products_against_torch")),
                                    "check_fft_conv_through_the_kernels"])
 def test_triton_kernels_equal_what_torch_computes(check: str) -> None:
     pytest.importorskip("triton", reason="triton comes with torch's Linux wheels; without it the torch copies run")

@@ -66,6 +66,7 @@ def test_linear_upsampling_matches_align_corners_false_formula():
     assert torch.allclose(got, ref, atol=1e-6)
 
 
+@pytest.mark.slow  # the first compile of a process warms Inductor up (10 s)
 @pytest.mark.parametrize("mode", ["cat_randn", "sum_cos", "cat_randn_learnable_fixed", "cat_randn_nearest"])
 def test_compiled_kernel_equals_the_eager_kernel(mode):
     """Under torch.compile the upsampling is shifted copies and weights (`upsample`): the same kernel and

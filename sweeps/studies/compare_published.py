@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     for repo in sorted({p.repo for p in LAYERS.values()}):
         parser.add_argument(f"--{repo.replace('_', '-')}", type=Path, dest=repo, help="checkout of the repository")
     parser.add_argument("overrides", nargs="*", help="run-config overrides, e.g. bench.lengths=[1024,2048]")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before, between or after the options
     checkouts = {repo: getattr(args, repo) for repo in {p.repo for p in LAYERS.values()} if getattr(args, repo)}
     try:
         if not checkouts:

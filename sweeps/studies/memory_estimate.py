@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("presets", nargs="+")
     parser.add_argument("--out", type=Path, help="also write the JSON lines here")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # presets before or after --out
     device = torch.device("cuda")
     lines = []
     for name in args.presets:

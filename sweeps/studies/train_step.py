@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--same-training", type=int, default=0, dest="same_steps", metavar="STEPS",
                         help="also train STEPS steps eager and in each other mode and record both losses")
     parser.add_argument("overrides", nargs="*", help="run-config overrides for every preset, e.g. bench.repeats=20")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before, between or after the options
     checkouts = {"multires_conv": args.multires_conv} if args.multires_conv else {}
     try:
         result = run(args.presets.split(","), args.modes.split(","), checkouts, args.overrides, args.same_steps)
