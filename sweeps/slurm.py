@@ -101,7 +101,7 @@ def wait_for(jobs: Sequence[submitit.Job], overrides: Sequence[Sequence[str]], g
     The queue (`squeue`) says whether a job is still there, asked every few seconds at first and every `most_s`
     later. A job gone from it gets `grace_s` for its result file to appear (a shared filesystem can lag; submitit
     waits as long), then counts as ended, in the state SLURM's accounting gives, or unconfirmed where accounting
-    does not answer.
+    does not answer; one that accounting says was killed (cancelled, out of memory, its node failed) ends at once.
     submitit's own wait reads accounting alone, so a sweep waited forever while slurmdbd was down; here accounting
     only names how a job ended. Where squeue does not answer, submitit's state (accounting) decides, and the wait
     goes on until one of them answers.
@@ -122,7 +122,7 @@ def wait_for(jobs: Sequence[submitit.Job], overrides: Sequence[Sequence[str]], g
             if job.paths.result_pickle.exists():
                 returns[i] = job_return(overrides[i], job)
             elif queue is not None and job.job_id not in queue:
-                if now - gone.setdefault(i, now) >= grace_s:
+                if now - gone.setdefault(i, now) >= grace_s or killed(job.job_id):
                     returns[i] = ended_without_result(overrides[i], job)
             elif queue is None and job.done():  # submitit's state, from accounting
                 returns[i] = ended_without_result(overrides[i], job)
@@ -131,6 +131,16 @@ def wait_for(jobs: Sequence[submitit.Job], overrides: Sequence[Sequence[str]], g
         if len(returns) < len(jobs):
             time.sleep(min(most_s, 2.0 + (time.monotonic() - t0) / 20))
     return [returns[i] for i in range(len(jobs))]
+
+
+# How a job ends when it is killed from outside: no result can be on its way, so the wait for a lagging result file
+# is pointless. (A FAILED job may still hand back its traceback, a COMPLETED one its result.)
+KILLED = {"CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+def killed(job_id: str) -> bool:
+    """Does SLURM's accounting say the job, gone from the queue, was killed (KILLED)? No answer: not known, no."""
+    return status.job_state(job_id, {}, status.sacct([job_id])) in KILLED
 
 
 def job_return(overrides: Sequence[str], job: submitit.Job) -> JobReturn:
