@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from hydra.errors import MissingConfigException
 
 from harness.results import Store
 from reports import render
@@ -51,7 +52,10 @@ def changed(record: dict[str, Any]) -> str:
     config = record.get("config") or {}
     if not config.get("preset"):
         return ""
-    preset = preset_config(Preset(config["preset"]))
+    try:
+        preset = preset_config(Preset(config["preset"]))
+    except MissingConfigException:  # a record older than a preset's rename or removal
+        return f"(no preset {config['preset']} in sweeps/experiment/ to compare with)"
     ours = flatten({part: config[part] for part in ("model", "optim", "train") if isinstance(config.get(part), dict)})
     return " ".join(f"{key}={show_setting(value)}" for key, value in sorted(ours.items())
                     if key in preset and not same_setting(value, preset[key]))

@@ -532,6 +532,9 @@ def test_the_train_step_study_times_a_preset_s_steps_beside_the_published_step(t
         r["metrics"]["time_ms"] for r in Store(root / "store").records()
         if r["metrics"]["impl"] == "published" and r["config"]["optim"]["lr"] == 0.01)
     assert rows[("ours", shrunk(" optim.lr=0.01"))]["speed-up vs published"] == f"{theirs / mine:.2f}x"
+    gone = {**by_lr[0.01], "config": {**by_lr[0.01]["config"], "preset": "renamed_since"}}
+    assert train_step_rows([gone])[0]["changed from the preset"] == \
+        "(no preset renamed_since in sweeps/experiment/ to compare with)"
 
 
 @pytest.mark.slow  # compiles a small S4D (about 20 s)
