@@ -63,7 +63,7 @@ class Board:
     table: pd.DataFrame  # the same as display strings, plus the published rows
     comparisons: pd.DataFrame  # paired t-tests between rows over shared seeds
     references: list[Reference] = field(default_factory=list)  # of its setting; numbered [1], [2], ... in the table
-    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the board's records, any status
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)  # the board's records, any status, with their `label`
     incomplete: pd.DataFrame = field(default_factory=pd.DataFrame)  # not complete: listed apart, never ranked
     notes: list[Note] = field(default_factory=list)
     cited: list[Reference] = field(default_factory=list)  # every number the table cites: `references`, then those
@@ -327,7 +327,7 @@ def board(task: str, title: str, runs: pd.DataFrame, catalog: Catalog) -> Board:
     pairs, pair_note = comparisons(frame)
     notes += pair_note
     table = format_table(frame, published, cited, machines, disp, higher)
-    return Board(task, title, task_config, metric, higher, frame, table, pairs, published, runs,
+    return Board(task, title, task_config, metric, higher, frame, table, pairs, published, runs.assign(label=labels),
                  not_complete(runs, labels), notes, cited)
 
 

@@ -95,9 +95,7 @@ def board_styles(board: Board, names: list[str]) -> dict[str, dict[str, object]]
     """Styles for `names`, configurations of the board, chosen among all of the board's configurations (its ranked
     rows and its runs of any status), so that a configuration has the same colour and marker in every figure of the
     board: a figure that leaves out the runs that did not complete would otherwise recolour the rest."""
-    labels = set(board.rows["label"]) if len(board.rows) else set()
-    if len(board.runs):
-        labels |= set(run_labels(board.runs))
+    labels = set(board.runs["label"]) if "label" in board.runs else set()  # the rows' labels among them
     styles = _styles(sorted(str(label) for label in labels))
     return styles if set(names) <= styles.keys() else _styles(sorted(set(names)))
 
@@ -309,7 +307,7 @@ def training_curves(board: Board, runs: pd.DataFrame, out: Path) -> Figure | Non
     """Train loss and validation metric per epoch, one line per run: colour and marker per configuration, line style
     per seed, a marker on every epoch (so a one-epoch run is a visible point). A large board draws its best-ranked
     configurations only (`curve_runs`)."""
-    labels = run_labels(runs)
+    labels = runs["label"] if "label" in runs else run_labels(runs)
     runs, shown = curve_runs(board, runs, labels)
     if runs.empty:
         return None

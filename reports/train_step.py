@@ -71,13 +71,13 @@ def rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(steps, key=lambda r: (r["env"].get("device") or "", r["config"].get("preset") or "",
                                           r["metrics"]["impl"] != "published", order.get(r["config"].get("mode"), 9))):
-        m, device, preset = r["metrics"], r["env"].get("device"), r["config"].get("preset")
-        base = published.get((device, preset, changed(r)))
+        m, device, preset, settings = r["metrics"], r["env"].get("device"), r["config"].get("preset"), changed(r)
+        base = published.get((device, preset, settings))
         done = r["status"] == "complete"
         proj = m.get("projection") or {}
         out.append({
             "device": device, "code": (r["env"].get("git_commit") or "")[:7], "preset": preset, "impl": m["impl"],
-            "mode": r["config"].get("mode"), "changed from the preset": changed(r),
+            "mode": r["config"].get("mode"), "changed from the preset": settings,
             "precision": m["dtype"], "batch x L": f"{m['batch_size']} x {m['length']}",
             "ms/step": _num(m["time_ms"], ".1f") if done else r["status"],
             "samples/s": _num(m.get("samples_per_s"), ",.0f"),

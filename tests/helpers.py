@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -35,6 +36,13 @@ def run_py(tmp_path: Path, *args: str, timeout: int = 300, cwd: Path | None = No
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *flags, *paths, *overrides], cwd=cwd or tmp_path,
                           capture_output=True, text=True, timeout=timeout,
                           env=env or {**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_named_check(namespace: dict[str, Any]) -> None:
+    """The other end of `run_triton_check`, under a test module's `if __name__ == "__main__"`: call the function of
+    `namespace` (the module's globals) that argv names, and say that it returned."""
+    namespace[sys.argv[1]]()
+    print(f"{sys.argv[1]}: ok")
 
 
 def run_triton_check(test_file: str, check: str, interpret: bool = True, **env: str) -> None:

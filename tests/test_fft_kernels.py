@@ -10,12 +10,10 @@ The interpreter must be chosen before triton is imported, so the checks run in a
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
-from tests.helpers import run_triton_check
+from tests.helpers import run_named_check, run_triton_check
 
 
 def check_unpack_against_the_torch_copy() -> None:
@@ -105,5 +103,4 @@ def test_triton_kernels_equal_what_torch_computes(check: str) -> None:
 
 
 if __name__ == "__main__":
-    globals()[sys.argv[1]]()
-    print(f"{sys.argv[1]}: ok")
+    run_named_check(globals())

@@ -11,12 +11,10 @@ The interpreter must be chosen before triton is imported, so the checks run in a
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
-from tests.helpers import run_triton_check
+from tests.helpers import run_named_check, run_triton_check
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
@@ -151,5 +149,4 @@ def test_flash_attention_equals_the_attention_written_out(check: str) -> None:
 
 
 if __name__ == "__main__":
-    globals()[sys.argv[1]]()
-    print(f"{sys.argv[1]}: ok")
+    run_named_check(globals())
