@@ -42,12 +42,15 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def loader(task: Task, split: str, cfg: TrainConfig, sampler: EpochBatches) -> DataLoader:
+def loader(task: Task, split: str, cfg: TrainConfig, sampler: EpochBatches, device: torch.device) -> DataLoader:
     # A loader of its own generator: creating an iterator would otherwise draw from the global RNG
     # (for worker seeds) and shift the dropout masks of a resumed run.
     generator = torch.Generator().manual_seed(sampler.seed * 100_003 + sampler.epoch)
+    # Pinned batches for a GPU: a copy from pageable memory waits for every kernel already queued, so the host
+    # could not queue the next step while the GPU still runs this one.
     return DataLoader(task.splits[split], batch_sampler=sampler, collate_fn=task.collate,
-                      num_workers=cfg.num_workers, generator=generator, worker_init_fn=_ignore_stop_signals)
+                      num_workers=cfg.num_workers, generator=generator, worker_init_fn=_ignore_stop_signals,
+                      pin_memory=device.type == "cuda")
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -75,7 +75,7 @@ def score(model: nn.Module, task: Task, split: str, cfg: TrainConfig,
     batch_size = cfg.eval_batch_size or cfg.batch_size
     sampler = EpochBatches(len(task.splits[split]), batch_size, shuffle=False)
     with autocast_for(device, cfg.precision):
-        for i, batch in enumerate(loader(task, split, cfg, sampler)):
+        for i, batch in enumerate(loader(task, split, cfg, sampler, device)):
             if cfg.limit_eval_batches is not None and i >= cfg.limit_eval_batches:
                 break
             batch = to_device(batch, device)
@@ -351,7 +351,7 @@ def train_epoch(state: Fit, stop: checkpoint.StopFlag) -> None:
     meter = LossMeter(state.device, progress["loss_sum"], progress["loss_n"])
     state.log.start_epoch(progress["epoch"], progress["batch"])
     started = time.perf_counter()
-    for batch in loader(state.task, "train", train, dist.shard(sampler)):
+    for batch in loader(state.task, "train", train, dist.shard(sampler), state.device):
         if progress["batch"] >= plan_.steps_per_epoch or progress["step"] >= plan_.total_steps:
             break
         global_size = min(train.batch_size, n_train - progress["batch"] * train.batch_size)

@@ -42,7 +42,8 @@ def main(root: Path, data: Path, run: str = S4D_RUN) -> None:
     for split in ("val", "test"):
         right: list[bool] = []
         with torch.no_grad():
-            for batch in loader(task, split, train, EpochBatches(len(task.splits[split]), 50, shuffle=False)):
+            for batch in loader(task, split, train, EpochBatches(len(task.splits[split]), 50, shuffle=False),
+                                torch.device("cpu")):
                 right += (model(batch["x"], lengths=batch["lengths"]).argmax(-1) == batch["y"]).tolist()
         with open(Path(task.info["dir"]) / f"basic_{split}.tsv", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))[1:]
