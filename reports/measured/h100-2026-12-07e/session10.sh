@@ -11,6 +11,7 @@
 # it without graphs if they fail). The one with STOP=1 stops the queue and its run, which writes its checkpoint.
 #   tar -czf gpu/results.tgz -C reports/measured/h100-2026-12-07e/listops store runs && \
 #       COMMIT=<sha> PROBE=1 bash gpu/session10.sh
+#   (PARTS="issue24" runs only the parts it names)
 #   COMMIT=<sha> bash gpu/session10.sh                       # within 30 s
 #   COMMIT=<sha> STOP=1 BUDGET=<s> bash gpu/session10.sh     # the last command the session's device time allows
 set -u
@@ -26,6 +27,7 @@ if [ "${PROBE:-0}" = 1 ]; then
     [ -d /tmp/sb ] || { mkdir /tmp/sb && tar -xzf gpu/repo.tgz -C /tmp/sb && (cd /tmp/sb && git reset -q --hard "$COMMIT"); }
     probe() {  # name, seconds, command...: a part that overruns is cut off, and the next part still runs
         local name=$1 limit=$2 t=$SECONDS; shift 2
+        case " ${PARTS:-issue24 wavspa_probe wavspa_step wavspa_step_flash} " in *" $name "*) ;; *) return ;; esac
         (cd /tmp/sb && PYTHONPATH=/tmp/site:. timeout "$limit" "$@") > "$out/$name.log" 2>&1
         echo "== $name: exit $? after $((SECONDS - t)) s"
         tr '\r' '\n' < "$out/$name.log" | grep -v "^W\|warn\|^\s*$" | tail -30 | cut -c1-170
