@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import tests.toy as toy
 from harness import checkpoint, env, runner
 from harness import train as train_module
-from harness.batches import EpochBatches
+from harness.batches import EpochBatches, loader
 from harness.config import OptimConfig, TrainConfig
 from harness.device import set_precision
 from harness.errors import UserError
@@ -223,6 +223,14 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch() -> None:
     assert a == list(EpochBatches(10, 3, True, seed=1, epoch=2))
     assert a != list(EpochBatches(10, 3, True, seed=1, epoch=3))
     assert list(EpochBatches(10, 3, True, seed=1, epoch=2, start=2)) == a[2:]
+
+
+def test_the_loader_pins_batches_for_a_gpu_only(tmp_path: Path) -> None:
+    # Unpinned, a batch's copy to the GPU waits for every kernel queued before it; the CPU needs no pinning.
+    task, cfg = toy.build(toy.ToyConfig(), tmp_path), TrainConfig(batch_size=4)
+    sampler = EpochBatches(len(task.splits["train"]), 4, False)
+    assert loader(task, "train", cfg, sampler, torch.device("cuda")).pin_memory
+    assert not loader(task, "train", cfg, sampler, torch.device("cpu")).pin_memory
 
 
 def _fit(task: Task, run_dir: Path, epochs: int = 3, progress: bool = False, **train: Any) -> FitResult:
